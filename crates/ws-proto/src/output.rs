@@ -1,0 +1,111 @@
+//! The bytes a connection has encoded and the caller has yet to write.
+//!
+//! Small frames are encoded into one growing buffer; a large shared payload is
+//! queued as its own chunk, without a copy. The caller writes the chunks with
+//! one vectored write and reports how much went out.
+
+use crate::frame::{FrameHeader, encode_frame};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+/// Past this, an idle output buffer gives its memory back.
+const IDLE_CAPACITY: usize = 8 << 10;
+
+/// Encoded bytes waiting to be written, in order.
+#[derive(Debug, Default)]
+pub struct Output {
+    sealed: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl Output {
+    /// The number of bytes waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills `dst` with the waiting chunks, in order; returns how many it filled.
+    pub fn io_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let chunks = self.sealed.iter().map(|b| &b[..]).chain(Some(&self.tail[..]));
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(chunks.filter(|c| !c.is_empty())) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the first `n` bytes, which the caller has written.
+    pub fn advance(&mut self, mut n: usize) {
+        assert!(n <= self.len, "advanced past the output");
+        self.len -= n;
+        while let Some(front) = self.sealed.front_mut() {
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.sealed.pop_front();
+        }
+        self.tail.advance(n);
+        if self.len == 0 && self.tail.capacity() > IDLE_CAPACITY {
+            self.tail = BytesMut::new();
+        }
+    }
+
+    /// Encodes a frame after everything before it, copying the payload.
+    pub(crate) fn push_frame(&mut self, header: FrameHeader, payload: &[u8]) {
+        let before = self.tail.len();
+        encode_frame(header, payload, &mut self.tail);
+        self.len += self.tail.len() - before;
+    }
+
+    /// Encodes an unmasked frame whose payload is queued as it is, without a copy.
+    pub(crate) fn push_shared_frame(&mut self, header: FrameHeader, payload: Bytes) {
+        debug_assert!(header.mask.is_none() && header.payload_len == payload.len() as u64);
+        header.encode(&mut self.tail);
+        self.sealed.push_back(self.tail.split().freeze());
+        self.len += header.encoded_len() + payload.len();
+        self.sealed.push_back(payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::OpCode;
+
+    fn text(out: &mut Output, payload: &[u8]) {
+        let header = FrameHeader { fin: true, rsv: 0, opcode: OpCode::Text, mask: None, payload_len: 0 };
+        out.push_frame(header, payload);
+    }
+
+    fn drain(out: &Output) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); 8];
+        let n = out.io_slices(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn keeps_order_across_shared_chunks() {
+        let mut out = Output::default();
+        text(&mut out, b"ab");
+        let header = FrameHeader { fin: true, rsv: 0, opcode: OpCode::Binary, mask: None, payload_len: 1 };
+        out.push_shared_frame(header, Bytes::from_static(b"c"));
+        text(&mut out, b"gh");
+        assert_eq!((drain(&out), out.len()), (b"\x81\x02ab\x82\x01c\x81\x02gh".to_vec(), 11));
+        out.advance(5);
+        assert_eq!(drain(&out), b"\x01c\x81\x02gh");
+        out.advance(5);
+        assert_eq!(drain(&out), b"h");
+        out.advance(1);
+        assert!(out.is_empty());
+    }
+}
