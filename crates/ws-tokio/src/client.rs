@@ -1,0 +1,88 @@
+//! The client's side: connect to a `ws://` URL, or run the handshake over any
+//! stream, and validate the server's answer.
+
+use crate::{Error, Options, WebSocket};
+use bytes::{Buf, BytesMut};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use ws_proto::Role;
+use ws_proto::handshake::client::{ClientRequest, Response};
+
+/// What a client offers and how long it waits.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Subprotocols to offer, in order of preference.
+    pub protocols: Vec<String>,
+    /// Extra header fields, such as `Authorization` or `Origin`.
+    pub headers: Vec<(String, String)>,
+    /// Settings of the established WebSocket.
+    pub socket: Options,
+    /// How long connecting and the opening handshake may take together.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            socket: Options::default(),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Connects to a `ws://host[:port]/path?query` URL with default options.
+pub async fn connect(url: &str) -> Result<(WebSocket<TcpStream>, Response), Error> {
+    connect_with(url, &ClientOptions::default()).await
+}
+
+/// Connects to a `ws://` URL, resolving the host with tokio.
+pub async fn connect_with(url: &str, options: &ClientOptions) -> Result<(WebSocket<TcpStream>, Response), Error> {
+    let url = url::Url::parse(url).map_err(|e| Error::Url(e.to_string()))?;
+    if url.scheme() != "ws" {
+        return Err(Error::Url(format!("scheme {}: only ws:// is supported", url.scheme())));
+    }
+    let host = url.host_str().ok_or_else(|| Error::Url("no host".into()))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let mut request = ClientRequest::new(
+        url.port().map_or_else(|| host.to_owned(), |p| format!("{host}:{p}")),
+        match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        },
+    );
+    request.protocols.clone_from(&options.protocols);
+    request.headers.clone_from(&options.headers);
+    let connecting = async {
+        let tcp = TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
+        tcp.set_nodelay(true)?;
+        handshake(tcp, &request, options.socket).await
+    };
+    timeout(options.handshake_timeout, connecting).await.map_err(|_| Error::HandshakeTimeout)?
+}
+
+/// Runs the client's opening handshake over an established stream (TCP, TLS, ...).
+pub async fn handshake<S>(
+    mut io: S,
+    request: &ClientRequest,
+    options: Options,
+) -> Result<(WebSocket<S>, Response), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (state, bytes) = request.encode()?;
+    io.write_all(&bytes).await?;
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        if let Some((response, len)) = state.parse_response(&buf, &options.config)? {
+            buf.advance(len);
+            return Ok((WebSocket::from_parts(io, Role::Client, options, buf), response));
+        }
+    }
+}

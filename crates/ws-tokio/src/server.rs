@@ -1,0 +1,105 @@
+//! The server's side: read the opening request within a timeout and the
+//! header bounds, let the application look at it, then accept or refuse.
+
+use crate::{Error, Options, WebSocket};
+use bytes::{Buf, BytesMut};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout_at};
+use ws_proto::Role;
+use ws_proto::handshake::server::{Request, Upgrade, error_response};
+
+/// A received request head, waiting for the application's decision.
+#[derive(Debug)]
+pub struct Handshake<S> {
+    io: S,
+    request: Request,
+    leftover: BytesMut,
+    options: Options,
+    deadline: Instant,
+}
+
+/// Reads a request head from `io` within `timeout`. A head that breaks the
+/// bounds of `options.config` or is not HTTP/1.1 is answered with its status
+/// (431 or 400) before the error is returned.
+pub async fn read_request<S>(mut io: S, options: Options, timeout: Duration) -> Result<Handshake<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + timeout;
+    let mut buf = BytesMut::with_capacity(1024);
+    let read = async {
+        loop {
+            if io.read_buf(&mut buf).await? == 0 {
+                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            if let Some(parsed) = Request::parse(&buf, &options.config)? {
+                return Ok(parsed);
+            }
+        }
+    };
+    match timeout_at(deadline, read).await {
+        Ok(Ok((request, len))) => {
+            buf.advance(len);
+            Ok(Handshake { io, request, leftover: buf, options, deadline })
+        }
+        Ok(Err(Error::Protocol(e))) => {
+            let status = e.http_status().unwrap_or(400);
+            let _ = timeout_at(deadline, respond_and_shut(&mut io, &error_response(status, &e.to_string()))).await;
+            Err(e.into())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::HandshakeTimeout),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<S> {
+    /// The request: path, query, Origin and every header.
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// Validates the request as an opening handshake and, if it is one,
+    /// answers 101 with the subprotocol `choose` picks from the client's offer.
+    /// An invalid request is answered with its status (400 or 426) and returned as an error.
+    pub async fn accept(mut self, choose: impl FnOnce(&Upgrade) -> Option<String>) -> Result<WebSocket<S>, Error> {
+        let upgrade = match Upgrade::validate(&self.request) {
+            Ok(upgrade) => upgrade,
+            Err(e) => {
+                let status = e.http_status().unwrap_or(400);
+                self.respond(&error_response(status, &e.to_string())).await?;
+                return Err(e.into());
+            }
+        };
+        let protocol = choose(&upgrade);
+        let response = upgrade.accept_response(protocol.as_deref(), None);
+        timeout_at(self.deadline, self.io.write_all(&response)).await.map_err(|_| Error::HandshakeTimeout)??;
+        Ok(WebSocket::from_parts(self.io, Role::Server, self.options, self.leftover))
+    }
+
+    /// Refuses the upgrade with `status` and a short plain-text body.
+    pub async fn reject(self, status: u16, body: &str) -> Result<(), Error> {
+        self.respond(&error_response(status, body)).await
+    }
+
+    /// Answers with a complete HTTP response (for plain HTTP routes) and closes.
+    pub async fn respond(mut self, response: &[u8]) -> Result<(), Error> {
+        timeout_at(self.deadline, respond_and_shut(&mut self.io, response))
+            .await
+            .map_err(|_| Error::HandshakeTimeout)?
+    }
+}
+
+async fn respond_and_shut<S: AsyncWrite + Unpin>(io: &mut S, response: &[u8]) -> Result<(), Error> {
+    io.write_all(response).await?;
+    io.shutdown().await?;
+    Ok(())
+}
+
+/// Reads the request and accepts it as a WebSocket with no subprotocol.
+pub async fn accept<S>(io: S, options: Options, timeout: Duration) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    read_request(io, options, timeout).await?.accept(|_| None).await
+}

@@ -1,0 +1,339 @@
+//! An async WebSocket over any `AsyncRead + AsyncWrite`: a ws-proto
+//! [`Connection`] driven by the socket.
+//!
+//! Reads land in a per-thread scratch buffer; a connection keeps only the
+//! bytes that follow an event it returned, so an idle connection holds no read
+//! buffer. Queued frames leave with vectored writes, all that is queued at
+//! once, before the socket is read again.
+
+use crate::Error;
+use bytes::{Buf, Bytes, BytesMut};
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+use ws_proto::{CloseCode, Config, Connection, Event, Message, Role, State};
+
+/// How much one read takes from the socket.
+const SCRATCH_LEN: usize = 64 << 10;
+/// How many chunks one vectored write passes at most.
+const MAX_IOVECS: usize = 64;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+}
+
+/// Settings of an established WebSocket.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The protocol limits.
+    pub config: Config,
+    /// How long the closing handshake, and then the peer's closing of TCP, may take.
+    pub close_timeout: Duration,
+    /// While more than this many bytes wait to be written, the socket is not
+    /// read: a peer that sends without reading cannot grow what we queue for it.
+    pub max_output: usize,
+}
+
+impl Default for Options {
+    /// ws-proto's default limits, 5 s to close, 1 MiB of output.
+    fn default() -> Self {
+        Options { config: Config::default(), close_timeout: Duration::from_secs(5), max_output: 1 << 20 }
+    }
+}
+
+/// What another task asks of the WebSocket through a [`Sender`].
+#[derive(Debug)]
+enum Command {
+    Message(Message),
+    Ping(Bytes),
+    Close(CloseCode, String),
+}
+
+/// A handle to send on a [`WebSocket`] from other tasks. What it sends is
+/// written while the owner of the WebSocket is in [`WebSocket::recv`].
+#[derive(Debug, Clone)]
+pub struct Sender {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Sender {
+    /// Queues a message; fails if the WebSocket is gone.
+    pub async fn send(&self, message: Message) -> Result<(), Error> {
+        self.command(Command::Message(message)).await
+    }
+
+    /// Queues a ping.
+    pub async fn ping(&self, payload: Bytes) -> Result<(), Error> {
+        self.command(Command::Ping(payload)).await
+    }
+
+    /// Starts the closing handshake.
+    pub async fn close(&self, code: CloseCode, reason: impl Into<String>) -> Result<(), Error> {
+        self.command(Command::Close(code, reason.into())).await
+    }
+
+    async fn command(&self, command: Command) -> Result<(), Error> {
+        self.commands.send(command).await.map_err(|_| Error::Protocol(ws_proto::Error::Closed))
+    }
+}
+
+/// Where a connection is in ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Not ending, or the closing handshake is still under way.
+    No,
+    /// The server sent FIN; the peer's FIN is awaited.
+    ShutDown,
+    /// Finished: `recv` returns `None`.
+    Done,
+}
+
+/// A WebSocket connection on a socket `S`, for either role.
+#[derive(Debug)]
+pub struct WebSocket<S> {
+    io: S,
+    conn: Connection,
+    options: Options,
+    leftover: BytesMut,
+    needs_flush: bool,
+    commands: Option<mpsc::Receiver<Command>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    failure: Option<Error>,
+    ending: Ending,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// A WebSocket on `io`, whose opening handshake is done; `leftover` holds
+    /// bytes read after the handshake, which belong to the first frames.
+    pub fn from_parts(io: S, role: Role, options: Options, leftover: BytesMut) -> Self {
+        WebSocket {
+            io,
+            conn: Connection::new(role, options.config),
+            options,
+            leftover,
+            needs_flush: false,
+            commands: None,
+            deadline: None,
+            failure: None,
+            ending: Ending::No,
+        }
+    }
+
+    /// The protocol state, for its role and closing state.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The socket.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The next event from the peer. While waiting it writes what is queued,
+    /// answers pings and completes the closing handshake. `None` once the
+    /// connection has ended; a protocol error is returned once, after its
+    /// close frame went out. Cancel-safe: dropping the future loses nothing.
+    pub async fn recv(&mut self) -> Option<Result<Event, Error>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Queues a message to go out with the next write, without waiting.
+    pub fn queue(&mut self, message: &Message) -> Result<(), Error> {
+        Ok(self.conn.send(message)?)
+    }
+
+    /// Queues a message and writes everything queued.
+    pub async fn send(&mut self, message: &Message) -> Result<(), Error> {
+        self.queue(message)?;
+        self.flush().await
+    }
+
+    /// Sends a message in frames of at most `frame_size` payload bytes.
+    pub async fn send_fragmented(&mut self, message: &Message, frame_size: usize) -> Result<(), Error> {
+        self.conn.send_fragmented(message, frame_size)?;
+        self.flush().await
+    }
+
+    /// Sends a ping with up to 125 bytes of payload.
+    pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.conn.ping(payload)?;
+        self.flush().await
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_write(cx)).await
+    }
+
+    /// Closes: sends the close frame, then reads (discarding messages) until
+    /// the peer's close and the end of TCP, or `close_timeout`.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.conn.close(code, reason)?;
+        while let Some(event) = self.recv().await {
+            event?;
+        }
+        Ok(())
+    }
+
+    /// A handle for other tasks to send on this WebSocket.
+    pub fn sender(&mut self) -> Sender {
+        let (tx, rx) = mpsc::channel(64);
+        self.commands = Some(rx);
+        Sender { commands: tx }
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+        loop {
+            if self.ending == Ending::Done {
+                return Poll::Ready(self.failure.take().map(Err));
+            }
+            if !self.leftover.is_empty() {
+                if let Some(event) = self.receive_leftover() {
+                    return Poll::Ready(Some(Ok(event)));
+                }
+                continue;
+            }
+            let written = match self.poll_write(cx) {
+                Poll::Ready(Err(e)) => return self.end_with(e),
+                Poll::Ready(Ok(())) => true,
+                Poll::Pending => false,
+            };
+            if self.conn.state() != State::Open && self.poll_deadline(cx).is_ready() {
+                self.ending = Ending::Done;
+                continue;
+            }
+            if self.conn.state() == State::Closed && written && self.ending == Ending::No {
+                if self.conn.role() == Role::Server {
+                    // The server closes TCP first (section 7.1.1), then waits for the client's FIN.
+                    if let Err(e) = ready!(Pin::new(&mut self.io).poll_shutdown(cx)) {
+                        return self.end_with(e.into());
+                    }
+                }
+                self.ending = Ending::ShutDown;
+            }
+            if self.conn.output().len() > self.options.max_output {
+                return Poll::Pending;
+            }
+            if self.poll_commands(cx) {
+                continue;
+            }
+            match ready!(self.poll_read(cx)) {
+                Ok(Some(event)) => return Poll::Ready(Some(Ok(event))),
+                Ok(None) => {}
+                Err(e) => return self.end_with(e),
+            }
+        }
+    }
+
+    /// Feeds the bytes kept from an earlier read.
+    fn receive_leftover(&mut self) -> Option<Event> {
+        match self.conn.receive(&self.leftover) {
+            Ok((used, event)) => {
+                self.leftover.advance(used);
+                event
+            }
+            Err(e) => {
+                self.leftover.clear();
+                self.failure = Some(e.into());
+                None
+            }
+        }
+    }
+
+    /// Reads once and feeds what came. `Ok(None)` when the bytes completed no event.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
+        if self.leftover.capacity() > 0 {
+            self.leftover = BytesMut::new();
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut buf = ReadBuf::new(scratch);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            let input = buf.filled();
+            if input.is_empty() {
+                return Poll::Ready(self.read_eof());
+            }
+            match self.conn.receive(input) {
+                Ok((used, event)) => {
+                    self.leftover.extend_from_slice(&input[used..]);
+                    Poll::Ready(Ok(event))
+                }
+                Err(e) => {
+                    self.failure = Some(e.into());
+                    Poll::Ready(Ok(None))
+                }
+            }
+        })
+    }
+
+    /// The peer closed TCP: the end after a closing handshake, abnormal before it.
+    fn read_eof(&mut self) -> Result<Option<Event>, Error> {
+        if self.conn.state() != State::Closed && self.failure.is_none() {
+            self.failure = Some(Error::Abnormal);
+        }
+        self.ending = Ending::Done;
+        Ok(None)
+    }
+
+    /// Takes what other tasks sent; true if there was anything.
+    fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(commands) = &mut self.commands else { return false };
+        let command = match commands.poll_recv(cx) {
+            Poll::Ready(Some(command)) => command,
+            Poll::Ready(None) => {
+                self.commands = None;
+                return false;
+            }
+            Poll::Pending => return false,
+        };
+        // A command that comes after the close is dropped, as a send would fail.
+        let _ = match command {
+            Command::Message(message) => self.conn.send(&message),
+            Command::Ping(payload) => self.conn.ping(&payload),
+            Command::Close(code, reason) => self.conn.close(code, &reason),
+        };
+        true
+    }
+
+    /// Writes everything queued, with vectored writes, then flushes.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while !self.conn.output().is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = self.conn.output().io_slices(&mut slices);
+            let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
+            if written == 0 {
+                return Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()));
+            }
+            self.conn.output_mut().advance(written);
+            self.needs_flush = true;
+        }
+        if self.needs_flush {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.needs_flush = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The closing handshake and the TCP close must end within `close_timeout`.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let timeout = self.options.close_timeout;
+        let deadline =
+            self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+        deadline.as_mut().poll(cx)
+    }
+
+    /// Ends on an I/O error: reported, unless the closing handshake was
+    /// already complete, when a reset while tearing TCP down changes nothing.
+    fn end_with(&mut self, error: Error) -> Poll<Option<Result<Event, Error>>> {
+        self.ending = Ending::Done;
+        if self.conn.state() == State::Closed && self.failure.is_none() {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Err(self.failure.take().unwrap_or(error))))
+    }
+}
