@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use std::sync::Arc;
-use tracing::info;
+use tracing::{info, warn};
 use ws_server::{config::ServerConfig, http::serve};
 
 #[tokio::main]
@@ -15,6 +15,9 @@ async fn main() -> std::io::Result<()> {
     let config = ServerConfig::parse();
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     info!("listening on {}{}", listener.local_addr()?, if config.echo { " (echo at /echo)" } else { "" });
+    if !config.echo {
+        warn!("the hub and its demo page are not built yet: every path answers 404; --echo serves /echo");
+    }
     tokio::select! {
         served = serve(listener, Arc::new(config)) => served,
         _ = tokio::signal::ctrl_c() => {

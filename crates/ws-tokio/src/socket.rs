@@ -83,17 +83,6 @@ impl Sender {
     }
 }
 
-/// Where a connection is in ending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// Not ending, or the closing handshake is still under way.
-    No,
-    /// The server sent FIN; the peer's FIN is awaited.
-    ShutDown,
-    /// Finished: `recv` returns `None`.
-    Done,
-}
-
 /// A WebSocket connection on a socket `S`, for either role.
 #[derive(Debug)]
 pub struct WebSocket<S> {
@@ -105,7 +94,10 @@ pub struct WebSocket<S> {
     commands: Option<mpsc::Receiver<Command>>,
     deadline: Option<Pin<Box<Sleep>>>,
     failure: Option<Error>,
-    ending: Ending,
+    /// This end has sent its FIN.
+    shut_down: bool,
+    /// The connection is over: `recv` returns `None` (after the failure, if any).
+    done: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
@@ -121,7 +113,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             commands: None,
             deadline: None,
             failure: None,
-            ending: Ending::No,
+            shut_down: false,
+            done: false,
         }
     }
 
@@ -190,7 +183,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
         loop {
-            if self.ending == Ending::Done {
+            if self.done {
+                if !self.shut_down {
+                    // Errors no longer matter: the connection is over either way.
+                    let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                    self.shut_down = true;
+                }
                 return Poll::Ready(self.failure.take().map(Err));
             }
             if !self.leftover.is_empty() {
@@ -205,17 +203,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Poll::Pending => false,
             };
             if self.conn.state() != State::Open && self.poll_deadline(cx).is_ready() {
-                self.ending = Ending::Done;
+                self.done = true;
                 continue;
             }
-            if self.conn.state() == State::Closed && written && self.ending == Ending::No {
-                if self.conn.role() == Role::Server {
-                    // The server closes TCP first (section 7.1.1), then waits for the client's FIN.
-                    if let Err(e) = ready!(Pin::new(&mut self.io).poll_shutdown(cx)) {
-                        return self.end_with(e.into());
-                    }
+            let server_closes = self.conn.role() == Role::Server && self.conn.state() == State::Closed;
+            if server_closes && written && !self.shut_down {
+                // The server closes TCP first (section 7.1.1), then waits for the client's FIN;
+                // the client sends its FIN when it reads the server's.
+                if let Err(e) = ready!(Pin::new(&mut self.io).poll_shutdown(cx)) {
+                    return self.end_with(e.into());
                 }
-                self.ending = Ending::ShutDown;
+                self.shut_down = true;
             }
             if self.conn.output().len() > self.options.max_output {
                 return Poll::Pending;
@@ -276,7 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if self.conn.state() != State::Closed && self.failure.is_none() {
             self.failure = Some(Error::Abnormal);
         }
-        self.ending = Ending::Done;
+        self.done = true;
         Ok(None)
     }
 
@@ -330,7 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Ends on an I/O error: reported, unless the closing handshake was
     /// already complete, when a reset while tearing TCP down changes nothing.
     fn end_with(&mut self, error: Error) -> Poll<Option<Result<Event, Error>>> {
-        self.ending = Ending::Done;
+        self.done = true;
         if self.conn.state() == State::Closed && self.failure.is_none() {
             return Poll::Ready(None);
         }

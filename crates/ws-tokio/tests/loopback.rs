@@ -1,0 +1,184 @@
+//! ws-tokio over real loopback TCP: both roles exchanging every kind of
+//! message, the close handshake, the handshake timeout and the size limit.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use bytes::Bytes;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use ws_proto::{CloseCode, Config, Event, Message};
+use ws_tokio::client::ClientOptions;
+use ws_tokio::{Error, Options, WebSocket, client, server};
+
+/// Generous: a wait for an event, never a measure of speed.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/test", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+/// A server that accepts one connection with `options` and echoes until it ends;
+/// returns every event it saw, and the error it ended with.
+fn echo_server(listener: TcpListener, options: Options) -> tokio::task::JoinHandle<(Vec<Event>, Option<Error>)> {
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = server::accept(tcp, options, PATIENCE).await.unwrap();
+        let mut events = Vec::new();
+        while let Some(event) = ws.recv().await {
+            match event {
+                Ok(Event::Message(m)) => {
+                    let _ = ws.queue(&m);
+                    events.push(Event::Message(m));
+                }
+                Ok(event) => events.push(event),
+                Err(e) => return (events, Some(e)),
+            }
+        }
+        (events, None)
+    })
+}
+
+async fn next(ws: &mut WebSocket<TcpStream>) -> Event {
+    timeout(PATIENCE, ws.recv()).await.expect("an event in time").expect("an open connection").expect("no error")
+}
+
+#[tokio::test]
+async fn messages_of_every_kind_and_the_close_handshake() {
+    let (listener, url) = listener().await;
+    let server = echo_server(listener, Options::default());
+    let (mut ws, _) = client::connect(&url).await.unwrap();
+
+    let text = Message::from("Hello, κόσμε");
+    ws.send(&text).await.unwrap();
+    assert_eq!(next(&mut ws).await, Event::Message(text.clone()));
+
+    let binary = Message::Binary(Bytes::from_static(&[0, 1, 2, 255]));
+    ws.send(&binary).await.unwrap();
+    assert_eq!(next(&mut ws).await, Event::Message(binary.clone()));
+
+    let fragmented = Message::from("a message in many small frames".repeat(10));
+    ws.send_fragmented(&fragmented, 7).await.unwrap();
+    assert_eq!(next(&mut ws).await, Event::Message(fragmented.clone()));
+
+    let big = Message::Binary((0..16 << 20).map(|i: u32| (i % 251) as u8).collect::<Vec<u8>>().into());
+    ws.send(&big).await.unwrap();
+    assert_eq!(next(&mut ws).await, Event::Message(big.clone()));
+
+    ws.ping(b"are you there").await.unwrap();
+    assert_eq!(next(&mut ws).await, Event::Pong(Bytes::from_static(b"are you there")));
+
+    timeout(PATIENCE, ws.close(CloseCode::NORMAL, "done")).await.unwrap().unwrap();
+    let (events, error) = timeout(PATIENCE, server).await.unwrap().unwrap();
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(events.len(), 6);
+    assert_eq!(events[..4], [text, binary, fragmented, big].map(Event::Message));
+    assert!(matches!(&events[4], Event::Ping(p) if p == "are you there"));
+    assert!(matches!(&events[5], Event::Close(Some(f)) if f.code == CloseCode::NORMAL && f.reason.as_str() == "done"));
+}
+
+/// The server ends the closing handshake by closing TCP first (RFC 6455 section 7.1.1).
+#[tokio::test]
+async fn server_close_ends_with_the_server_closing_tcp() {
+    let (listener, url) = listener().await;
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = server::accept(tcp, Options::default(), PATIENCE).await.unwrap();
+        ws.close(CloseCode::GOING_AWAY, "bye").await
+    });
+    // The client would wait far longer than PATIENCE for the server's FIN, so
+    // only the server closing TCP can end `recv` in time.
+    let socket = Options { close_timeout: PATIENCE * 10, ..Options::default() };
+    let (mut ws, _) = client::connect_with(&url, &ClientOptions { socket, ..Default::default() }).await.unwrap();
+    let close = next(&mut ws).await;
+    assert!(matches!(close, Event::Close(Some(f)) if f.code == CloseCode::GOING_AWAY));
+    assert!(timeout(PATIENCE, ws.recv()).await.unwrap().is_none(), "ends without error");
+    timeout(PATIENCE, server).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn frames_over_the_limit_get_close_1009() {
+    let (listener, url) = listener().await;
+    let options = Options { config: Config { max_frame_size: 1024, ..Config::default() }, ..Options::default() };
+    let server = echo_server(listener, options);
+    let (mut ws, _) = client::connect(&url).await.unwrap();
+    ws.send(&Message::Binary(vec![7; 1025].into())).await.unwrap();
+    let close = next(&mut ws).await;
+    assert!(matches!(&close, Event::Close(Some(f)) if f.code == CloseCode::MESSAGE_TOO_BIG), "{close:?}");
+    assert!(timeout(PATIENCE, ws.recv()).await.unwrap().is_none(), "the server closed TCP after 1009");
+    let (_, error) = timeout(PATIENCE, server).await.unwrap().unwrap();
+    assert_eq!(error.and_then(|e| e.close_code()), Some(CloseCode::MESSAGE_TOO_BIG));
+}
+
+/// A client that connects and never finishes its request is dropped at the timeout.
+#[tokio::test]
+async fn a_handshake_that_never_completes_is_dropped() {
+    let (listener, _) = listener().await;
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        server::read_request(tcp, Options::default(), Duration::from_millis(200)).await.map(|_| ())
+    });
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /test HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let result = timeout(PATIENCE, server).await.unwrap().unwrap();
+    assert!(matches!(result, Err(Error::HandshakeTimeout)), "{result:?}");
+    let mut rest = Vec::new();
+    let read = timeout(PATIENCE, tcp.read_to_end(&mut rest)).await.unwrap();
+    assert!(read.as_ref().map_or(true, |n| *n == 0), "the socket is closed, nothing sent: {read:?}");
+}
+
+#[tokio::test]
+async fn invalid_requests_get_their_status() {
+    let (listener, _) = listener().await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(server::accept(tcp, Options::default(), PATIENCE));
+        }
+    });
+    let request = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let cases = [
+        (request.replace("Version: 13", "Version: 8"), "HTTP/1.1 426 "),
+        (request.replace("Upgrade: websocket\r\n", ""), "HTTP/1.1 400 "),
+        (format!("GET / HTTP/1.1\r\n{}\r\n\r\n", "X: y\r\n".repeat(2000)), "HTTP/1.1 431 "),
+    ];
+    for (request, status) in cases {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        timeout(PATIENCE, tcp.read_to_end(&mut response)).await.unwrap().unwrap();
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with(status), "expected {status:?}, got {response:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_sender_writes_from_another_task() {
+    let (listener, url) = listener().await;
+    let server = echo_server(listener, Options::default());
+    let (mut ws, _) = client::connect(&url).await.unwrap();
+    let sender = ws.sender();
+    let task = tokio::spawn(async move {
+        for i in 0..100 {
+            sender.send(Message::from(format!("from a task {i}"))).await.unwrap();
+        }
+        sender.close(CloseCode::NORMAL, "that is all").await.unwrap();
+    });
+    let mut received = Vec::new();
+    while let Some(event) = timeout(PATIENCE, ws.recv()).await.unwrap() {
+        received.push(event.unwrap());
+    }
+    task.await.unwrap();
+    let expected: Vec<Event> = (0..100).map(|i| Event::Message(Message::from(format!("from a task {i}")))).collect();
+    assert_eq!(received[..100], expected[..]);
+    assert!(matches!(&received[100], Event::Close(Some(f)) if f.code == CloseCode::NORMAL));
+    let (events, error) = timeout(PATIENCE, server).await.unwrap().unwrap();
+    assert!(error.is_none());
+    assert_eq!(events.len(), 101);
+}
