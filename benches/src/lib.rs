@@ -1,6 +1,8 @@
 //! Benchmarks of the WebSocket stack; run them with `cargo bench -p ws-benches`.
 //! This library holds the inputs the benches share.
 
+#![forbid(unsafe_code)]
+
 use ws_proto::frame::{FrameHeader, OpCode, encode_frame};
 
 /// `count` masked binary frames of `size` bytes each, as a client sends them.

@@ -16,6 +16,8 @@
 //! assert_eq!((events, error), (vec![Event::Message(Message::from("hi"))], None));
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::io::IoSlice;
 use ws_proto::{Connection, Error, Event};
 

@@ -529,6 +529,15 @@ mod tests {
     }
 
     #[test]
+    fn a_large_message_leaves_no_spare_room_behind() {
+        let mut conn = server();
+        let wire = [text(false, &[b'a'; 70_000]), cont(true, &[b'b'; 70_000])].concat();
+        let (events, _) = feed(&mut conn, &wire);
+        assert_eq!(events.len(), 1);
+        assert!(conn.message.payload_capacity() <= 4 << 10, "{}", conn.message.payload_capacity());
+    }
+
+    #[test]
     fn peer_close_is_echoed_and_ends_everything() {
         let mut conn = server();
         let mut wire = client_frame(true, 0, OpCode::Close, b"\x0f\xa0going");

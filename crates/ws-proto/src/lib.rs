@@ -43,6 +43,8 @@
 //! }
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod close;
 mod config;
 pub mod connection;

@@ -64,6 +64,9 @@ impl From<Vec<u8>> for Message {
 /// Most of a frame's announced length reserved up front; the rest grows as
 /// bytes arrive, so a header alone cannot make the receiver allocate much.
 const RESERVE_AHEAD: u64 = 64 << 10;
+/// Past this, the spare room left after a message is let go, so an idle
+/// connection does not keep the allocation of the largest message it received.
+const KEEP_SPARE: usize = 4 << 10;
 
 /// The data message being received.
 #[derive(Debug, Default)]
@@ -116,6 +119,9 @@ impl Reassembly {
     /// Ends the message after its final frame.
     pub(crate) fn finish(&mut self) -> Result<Message, Error> {
         let payload = self.payload.split().freeze();
+        if self.payload.capacity() > KEEP_SPARE {
+            self.payload = BytesMut::new();
+        }
         match self.opcode.take() {
             Some(OpCode::Text) => {
                 self.utf8.finish()?;

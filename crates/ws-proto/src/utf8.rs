@@ -72,6 +72,7 @@ impl Utf8Bytes {
     }
 
     /// The text.
+    #[allow(unsafe_code)]
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor guarantees valid UTF-8: `try_from` and the
         // `From` impls take checked bytes or a `str`, and `from_validated` is
