@@ -42,6 +42,17 @@ fn echo_server(listener: TcpListener, options: Options) -> tokio::task::JoinHand
     })
 }
 
+/// Options whose close timeout is far longer than PATIENCE: with them on both
+/// ends, only the server closing TCP after the closing handshake (RFC 6455
+/// section 7.1.1), and the client answering with its own FIN, end it in time.
+fn patient() -> Options {
+    Options { close_timeout: PATIENCE * 10, ..Options::default() }
+}
+
+async fn patient_client(url: &str) -> (WebSocket<TcpStream>, ws_proto::handshake::client::Response) {
+    client::connect_with(url, &ClientOptions { socket: patient(), ..Default::default() }).await.unwrap()
+}
+
 async fn next(ws: &mut WebSocket<TcpStream>) -> Event {
     timeout(PATIENCE, ws.recv()).await.expect("an event in time").expect("an open connection").expect("no error")
 }
@@ -49,8 +60,8 @@ async fn next(ws: &mut WebSocket<TcpStream>) -> Event {
 #[tokio::test]
 async fn messages_of_every_kind_and_the_close_handshake() {
     let (listener, url) = listener().await;
-    let server = echo_server(listener, Options::default());
-    let (mut ws, _) = client::connect(&url).await.unwrap();
+    let server = echo_server(listener, patient());
+    let (mut ws, _) = patient_client(&url).await;
 
     let text = Message::from("Hello, κόσμε");
     ws.send(&text).await.unwrap();
@@ -86,13 +97,10 @@ async fn server_close_ends_with_the_server_closing_tcp() {
     let (listener, url) = listener().await;
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = server::accept(tcp, Options::default(), PATIENCE).await.unwrap();
+        let mut ws = server::accept(tcp, patient(), PATIENCE).await.unwrap();
         ws.close(CloseCode::GOING_AWAY, "bye").await
     });
-    // The client would wait far longer than PATIENCE for the server's FIN, so
-    // only the server closing TCP can end `recv` in time.
-    let socket = Options { close_timeout: PATIENCE * 10, ..Options::default() };
-    let (mut ws, _) = client::connect_with(&url, &ClientOptions { socket, ..Default::default() }).await.unwrap();
+    let (mut ws, _) = patient_client(&url).await;
     let close = next(&mut ws).await;
     assert!(matches!(close, Event::Close(Some(f)) if f.code == CloseCode::GOING_AWAY));
     assert!(timeout(PATIENCE, ws.recv()).await.unwrap().is_none(), "ends without error");
