@@ -59,6 +59,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<S> {
         &self.request
     }
 
+    /// The stream, for what the request does not say, such as the peer's address.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
     /// Validates the request as an opening handshake and, if it is one,
     /// answers 101 with the subprotocol `choose` picks from the client's offer.
     /// An invalid request is answered with its status (400 or 426) and returned as an error.

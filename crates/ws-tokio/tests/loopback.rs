@@ -17,7 +17,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 async fn listener() -> (TcpListener, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/test", listener.local_addr().unwrap());
+    let url = format!("ws://{}/test?q=1", listener.local_addr().unwrap());
     (listener, url)
 }
 
@@ -25,8 +25,11 @@ async fn listener() -> (TcpListener, String) {
 /// returns every event it saw, and the error it ended with.
 fn echo_server(listener: TcpListener, options: Options) -> tokio::task::JoinHandle<(Vec<Event>, Option<Error>)> {
     tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = server::accept(tcp, options, PATIENCE).await.unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let handshake = server::read_request(tcp, options, PATIENCE).await.unwrap();
+        assert_eq!((handshake.request().path(), handshake.request().query()), ("/test", Some("q=1")));
+        assert_eq!(handshake.get_ref().peer_addr().unwrap(), peer);
+        let mut ws = handshake.accept(|upgrade| upgrade.select_protocol(&["chat"]).map(str::to_owned)).await.unwrap();
         let mut events = Vec::new();
         while let Some(event) = ws.recv().await {
             match event {
@@ -51,6 +54,21 @@ fn patient() -> Options {
 
 async fn patient_client(url: &str) -> (WebSocket<TcpStream>, ws_proto::handshake::client::Response) {
     client::connect_with(url, &ClientOptions { socket: patient(), ..Default::default() }).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_server_sees_the_request_and_picks_a_subprotocol() {
+    let (listener, url) = listener().await;
+    let server = echo_server(listener, Options::default());
+    let options = ClientOptions {
+        protocols: vec!["superchat".into(), "chat".into()],
+        headers: vec![("Origin".into(), "http://example.com".into())],
+        ..ClientOptions::default()
+    };
+    let (mut ws, response) = client::connect_with(&url, &options).await.unwrap();
+    assert_eq!(response.protocol.as_deref(), Some("chat"));
+    timeout(PATIENCE, ws.close(CloseCode::NORMAL, "")).await.unwrap().unwrap();
+    timeout(PATIENCE, server).await.unwrap().unwrap();
 }
 
 async fn next(ws: &mut WebSocket<TcpStream>) -> Event {
