@@ -3,8 +3,9 @@
 //! owns the socket and the clock.
 
 use crate::close::{CloseCode, CloseFrame};
-use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
-use crate::message::{Message, Reassembly};
+use crate::deflate::{Compressor, DeflateConfig, DeflateParams, Inflater};
+use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, RSV1};
+use crate::message::{Message, Reassembly, SharedMessage};
 use crate::output::Output;
 use crate::{Config, Error, mask::apply_mask, utf8::Utf8Bytes};
 use bytes::{Bytes, BytesMut};
@@ -65,6 +66,8 @@ pub struct Connection {
     message: Reassembly,
     control: BytesMut,
     output: Output,
+    /// Set when permessage-deflate was negotiated.
+    compressor: Option<Compressor>,
 }
 
 impl Connection {
@@ -78,7 +81,16 @@ impl Connection {
             message: Reassembly::default(),
             control: BytesMut::new(),
             output: Output::default(),
+            compressor: None,
         }
+    }
+
+    /// Turns on permessage-deflate (RFC 7692) with the parameters agreed in
+    /// the handshake and this end's settings.
+    pub fn with_deflate(mut self, params: &DeflateParams, config: &DeflateConfig) -> Self {
+        self.compressor = Some(Compressor::new(self.role, params, config));
+        self.message.set_inflater(Inflater::new(self.role, params));
+        self
     }
 
     /// This end's role.
@@ -142,10 +154,10 @@ impl Connection {
             (Role::Client, Some(_)) => return Err(Error::MaskedFrame),
             _ => {}
         }
-        if header.rsv != 0 {
-            return Err(Error::ReservedBits(header.rsv));
-        }
         if header.opcode.is_control() {
+            if header.rsv != 0 {
+                return Err(Error::ReservedBits(header.rsv));
+            }
             self.control.clear();
         } else {
             self.message.start_frame(&header, &self.config)?;
@@ -156,7 +168,7 @@ impl Connection {
 
     fn payload(&mut self, header: &FrameHeader, data: &[u8], offset: u64) -> Result<(), Error> {
         if !header.opcode.is_control() {
-            return self.message.extend(data, header.mask, offset);
+            return self.message.extend(data, header.mask, offset, self.config.max_message_size);
         }
         let start = self.control.len();
         self.control.extend_from_slice(data);
@@ -169,7 +181,7 @@ impl Connection {
     fn end_frame(&mut self, header: &FrameHeader) -> Result<Option<Event>, Error> {
         if !header.opcode.is_control() {
             return Ok(match header.fin {
-                true => Some(Event::Message(self.message.finish()?)),
+                true => Some(Event::Message(self.message.finish(self.config.max_message_size)?)),
                 false => None,
             });
         }
@@ -216,22 +228,34 @@ impl Connection {
     }
 
     /// Queues a message in frames of at most `frame_size` payload bytes
-    /// (at least one byte each; an empty message is one empty frame).
+    /// (at least one byte each; an empty message is one empty frame). With
+    /// permessage-deflate, a message over the threshold is compressed first.
     pub fn send_fragmented(&mut self, message: &Message, frame_size: usize) -> Result<(), Error> {
         self.check_open()?;
-        let payload = message.payload_bytes();
+        let (payload, mut rsv) = match self.compressor.as_mut().filter(|c| c.wants(message.payload().len())) {
+            Some(compressor) => (compressor.compress(message.payload()), RSV1),
+            None => (message.payload_bytes(), 0),
+        };
         let frame_size = frame_size.max(1);
         let mut opcode = message.opcode();
         let mut start = 0_usize;
         loop {
             let end = payload.len().min(start.saturating_add(frame_size));
             let fin = end == payload.len();
-            self.push_data(opcode, fin, payload.slice(start..end));
+            self.push_data(FrameHeader { fin, rsv, opcode, mask: None, payload_len: 0 }, payload.slice(start..end));
             if fin {
                 return Ok(());
             }
-            (start, opcode) = (end, OpCode::Continuation);
+            (start, opcode, rsv) = (end, OpCode::Continuation, 0);
         }
+    }
+
+    /// Queues a message that was encoded once for many connections; a server only.
+    pub fn send_shared(&mut self, message: &SharedMessage) -> Result<(), Error> {
+        debug_assert_eq!(self.role, Role::Server, "a client's frames are masked, never shared");
+        self.check_open()?;
+        self.output.push_shared(message.frame_for(self.compressor.as_ref()));
+        Ok(())
     }
 
     /// Queues a ping with up to 125 bytes of payload.
@@ -271,19 +295,26 @@ impl Connection {
     }
 
     /// Queues a data frame; a server shares a large payload instead of copying it.
-    fn push_data(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+    fn push_data(&mut self, mut header: FrameHeader, payload: Bytes) {
         if self.role == Role::Server && payload.len() >= SHARE_PAYLOAD_FROM {
-            let header = FrameHeader { fin, rsv: 0, opcode, mask: None, payload_len: payload.len() as u64 };
+            header.payload_len = payload.len() as u64;
             self.output.push_shared_frame(header, payload);
         } else {
-            self.push(opcode, fin, &payload);
+            header.mask = (self.role == Role::Client).then(rand::random);
+            self.output.push_frame(header, &payload);
         }
     }
 
+    /// Queues a control frame.
     fn push(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
         let mask = (self.role == Role::Client).then(rand::random);
         let header = FrameHeader { fin, rsv: 0, opcode, mask, payload_len: 0 };
         self.output.push_frame(header, payload);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn buffered_capacity(&self) -> usize {
+        self.message.payload_capacity()
     }
 
     /// The encoded bytes waiting to be written.

@@ -45,6 +45,9 @@ pub enum Error {
     /// Text or a close reason that is not valid UTF-8 (sections 5.6, 8.1).
     #[error("invalid UTF-8")]
     InvalidUtf8,
+    /// A compressed message that is not a valid DEFLATE stream (RFC 7692 section 7.2.2).
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
     /// A frame whose payload is larger than the configured limit.
     #[error("frame payload of {size} bytes exceeds the limit of {limit}")]
     FrameTooLarge {
@@ -108,7 +111,7 @@ impl Error {
             | ExpectedContinuation
             | CloseFrameTooShort
             | InvalidCloseCode(_) => Some(CloseCode::PROTOCOL_ERROR),
-            InvalidUtf8 => Some(CloseCode::INVALID_PAYLOAD),
+            InvalidUtf8 | InvalidCompressedData => Some(CloseCode::INVALID_PAYLOAD),
             FrameTooLarge { .. } | MessageTooLarge { .. } => Some(CloseCode::MESSAGE_TOO_BIG),
             _ => None,
         }

@@ -3,9 +3,10 @@
 //! A message's payload is unmasked and, for text, validated as its bytes
 //! arrive, so a limit or an invalid byte is caught before the rest comes.
 
-use crate::frame::{FrameHeader, OpCode};
+use crate::deflate::{Compressor, DeflateConfig, DeflateParams, Inflater};
+use crate::frame::{FrameHeader, OpCode, RSV1, encode_frame};
 use crate::utf8::{Utf8Bytes, Utf8Validator};
-use crate::{Config, Error, mask::apply_mask};
+use crate::{Config, Error, Role, mask::apply_mask};
 use bytes::{Bytes, BytesMut};
 
 /// A complete data message.
@@ -68,45 +69,95 @@ const RESERVE_AHEAD: u64 = 64 << 10;
 /// connection does not keep the allocation of the largest message it received.
 const KEEP_SPARE: usize = 4 << 10;
 
+/// Compressed bytes are unmasked through a buffer of this size on the stack.
+const UNMASK_CHUNK: usize = 4 << 10;
+
 /// The data message being received.
 #[derive(Debug, Default)]
 pub(crate) struct Reassembly {
     opcode: Option<OpCode>,
     payload: BytesMut,
     utf8: Utf8Validator,
+    /// Set when permessage-deflate was negotiated.
+    inflater: Option<Inflater>,
+    /// The message in progress had RSV1 on its first frame.
+    compressed: bool,
 }
 
 impl Reassembly {
-    /// Checks a data frame's header against the message so far and the limits.
+    /// Receives compressed messages with the agreed parameters.
+    pub(crate) fn set_inflater(&mut self, inflater: Inflater) {
+        self.inflater = Some(inflater);
+    }
+
+    /// Checks a data frame's header against the message so far, the
+    /// extension and the limits. RSV1 may mark the first frame of a message
+    /// as compressed when permessage-deflate is on; no other RSV bit is defined.
     pub(crate) fn start_frame(&mut self, header: &FrameHeader, config: &Config) -> Result<(), Error> {
+        let first = header.opcode != OpCode::Continuation;
+        let allowed = if first && self.inflater.is_some() { RSV1 } else { 0 };
+        if header.rsv & !allowed != 0 {
+            return Err(Error::ReservedBits(header.rsv));
+        }
         match (header.opcode, self.opcode) {
             (OpCode::Continuation, None) => return Err(Error::UnexpectedContinuation),
             (OpCode::Continuation, Some(_)) => {}
             (_, Some(_)) => return Err(Error::ExpectedContinuation),
-            (opcode, None) => self.opcode = Some(opcode),
+            (opcode, None) => {
+                self.opcode = Some(opcode);
+                self.compressed = header.rsv & RSV1 != 0;
+            }
         }
         if header.payload_len > config.max_frame_size as u64 {
             return Err(Error::FrameTooLarge { size: header.payload_len, limit: config.max_frame_size });
         }
-        let size = self.payload.len() as u64 + header.payload_len;
-        if size > config.max_message_size as u64 {
-            return Err(Error::MessageTooLarge { size, limit: config.max_message_size });
+        if !self.compressed {
+            let size = self.payload.len() as u64 + header.payload_len;
+            if size > config.max_message_size as u64 {
+                return Err(Error::MessageTooLarge { size, limit: config.max_message_size });
+            }
+            self.payload.reserve(header.payload_len.min(RESERVE_AHEAD) as usize);
         }
-        self.payload.reserve(header.payload_len.min(RESERVE_AHEAD) as usize);
         Ok(())
     }
 
     /// Appends payload bytes that arrived, unmasking them as bytes `offset..`
-    /// of their frame and validating them if the message is text.
-    pub(crate) fn extend(&mut self, data: &[u8], mask: Option<[u8; 4]>, offset: u64) -> Result<(), Error> {
+    /// of their frame, inflating them if the message is compressed (bounded
+    /// by `limit`), and validating the result if the message is text.
+    pub(crate) fn extend(
+        &mut self,
+        data: &[u8],
+        mask: Option<[u8; 4]>,
+        offset: u64,
+        limit: usize,
+    ) -> Result<(), Error> {
         let start = self.payload.len();
-        self.payload.extend_from_slice(data);
-        let added = &mut self.payload[start..];
-        if let Some(key) = mask {
-            apply_mask(added, key, offset as usize);
+        match self.inflater.as_mut().filter(|_| self.compressed) {
+            Some(inflater) => {
+                for (i, chunk) in data.chunks(UNMASK_CHUNK).enumerate() {
+                    let mut buf = [0; UNMASK_CHUNK];
+                    let buf = &mut buf[..chunk.len()];
+                    buf.copy_from_slice(chunk);
+                    if let Some(key) = mask {
+                        apply_mask(buf, key, offset as usize + i * UNMASK_CHUNK);
+                    }
+                    inflater.inflate(buf, &mut self.payload, limit)?;
+                }
+            }
+            None => {
+                self.payload.extend_from_slice(data);
+                if let Some(key) = mask {
+                    apply_mask(&mut self.payload[start..], key, offset as usize);
+                }
+            }
         }
+        self.validate_from(start)
+    }
+
+    /// Validates the text added since `start`, if the message is text.
+    fn validate_from(&mut self, start: usize) -> Result<(), Error> {
         if self.opcode == Some(OpCode::Text) {
-            self.utf8.feed(added)?;
+            self.utf8.feed(&self.payload[start..])?;
         }
         Ok(())
     }
@@ -117,7 +168,13 @@ impl Reassembly {
     }
 
     /// Ends the message after its final frame.
-    pub(crate) fn finish(&mut self) -> Result<Message, Error> {
+    pub(crate) fn finish(&mut self, limit: usize) -> Result<Message, Error> {
+        if let Some(inflater) = self.inflater.as_mut().filter(|_| self.compressed) {
+            let start = self.payload.len();
+            inflater.finish(&mut self.payload, limit)?;
+            self.validate_from(start)?;
+            self.compressed = false;
+        }
         let payload = self.payload.split().freeze();
         if self.payload.capacity() > KEEP_SPARE {
             self.payload = BytesMut::new();
@@ -128,6 +185,54 @@ impl Reassembly {
                 Ok(Message::Text(Utf8Bytes::from_validated(payload)))
             }
             _ => Ok(Message::Binary(payload)),
+        }
+    }
+}
+
+/// A message encoded once as a server frame, to be sent as it is on many
+/// connections: the plain frame, and, when it is worth compressing, a frame
+/// compressed on its own (no context), which serves every connection that
+/// agreed to permessage-deflate with at least its window bits and does not
+/// keep a compression context of its own.
+#[derive(Debug, Clone)]
+pub struct SharedMessage {
+    plain: Bytes,
+    compressed: Option<(u8, Bytes)>,
+    len: usize,
+}
+
+impl SharedMessage {
+    /// Encodes `message` once, and compresses it once as well when `deflate`
+    /// is given and the message reaches its threshold.
+    pub fn new(message: &Message, deflate: Option<&DeflateConfig>) -> Self {
+        let payload = message.payload();
+        let header = |rsv| FrameHeader { fin: true, rsv, opcode: message.opcode(), mask: None, payload_len: 0 };
+        let frame = |rsv, payload: &[u8]| {
+            let mut out = BytesMut::new();
+            encode_frame(header(rsv), payload, &mut out);
+            out.freeze()
+        };
+        let compressed = deflate.and_then(|config| {
+            let alone = DeflateConfig { no_context_takeover: true, ..*config };
+            let params = DeflateParams {
+                server_no_context_takeover: true,
+                client_no_context_takeover: true,
+                server_max_window_bits: config.window_bits,
+                client_max_window_bits: config.window_bits,
+            };
+            let mut compressor = Compressor::new(Role::Server, &params, &alone);
+            compressor.wants(payload.len()).then(|| (config.window_bits, frame(RSV1, &compressor.compress(payload))))
+        });
+        SharedMessage { plain: frame(0, payload), compressed, len: payload.len() }
+    }
+
+    /// The frame for a connection that compresses with `compressor`, if any.
+    pub(crate) fn frame_for(&self, compressor: Option<&Compressor>) -> Bytes {
+        match (&self.compressed, compressor) {
+            (Some((bits, frame)), Some(c)) if c.stands_alone() && c.window_bits() >= *bits && c.wants(self.len) => {
+                frame.clone()
+            }
+            _ => self.plain.clone(),
         }
     }
 }

@@ -67,13 +67,21 @@ impl Output {
         self.len += self.tail.len() - before;
     }
 
+    /// Queues bytes already encoded as whole frames, without a copy.
+    pub(crate) fn push_shared(&mut self, frames: Bytes) {
+        if !self.tail.is_empty() {
+            self.sealed.push_back(self.tail.split().freeze());
+        }
+        self.len += frames.len();
+        self.sealed.push_back(frames);
+    }
+
     /// Encodes an unmasked frame whose payload is queued as it is, without a copy.
     pub(crate) fn push_shared_frame(&mut self, header: FrameHeader, payload: Bytes) {
         debug_assert!(header.mask.is_none() && header.payload_len == payload.len() as u64);
         header.encode(&mut self.tail);
-        self.sealed.push_back(self.tail.split().freeze());
-        self.len += header.encoded_len() + payload.len();
-        self.sealed.push_back(payload);
+        self.len += header.encoded_len();
+        self.push_shared(payload);
     }
 }
 

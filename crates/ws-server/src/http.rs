@@ -8,8 +8,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 use ws_proto::Event;
 use ws_proto::handshake::server::error_response;
+use ws_tokio::WebSocket;
 use ws_tokio::server::{Handshake, read_request};
-use ws_tokio::{Options, WebSocket};
 
 /// Accepts connections until the task is dropped, serving each on its own task.
 pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<()> {
@@ -34,7 +34,7 @@ pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>) -> std::io:
 
 async fn connection(tcp: TcpStream, peer: SocketAddr, config: &ServerConfig) -> Result<(), ws_tokio::Error> {
     tcp.set_nodelay(true)?;
-    let handshake = read_request(tcp, Options::default(), config.handshake_timeout()).await?;
+    let handshake = read_request(tcp, config.socket_options(), config.handshake_timeout()).await?;
     match handshake.request().path() {
         "/echo" if config.echo => echo(handshake, peer).await,
         _ => not_found(handshake).await,

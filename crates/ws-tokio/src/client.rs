@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use ws_proto::Role;
 use ws_proto::handshake::client::{ClientRequest, Response};
+use ws_proto::{Connection, Role};
 
 /// What a client offers and how long it waits.
 #[derive(Debug, Clone)]
@@ -56,6 +56,7 @@ pub async fn connect_with(url: &str, options: &ClientOptions) -> Result<(WebSock
     );
     request.protocols.clone_from(&options.protocols);
     request.headers.clone_from(&options.headers);
+    request.extensions.extend(options.socket.deflate.map(|d| d.offer()));
     let connecting = async {
         let tcp = TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
         tcp.set_nodelay(true)?;
@@ -82,7 +83,20 @@ where
         }
         if let Some((response, len)) = state.parse_response(&buf, &options.config)? {
             buf.advance(len);
-            return Ok((WebSocket::from_parts(io, Role::Client, options, buf), response));
+            let conn = client_connection(&response, &options)?;
+            return Ok((WebSocket::from_parts(io, conn, options, buf), response));
         }
     }
+}
+
+/// The client's protocol state, with permessage-deflate if the server agreed
+/// to the offer (at most once, with parameters the offer allows).
+fn client_connection(response: &Response, options: &Options) -> Result<Connection, Error> {
+    let conn = Connection::new(Role::Client, options.config);
+    let mut agreed = response.extensions.iter().filter(|e| e.name == ws_proto::deflate::NAME);
+    let (Some(config), Some(answer)) = (options.deflate, agreed.next()) else { return Ok(conn) };
+    if agreed.next().is_some() {
+        return Err(ws_proto::Error::BadResponse("permessage-deflate agreed twice").into());
+    }
+    Ok(conn.with_deflate(&config.accept_response(answer)?, &config))
 }

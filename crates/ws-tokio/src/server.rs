@@ -6,8 +6,8 @@ use bytes::{Buf, BytesMut};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
-use ws_proto::Role;
 use ws_proto::handshake::server::{Request, Upgrade, error_response};
+use ws_proto::{Connection, Role};
 
 /// A received request head, waiting for the application's decision.
 #[derive(Debug)]
@@ -77,9 +77,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<S> {
             }
         };
         let protocol = choose(&upgrade);
-        let response = upgrade.accept_response(protocol.as_deref(), None);
+        let mut conn = Connection::new(Role::Server, self.options.config);
+        let deflate = self.options.deflate.and_then(|config| Some((config, config.accept_offer(&upgrade.extensions)?)));
+        if let Some((config, (params, _))) = &deflate {
+            conn = conn.with_deflate(params, config);
+        }
+        let extensions = deflate.as_ref().map(|(_, (_, response))| response.as_str());
+        let response = upgrade.accept_response(protocol.as_deref(), extensions);
         timeout_at(self.deadline, self.io.write_all(&response)).await.map_err(|_| Error::HandshakeTimeout)??;
-        Ok(WebSocket::from_parts(self.io, Role::Server, self.options, self.leftover))
+        Ok(WebSocket::from_parts(self.io, conn, self.options, self.leftover))
     }
 
     /// Refuses the upgrade with `status` and a short plain-text body.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
-use ws_proto::{CloseCode, Config, Connection, Event, Message, Role, State};
+use ws_proto::{CloseCode, Config, Connection, DeflateConfig, Event, Message, Role, SharedMessage, State};
 
 /// How much one read takes from the socket.
 const SCRATCH_LEN: usize = 64 << 10;
@@ -38,12 +38,20 @@ pub struct Options {
     /// While more than this many bytes wait to be written, the socket is not
     /// read: a peer that sends without reading cannot grow what we queue for it.
     pub max_output: usize,
+    /// permessage-deflate (RFC 7692): a server accepts a client's offer with
+    /// these settings, a client offers it; `None` turns it off.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for Options {
-    /// ws-proto's default limits, 5 s to close, 1 MiB of output.
+    /// ws-proto's default limits, 5 s to close, 1 MiB of output, permessage-deflate on.
     fn default() -> Self {
-        Options { config: Config::default(), close_timeout: Duration::from_secs(5), max_output: 1 << 20 }
+        Options {
+            config: Config::default(),
+            close_timeout: Duration::from_secs(5),
+            max_output: 1 << 20,
+            deflate: Some(DeflateConfig::default()),
+        }
     }
 }
 
@@ -101,12 +109,13 @@ pub struct WebSocket<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
-    /// A WebSocket on `io`, whose opening handshake is done; `leftover` holds
-    /// bytes read after the handshake, which belong to the first frames.
-    pub fn from_parts(io: S, role: Role, options: Options, leftover: BytesMut) -> Self {
+    /// A WebSocket on `io`, whose opening handshake is done, with the
+    /// protocol state `conn`; `leftover` holds bytes read after the
+    /// handshake, which belong to the first frames.
+    pub fn from_parts(io: S, conn: Connection, options: Options, leftover: BytesMut) -> Self {
         WebSocket {
             io,
-            conn: Connection::new(role, options.config),
+            conn,
             options,
             leftover,
             needs_flush: false,
@@ -139,6 +148,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Queues a message to go out with the next write, without waiting.
     pub fn queue(&mut self, message: &Message) -> Result<(), Error> {
         Ok(self.conn.send(message)?)
+    }
+
+    /// Queues a message encoded once for many connections (a server's
+    /// broadcast), without waiting.
+    pub fn queue_shared(&mut self, message: &SharedMessage) -> Result<(), Error> {
+        Ok(self.conn.send_shared(message)?)
     }
 
     /// Queues a message and writes everything queued.

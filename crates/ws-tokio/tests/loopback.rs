@@ -75,11 +75,13 @@ async fn next(ws: &mut WebSocket<TcpStream>) -> Event {
     timeout(PATIENCE, ws.recv()).await.expect("an event in time").expect("an open connection").expect("no error")
 }
 
-#[tokio::test]
-async fn messages_of_every_kind_and_the_close_handshake() {
+/// Both ends with `options`: every kind of message, a ping, then the close handshake.
+async fn messages_of_every_kind_and_the_close_handshake(options: Options) {
     let (listener, url) = listener().await;
-    let server = echo_server(listener, patient());
-    let (mut ws, _) = patient_client(&url).await;
+    let server = echo_server(listener, options);
+    let (mut ws, response) =
+        client::connect_with(&url, &ClientOptions { socket: options, ..Default::default() }).await.unwrap();
+    assert_eq!(response.extensions.len(), usize::from(options.deflate.is_some()), "permessage-deflate agreed");
 
     let text = Message::from("Hello, κόσμε");
     ws.send(&text).await.unwrap();
@@ -109,6 +111,16 @@ async fn messages_of_every_kind_and_the_close_handshake() {
     assert!(matches!(&events[5], Event::Close(Some(f)) if f.code == CloseCode::NORMAL && f.reason.as_str() == "done"));
 }
 
+#[tokio::test]
+async fn messages_of_every_kind_compressed() {
+    messages_of_every_kind_and_the_close_handshake(patient()).await;
+}
+
+#[tokio::test]
+async fn messages_of_every_kind_uncompressed() {
+    messages_of_every_kind_and_the_close_handshake(Options { deflate: None, ..patient() }).await;
+}
+
 /// The server ends the closing handshake by closing TCP first (RFC 6455 section 7.1.1).
 #[tokio::test]
 async fn server_close_ends_with_the_server_closing_tcp() {
@@ -125,18 +137,32 @@ async fn server_close_ends_with_the_server_closing_tcp() {
     timeout(PATIENCE, server).await.unwrap().unwrap().unwrap();
 }
 
-#[tokio::test]
-async fn frames_over_the_limit_get_close_1009() {
+/// Sends `message` from a client with `client` options to a server with a
+/// frame and message limit of 1 KiB, which must fail the connection with 1009.
+async fn over_the_limit_gets_close_1009(client: Options, message: Message) {
     let (listener, url) = listener().await;
-    let options = Options { config: Config { max_frame_size: 1024, ..Config::default() }, ..Options::default() };
-    let server = echo_server(listener, options);
-    let (mut ws, _) = client::connect(&url).await.unwrap();
-    ws.send(&Message::Binary(vec![7; 1025].into())).await.unwrap();
+    let limits = Config { max_frame_size: 1024, max_message_size: 1024, ..Config::default() };
+    let server = echo_server(listener, Options { config: limits, ..Options::default() });
+    let (mut ws, _) =
+        client::connect_with(&url, &ClientOptions { socket: client, ..Default::default() }).await.unwrap();
+    ws.send(&message).await.unwrap();
     let close = next(&mut ws).await;
     assert!(matches!(&close, Event::Close(Some(f)) if f.code == CloseCode::MESSAGE_TOO_BIG), "{close:?}");
     assert!(timeout(PATIENCE, ws.recv()).await.unwrap().is_none(), "the server closed TCP after 1009");
     let (_, error) = timeout(PATIENCE, server).await.unwrap().unwrap();
     assert_eq!(error.and_then(|e| e.close_code()), Some(CloseCode::MESSAGE_TOO_BIG));
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_gets_close_1009() {
+    let plain = Options { deflate: None, ..Options::default() };
+    over_the_limit_gets_close_1009(plain, Message::Binary(vec![7; 1025].into())).await;
+}
+
+/// 512 KiB of one byte compress to about 500 bytes, which inflate past the limit.
+#[tokio::test]
+async fn a_compressed_message_that_inflates_past_the_limit_gets_close_1009() {
+    over_the_limit_gets_close_1009(Options::default(), Message::Binary(vec![7; 512 << 10].into())).await;
 }
 
 /// A client that connects and never finishes its request is dropped at the timeout.
