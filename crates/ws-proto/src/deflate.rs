@@ -360,12 +360,10 @@ impl Inflater {
 mod tests {
     use super::*;
     use crate::frame::{FrameHeader, RSV1};
-    use crate::handshake::{Header, Headers};
     use crate::{Config, Connection, Event, Message, SharedMessage};
 
     fn offers(value: &str) -> Vec<ExtensionOffer> {
-        let header = Header { name: "Sec-WebSocket-Extensions".into(), value: value.as_bytes().to_vec() };
-        ExtensionOffer::parse_all(&Headers(vec![header])).unwrap()
+        ExtensionOffer::parse_list(value).unwrap()
     }
 
     fn accept(config: &DeflateConfig, offer: &str) -> Option<String> {
@@ -499,7 +497,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_for_every_window_and_context_setting() {
+    fn round_trips_for_every_window_memory_level_and_context_setting() {
         for bits in 8..=15 {
             for reset in [false, true] {
                 let config = DeflateConfig {
@@ -507,6 +505,8 @@ mod tests {
                     peer_window_bits: bits,
                     no_context_takeover: reset,
                     peer_no_context_takeover: reset,
+                    // Memory levels 2 to 9 along the way.
+                    memory_level: bits - 6,
                     threshold: 0,
                     ..DeflateConfig::default()
                 };

@@ -226,6 +226,11 @@ impl SharedMessage {
         SharedMessage { plain: frame(0, payload), compressed, len: payload.len() }
     }
 
+    /// The length of the plain frame: about what either frame takes in a queue.
+    pub fn frame_len(&self) -> usize {
+        self.plain.len()
+    }
+
     /// The frame for a connection that compresses with `compressor`, if any.
     pub(crate) fn frame_for(&self, compressor: Option<&Compressor>) -> Bytes {
         match (&self.compressed, compressor) {

@@ -59,6 +59,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<S> {
         &self.request
     }
 
+    /// The settings the WebSocket will have.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The settings of the WebSocket `accept` makes, when they depend on the request.
+    pub fn with_options(self, options: Options) -> Self {
+        Handshake { options, ..self }
+    }
+
     /// The stream, for what the request does not say, such as the peer's address.
     pub fn get_ref(&self) -> &S {
         &self.io

@@ -156,6 +156,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(self.conn.send_shared(message)?)
     }
 
+    /// Queues a ping, without waiting.
+    pub fn queue_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        Ok(self.conn.ping(payload)?)
+    }
+
+    /// Starts the closing handshake without waiting: the close frame goes
+    /// out with what is queued before it, and `recv` ends the connection
+    /// after the peer's reply or `close_timeout`.
+    pub fn queue_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        Ok(self.conn.close(code, reason)?)
+    }
+
     /// Queues a message and writes everything queued.
     pub async fn send(&mut self, message: &Message) -> Result<(), Error> {
         self.queue(message)?;
@@ -182,7 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Closes: sends the close frame, then reads (discarding messages) until
     /// the peer's close and the end of TCP, or `close_timeout`.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        self.conn.close(code, reason)?;
+        self.queue_close(code, reason)?;
         while let Some(event) = self.recv().await {
             event?;
         }

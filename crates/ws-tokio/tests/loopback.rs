@@ -234,3 +234,50 @@ async fn a_sender_writes_from_another_task() {
     assert!(error.is_none());
     assert_eq!(events.len(), 101);
 }
+
+/// A broadcast encoded once: the server compresses it once on its own and
+/// queues the same frames at clients that agreed to different windows, or to
+/// no compression; each receives the message intact.
+#[tokio::test]
+async fn a_shared_compressed_broadcast_reaches_every_client() {
+    let (listener, url) = listener().await;
+    let broadcast = ws_proto::DeflateConfig { no_context_takeover: true, ..Default::default() };
+    let message = Message::from("a broadcast to every client in the room ".repeat(50));
+    let shared = ws_proto::SharedMessage::new(&message, Some(&broadcast));
+    let clients = [
+        Some(ws_proto::DeflateConfig::default()),
+        Some(ws_proto::DeflateConfig { peer_window_bits: 11, ..Default::default() }),
+        None,
+    ];
+    let server = tokio::spawn(async move {
+        let options = Options { deflate: Some(broadcast), ..Options::default() };
+        let mut sockets = Vec::new();
+        for _ in 0..3 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            sockets.push(server::accept(tcp, options, PATIENCE).await.unwrap());
+        }
+        for ws in &mut sockets {
+            for _ in 0..3 {
+                ws.queue_shared(&shared).unwrap();
+            }
+            ws.flush().await.unwrap();
+        }
+        for ws in &mut sockets {
+            ws.close(CloseCode::NORMAL, "").await.unwrap();
+        }
+    });
+    let mut connected = Vec::new();
+    for deflate in clients {
+        let options = ClientOptions { socket: Options { deflate, ..patient() }, ..Default::default() };
+        connected.push(client::connect_with(&url, &options).await.unwrap());
+    }
+    for (ws, response) in &mut connected {
+        let agreed = response.extensions.first().map(ToString::to_string);
+        for _ in 0..3 {
+            assert_eq!(next(ws).await, Event::Message(message.clone()), "{agreed:?}");
+        }
+        assert!(matches!(next(ws).await, Event::Close(_)));
+        assert!(timeout(PATIENCE, ws.recv()).await.unwrap().is_none(), "the close reply went out and TCP closed");
+    }
+    timeout(PATIENCE, server).await.unwrap().unwrap();
+}

@@ -2,11 +2,10 @@
 //! section: cases, OK, NON-STRICT, INFORMATIONAL, UNIMPLEMENTED, FAILED.
 //! A case counts under the worse of its data and its close behaviour.
 //!
-//! Exits non-zero if any case is NON-STRICT or FAILED, if any is
-//! UNIMPLEMENTED outside the sections given with `--allow-unimplemented`,
-//! or if an agent did not run the number of cases given with `--expect`.
+//! Exits non-zero if any case is NON-STRICT, UNIMPLEMENTED or FAILED, or if
+//! an agent did not run the number of cases given with `--expect`.
 //!
-//! Usage: `autobahn-report [--allow-unimplemented 12,13] [--expect 517] index.json...`
+//! Usage: `autobahn-report [--expect 517] index.json...`
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -25,19 +24,11 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<bool, String> {
-    let mut allowed: Vec<u32> = Vec::new();
     let mut expect = None;
     let mut files = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--allow-unimplemented" => {
-                let list = args.next().ok_or("--allow-unimplemented needs a list")?;
-                allowed = list
-                    .split(',')
-                    .map(|s| s.trim().parse().map_err(|_| format!("bad section {s}")))
-                    .collect::<Result<_, _>>()?;
-            }
             "--expect" => expect = Some(args.next().and_then(|n| n.parse().ok()).ok_or("--expect needs a number")?),
             _ => files.push(arg),
         }
@@ -52,19 +43,14 @@ fn run() -> Result<bool, String> {
         }
         for (agent, cases) in agents {
             let cases = cases.as_object().ok_or(format!("{file}: {agent} has no cases"))?;
-            pass &= report(agent, cases, &allowed, expect);
+            pass &= report(agent, cases, expect);
         }
     }
     Ok(pass)
 }
 
 /// Prints one agent's table and its failing cases; true if it passes.
-fn report(
-    agent: &str,
-    cases: &serde_json::Map<String, serde_json::Value>,
-    allowed: &[u32],
-    expect: Option<usize>,
-) -> bool {
+fn report(agent: &str, cases: &serde_json::Map<String, serde_json::Value>, expect: Option<usize>) -> bool {
     let mut sections: BTreeMap<u32, [usize; 5]> = BTreeMap::new();
     let mut failures = Vec::new();
     for (id, result) in cases {
@@ -73,12 +59,7 @@ fn report(
         let close = result["behaviorClose"].as_str().unwrap_or("FAILED");
         let column = worse(column(behavior), column(close));
         sections.entry(section).or_default()[column] += 1;
-        let bad = match COLUMNS[column] {
-            "NON-STRICT" | "FAILED" => true,
-            "UNIMPLEMENTED" => !allowed.contains(&section),
-            _ => false,
-        };
-        if bad {
+        if matches!(COLUMNS[column], "NON-STRICT" | "UNIMPLEMENTED" | "FAILED") {
             failures.push(format!("  {id}: behavior {behavior}, close {close}"));
         }
     }

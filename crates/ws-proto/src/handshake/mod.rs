@@ -86,8 +86,16 @@ impl ExtensionOffer {
     pub fn parse_all(headers: &Headers) -> Result<Vec<ExtensionOffer>, Error> {
         let mut offers = Vec::new();
         for value in headers.get_all("sec-websocket-extensions") {
-            ExtensionList { s: value.as_bytes(), i: 0 }.parse_into(&mut offers)?;
+            offers.extend(Self::parse_list(value)?);
         }
+        Ok(offers)
+    }
+
+    /// Parses one `Sec-WebSocket-Extensions` value, such as
+    /// `permessage-deflate; client_max_window_bits, x-other`.
+    pub fn parse_list(value: &str) -> Result<Vec<ExtensionOffer>, Error> {
+        let mut offers = Vec::new();
+        ExtensionList { s: value.as_bytes(), i: 0 }.parse_into(&mut offers)?;
         Ok(offers)
     }
 }

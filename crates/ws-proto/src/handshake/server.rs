@@ -140,17 +140,21 @@ impl Upgrade {
 /// An error response with a short plain-text body, closing the connection.
 /// A 426 names the version this server speaks (section 4.4).
 pub fn error_response(status: u16, body: &str) -> Vec<u8> {
-    let mut out = String::with_capacity(128 + body.len());
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
-    if status == 426 {
-        out.push_str("Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n");
-    }
-    let _ = write!(
-        out,
-        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let extra = if status == 426 { "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" } else { "" };
+    http_response(status, extra, "text/plain; charset=utf-8", body.as_bytes())
+}
+
+/// A complete HTTP/1.1 response that closes the connection, with the header
+/// lines `extra` (each ending in CRLF), for a server's plain HTTP routes.
+pub fn http_response(status: u16, extra: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reason_phrase(status),
         body.len()
-    );
-    out.into_bytes()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 /// The reason phrase of the statuses a WebSocket server answers with.
