@@ -1,5 +1,6 @@
 //! The server's settings, from the command line.
 
+use crate::hub::HubSettings;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,9 +20,63 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_ECHO")]
     pub echo: bool,
 
+    /// The room every connection joins on arrival; empty for none.
+    #[arg(long, env = "WS_DEFAULT_ROOM", default_value = "general", value_name = "ROOM")]
+    pub default_room: Option<String>,
+
+    /// Messages each room keeps, so that a client joining with `since` can
+    /// recover what it missed.
+    #[arg(long, env = "WS_HISTORY", default_value_t = 100, value_name = "MESSAGES")]
+    pub history: usize,
+
+    /// Messages a member may fall behind in a room's channel before it is a
+    /// slow consumer.
+    #[arg(long, env = "WS_ROOM_BUFFER", default_value_t = 256, value_name = "MESSAGES")]
+    pub room_buffer: usize,
+
+    /// Rooms the server holds at most; when full, rooms without members are
+    /// let go (with their history).
+    #[arg(long, env = "WS_MAX_ROOMS", default_value_t = 10_000)]
+    pub max_rooms: usize,
+
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "WS_MAX_ROOMS_PER_CONNECTION", default_value_t = 32)]
+    pub max_rooms_per_connection: usize,
+
+    /// Envelopes each connection may send per second (bursts up to one
+    /// second's worth); more get `rate_limited`, and a client that keeps on
+    /// is closed with 1008. 0 for no limit.
+    #[arg(long, env = "WS_RATE_LIMIT", default_value_t = 10.0, value_name = "PER_SECOND")]
+    pub rate_limit: f64,
+
+    /// The most characters of a message's content; more is a `too_long` error.
+    #[arg(long, env = "WS_MAX_CONTENT_CHARS", default_value_t = 1000, value_name = "CHARS")]
+    pub max_content_chars: usize,
+
+    /// The largest WebSocket message a client may send; more is close 1009.
+    #[arg(long, env = "WS_MAX_MESSAGE_SIZE", default_value_t = 64 << 10, value_name = "BYTES")]
+    pub max_message_size: usize,
+
+    /// Bytes queued for one client at most; a client that falls further
+    /// behind is a slow consumer.
+    #[arg(long, env = "WS_MAX_QUEUE_BYTES", default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_queue_bytes: usize,
+
+    /// What happens to a slow consumer.
+    #[arg(long, env = "WS_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumer::Disconnect)]
+    pub slow_consumer: SlowConsumer,
+
+    /// Seconds between the server's pings.
+    #[arg(long, env = "WS_HEARTBEAT_INTERVAL", default_value = "30", value_name = "SECONDS", value_parser = seconds)]
+    pub heartbeat_interval: Duration,
+
+    /// Seconds a client may send nothing, pongs included, before it is closed.
+    #[arg(long, env = "WS_HEARTBEAT_TIMEOUT", default_value = "60", value_name = "SECONDS", value_parser = seconds)]
+    pub heartbeat_timeout: Duration,
+
     /// Seconds a client has to complete the opening handshake.
-    #[arg(long, env = "WS_HANDSHAKE_TIMEOUT", default_value_t = 10.0, value_name = "SECONDS")]
-    pub handshake_timeout: f64,
+    #[arg(long, env = "WS_HANDSHAKE_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = seconds)]
+    pub handshake_timeout: Duration,
 
     /// Turn permessage-deflate compression (RFC 7692) off; it is on by default
     /// for clients that offer it.
@@ -57,11 +112,13 @@ pub struct ServerConfig {
           value_parser = clap::value_parser!(u8).range(0..=9))]
     pub deflate_level: u8,
 
-    /// Compress each message on its own (server_no_context_takeover): a
-    /// little larger on the wire, but no compression state is kept between
-    /// messages and a broadcast is compressed once for every receiver.
-    #[arg(long, env = "WS_DEFLATE_NO_CONTEXT_TAKEOVER")]
-    pub deflate_no_context_takeover: bool,
+    /// Keep the compression context from message to message for each
+    /// connection: smaller messages on the wire, but about 370 KiB of zlib
+    /// state per connection, and a broadcast compressed for each receiver.
+    /// By default each message is compressed on its own
+    /// (server_no_context_takeover), once for all receivers of a broadcast.
+    #[arg(long, env = "WS_DEFLATE_CONTEXT_TAKEOVER")]
+    pub deflate_context_takeover: bool,
 
     /// Ask clients to compress each message on its own
     /// (client_no_context_takeover), so the server keeps no inflate state
@@ -70,23 +127,44 @@ pub struct ServerConfig {
     pub deflate_client_no_context_takeover: bool,
 }
 
+/// What happens to a client that falls more than `--max-queue-bytes` (or a
+/// room's buffer) behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlowConsumer {
+    /// Close the connection with 1008 "slow consumer".
+    Disconnect,
+    /// Drop what does not fit and send a `gap` notice, so the client can recover with `since`.
+    Skip,
+}
+
 impl ServerConfig {
+    /// The hub's settings.
+    pub fn hub_settings(&self) -> HubSettings {
+        let deflate = self.socket_options().deflate.filter(|d| d.no_context_takeover);
+        HubSettings { history: self.history, room_buffer: self.room_buffer, max_rooms: self.max_rooms, deflate }
+    }
+
     /// The settings of every WebSocket this server accepts.
     pub fn socket_options(&self) -> Options {
         let deflate = (!self.no_deflate).then_some(DeflateConfig {
             level: self.deflate_level,
             window_bits: self.deflate_window_bits,
             peer_window_bits: self.deflate_client_window_bits,
-            no_context_takeover: self.deflate_no_context_takeover,
+            no_context_takeover: !self.deflate_context_takeover,
             peer_no_context_takeover: self.deflate_client_no_context_takeover,
             memory_level: self.deflate_memory_level,
             threshold: self.deflate_threshold,
         });
-        Options { deflate, ..Options::default() }
+        let size = self.max_message_size;
+        let config = ws_proto::Config { max_frame_size: size, max_message_size: size, ..ws_proto::Config::default() };
+        Options { config, deflate, max_output: self.max_queue_bytes, ..Options::default() }
     }
+}
 
-    /// The handshake timeout as a duration.
-    pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.handshake_timeout)
+/// A positive number of seconds, such as `30` or `0.5`.
+fn seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs).map_err(|e| e.to_string()),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
     }
 }

@@ -1,10 +1,13 @@
 //! ws-server: the WebSocket hub application, as a library and the
 //! `ws-server` binary.
 //!
-//! So far it serves `/echo` (with `--echo`), which sends every message back:
-//! the endpoint the Autobahn testsuite and the benchmarks use. Everything
-//! else is answered 404. It is not a protocol implementation: the protocol
-//! lives in ws-proto and its tokio binding in ws-tokio.
+//! Clients connect to `/ws` and speak JSON envelopes (docs/protocol.md):
+//! they join rooms, publish to them, and receive what every member
+//! publishes, with a per-room seq and a history to recover from after a
+//! reconnect. `/` serves a demo chat page, `/healthz` a health check, and
+//! `/echo` (with `--echo`) sends every message back, for the Autobahn
+//! testsuite and the benchmarks. It is not a protocol implementation: the
+//! protocol lives in ws-proto and its tokio binding in ws-tokio.
 //!
 //! ```no_run
 //! use clap::Parser;
@@ -21,4 +24,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod envelope;
 pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod session;

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::info;
 use ws_server::{config::ServerConfig, http::serve};
 
 #[tokio::main]
@@ -14,10 +14,9 @@ async fn main() -> std::io::Result<()> {
         .init();
     let config = ServerConfig::parse();
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    info!("listening on {}{}", listener.local_addr()?, if config.echo { " (echo at /echo)" } else { "" });
-    if !config.echo {
-        warn!("the hub and its demo page are not built yet: every path answers 404; --echo serves /echo");
-    }
+    let addr = listener.local_addr()?;
+    info!("listening on {addr}{}", if config.echo { " (echo at /echo)" } else { "" });
+    info!("hub at ws://{addr}/ws, demo chat at http://{addr}/");
     tokio::select! {
         served = serve(listener, Arc::new(config)) => served,
         _ = tokio::signal::ctrl_c() => {

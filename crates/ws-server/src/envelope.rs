@@ -1,0 +1,303 @@
+//! The hub's wire protocol (docs/protocol.md): JSON envelopes in text frames.
+//!
+//! What a client sends is parsed and validated here into a [`Request`], or an
+//! [`EnvelopeError`] whose code goes back in an error envelope while the
+//! connection stays open. What the server sends is built here, each envelope
+//! serialized once.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The longest room name, in characters.
+pub const MAX_ROOM_LEN: usize = 64;
+/// The longest client message id, in characters.
+pub const MAX_ID_LEN: usize = 64;
+
+/// A valid envelope from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Join a room; with `since`, replay what came after that seq.
+    Join {
+        /// The room.
+        room: String,
+        /// The last seq the client saw in this room.
+        since: Option<u64>,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room.
+        room: String,
+    },
+    /// Publish to a room the client has joined.
+    Message {
+        /// The room.
+        room: String,
+        /// The text, at most the configured number of characters.
+        content: String,
+        /// The client's id for the message, echoed in the ack.
+        id: Option<String>,
+    },
+}
+
+/// Why an envelope was refused: the `code` and `message` of the error envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeError {
+    /// A stable code a client can act on, such as `missing_field`.
+    pub code: &'static str,
+    /// What was wrong, for a person.
+    pub message: String,
+    /// The client's id of the envelope, when it gave one.
+    pub id: Option<String>,
+}
+
+impl EnvelopeError {
+    /// An error with `code` and `message`, about no particular envelope.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        EnvelopeError { code, message: message.into(), id: None }
+    }
+
+    /// The error envelope.
+    pub fn to_json(&self) -> String {
+        json(&Outgoing::Error { code: self.code, message: &self.message, id: self.id.as_deref() })
+    }
+}
+
+/// Parses and validates one text message from a client; `max_content` is
+/// the most characters `content` may have.
+pub fn parse(text: &str, max_content: usize) -> Result<Request, EnvelopeError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| EnvelopeError::new("invalid_json", e.to_string()))?;
+    let Value::Object(fields) = value else {
+        return Err(EnvelopeError::new("invalid_json", "an envelope is a JSON object"));
+    };
+    let id = optional_string(&fields, "id", MAX_ID_LEN)?;
+    request(&fields, max_content, id.clone()).map_err(|e| EnvelopeError { id, ..e })
+}
+
+fn request(fields: &Map<String, Value>, max_content: usize, id: Option<String>) -> Result<Request, EnvelopeError> {
+    let kind = string(fields, "type")?;
+    match kind {
+        "join" => {
+            let since = match fields.get("since") {
+                None | Some(Value::Null) => None,
+                Some(value) => Some(value.as_u64().ok_or_else(|| invalid("since", "a whole number"))?),
+            };
+            Ok(Request::Join { room: room(fields)?, since })
+        }
+        "leave" => Ok(Request::Leave { room: room(fields)? }),
+        "message" => {
+            let room = room(fields)?;
+            let content = string(fields, "content")?;
+            let chars = content.chars().count();
+            if chars > max_content {
+                return Err(EnvelopeError::new(
+                    "too_long",
+                    format!("content has {chars} characters, more than {max_content}"),
+                ));
+            }
+            Ok(Request::Message { room, content: content.to_owned(), id })
+        }
+        other => Err(EnvelopeError::new("unknown_type", format!("unknown type {other:?}: join, leave or message"))),
+    }
+}
+
+fn invalid(field: &str, what: &str) -> EnvelopeError {
+    EnvelopeError::new("invalid_field", format!("{field} must be {what}"))
+}
+
+fn string<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, EnvelopeError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Err(EnvelopeError::new("missing_field", format!("{name} is missing"))),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(invalid(name, "a string")),
+    }
+}
+
+fn optional_string(fields: &Map<String, Value>, name: &str, max: usize) -> Result<Option<String>, EnvelopeError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(name, &format!("a string of at most {max} characters"))),
+    }
+}
+
+/// A room name: 1 to 64 characters of letters, digits, `-`, `_`, `.` and `:`.
+fn room(fields: &Map<String, Value>) -> Result<String, EnvelopeError> {
+    let room = string(fields, "room")?;
+    if is_room_name(room) {
+        Ok(room.to_owned())
+    } else {
+        Err(invalid("room", "1 to 64 letters, digits, '-', '_', '.' or ':'"))
+    }
+}
+
+/// Whether `name` may name a room.
+pub fn is_room_name(name: &str) -> bool {
+    (1..=MAX_ROOM_LEN).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Every envelope the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Outgoing<'a> {
+    /// The welcome, and other notices from the server.
+    System {
+        /// The notice.
+        content: &'a str,
+        /// Milliseconds since the Unix epoch.
+        time: u64,
+    },
+    /// A message published to a room.
+    Message {
+        /// Unique among the messages of this server.
+        id: &'a str,
+        /// The message's place in its room, from 1 up, one by one.
+        seq: u64,
+        /// Milliseconds since the Unix epoch.
+        time: u64,
+        /// The user, or the peer address of an anonymous client.
+        sender: &'a str,
+        /// The text.
+        content: &'a str,
+        /// The room.
+        room: &'a str,
+    },
+    /// The sender's message got `seq`.
+    Ack {
+        /// The client's id of the message.
+        id: &'a str,
+        /// The seq it got.
+        seq: u64,
+    },
+    /// The client is a member of `room`, whose latest message is `seq`.
+    Joined {
+        /// The room.
+        room: &'a str,
+        /// The latest seq in the room (0: none yet).
+        seq: u64,
+    },
+    /// The client left `room`.
+    Left {
+        /// The room.
+        room: &'a str,
+    },
+    /// The replay asked for with `since` is done; `complete` is false when
+    /// the history no longer reached back that far.
+    Recovered {
+        /// The room.
+        room: &'a str,
+        /// Whether every message after `since` was replayed.
+        complete: bool,
+    },
+    /// Messages `from` to `to` of `room` were not delivered (slow consumer).
+    Gap {
+        /// The room.
+        room: &'a str,
+        /// The first seq missed.
+        from: u64,
+        /// The last seq missed.
+        to: u64,
+    },
+    /// A refused envelope or action; the connection stays open.
+    Error {
+        /// A stable code, such as `invalid_json`.
+        code: &'a str,
+        /// What was wrong.
+        message: &'a str,
+        /// The client's id of the envelope, when it gave one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+    },
+}
+
+impl Outgoing<'_> {
+    /// The envelope as JSON text.
+    pub fn to_json(&self) -> String {
+        json(self)
+    }
+}
+
+fn json(value: &impl Serialize) -> String {
+    // Serializing these plain structs cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> &'static str {
+        parse(text, 10).unwrap_err().code
+    }
+
+    #[test]
+    fn valid_envelopes() {
+        assert_eq!(
+            parse(r#"{"type":"join","room":"general"}"#, 10),
+            Ok(Request::Join { room: "general".into(), since: None })
+        );
+        assert_eq!(
+            parse(r#"{"type":"join","room":"a:b.c-d_e","since":41}"#, 10),
+            Ok(Request::Join { room: "a:b.c-d_e".into(), since: Some(41) })
+        );
+        assert_eq!(parse(r#"{"type":"leave","room":"x"}"#, 10), Ok(Request::Leave { room: "x".into() }));
+        assert_eq!(
+            parse(r#"{"type":"message","room":"x","content":"héllo wörld","id":"c1","extra":true}"#, 11),
+            Ok(Request::Message { room: "x".into(), content: "héllo wörld".into(), id: Some("c1".into()) })
+        );
+    }
+
+    #[test]
+    fn each_fault_has_its_code() {
+        let cases = [
+            ("not json", "invalid_json"),
+            ("[1,2]", "invalid_json"),
+            (r#"{"room":"x"}"#, "missing_field"),
+            (r#"{"type":"shout","room":"x"}"#, "unknown_type"),
+            (r#"{"type":7}"#, "invalid_field"),
+            (r#"{"type":"join"}"#, "missing_field"),
+            (r#"{"type":"join","room":""}"#, "invalid_field"),
+            (r#"{"type":"join","room":"has space"}"#, "invalid_field"),
+            (r#"{"type":"join","room":"x","since":-1}"#, "invalid_field"),
+            (r#"{"type":"message","room":"x"}"#, "missing_field"),
+            (r#"{"type":"message","room":"x","content":5}"#, "invalid_field"),
+            (r#"{"type":"message","room":"x","content":"12345678901"}"#, "too_long"),
+            (r#"{"type":"message","room":"x","content":"ok","id":7}"#, "invalid_field"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(code(text), expected, "{text}");
+        }
+        let long_room = format!(r#"{{"type":"join","room":"{}"}}"#, "r".repeat(MAX_ROOM_LEN + 1));
+        assert_eq!(code(&long_room), "invalid_field");
+    }
+
+    #[test]
+    fn errors_carry_the_client_id() {
+        let error = parse(r#"{"type":"message","room":"x","content":"far too long","id":"m7"}"#, 5).unwrap_err();
+        assert_eq!(error.id.as_deref(), Some("m7"));
+        let value: Value = serde_json::from_str(&error.to_json()).unwrap();
+        assert_eq!(value["type"], "error");
+        assert_eq!(value["code"], "too_long");
+        assert_eq!(value["id"], "m7");
+    }
+
+    #[test]
+    fn outgoing_envelopes_have_the_documented_fields() {
+        let message =
+            Outgoing::Message { id: "a-1", seq: 42, time: 1, sender: "u", content: "Hi \"there\"", room: "g" };
+        assert_eq!(
+            message.to_json(),
+            r#"{"type":"message","id":"a-1","seq":42,"time":1,"sender":"u","content":"Hi \"there\"","room":"g"}"#
+        );
+        assert_eq!(
+            Outgoing::Gap { room: "g", from: 3, to: 9 }.to_json(),
+            r#"{"type":"gap","room":"g","from":3,"to":9}"#
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! The hub: rooms, each a tokio broadcast channel with a numbered history.
+//!
+//! A published message gets the next seq of its room, is serialized to JSON
+//! once and encoded as a frame once (and compressed once, when the server
+//! compresses each message on its own); every member receives the same
+//! [`Delivery`]. Each room keeps its last messages so that a client joining
+//! with `since` misses nothing that is still held.
+
+use crate::envelope::{Outgoing, now_millis};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::broadcast;
+use ws_proto::{DeflateConfig, Message, SharedMessage};
+
+/// One message of a room, encoded once for every member.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Its place in the room.
+    pub seq: u64,
+    /// The frames every member is sent.
+    pub frame: SharedMessage,
+}
+
+/// The hub's bounds and settings.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// Messages each room keeps for recovery.
+    pub history: usize,
+    /// Messages a member may fall behind in the room's channel before it lags.
+    pub room_buffer: usize,
+    /// Rooms held at most; when full, rooms without members are let go.
+    pub max_rooms: usize,
+    /// Compress each broadcast once with these settings, for members that
+    /// compress messages on their own.
+    pub deflate: Option<DeflateConfig>,
+}
+
+/// A member's view of a room it just joined.
+#[derive(Debug)]
+pub struct Subscription {
+    /// What is published from now on.
+    pub receiver: broadcast::Receiver<Arc<Delivery>>,
+    /// The room's latest seq at the time of joining (0: none yet).
+    pub latest: u64,
+}
+
+/// What a join with `since` replays.
+#[derive(Debug)]
+pub struct Replay {
+    /// The held messages after `since`, in order, up to the latest at joining.
+    pub deliveries: Vec<Arc<Delivery>>,
+    /// Whether they are every message after `since`.
+    pub complete: bool,
+}
+
+/// The hub refused to make a room: it holds `max_rooms`, all with members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomsFull;
+
+#[derive(Debug)]
+struct Room {
+    channel: broadcast::Sender<Arc<Delivery>>,
+    latest: u64,
+    history: VecDeque<Arc<Delivery>>,
+}
+
+/// Every room of this server, in memory.
+#[derive(Debug)]
+pub struct Hub {
+    rooms: Mutex<HashMap<String, Room>>,
+    settings: HubSettings,
+    /// Makes message ids unique across restarts: the start time, in hex.
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(settings: HubSettings) -> Self {
+        Hub { rooms: Mutex::default(), settings, id_prefix: format!("{:x}", now_millis()), next_id: AtomicU64::new(1) }
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+        // A panic while holding the lock leaves the map whole: every change to it is one call.
+        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Joins `room`, making it if needed; with `since`, also returns the held
+    /// messages after that seq. The receiver and the replay are taken
+    /// together, so nothing is missed or seen twice between them.
+    pub fn join(&self, room: &str, since: Option<u64>) -> Result<(Subscription, Option<Replay>), RoomsFull> {
+        let mut rooms = self.rooms();
+        if !rooms.contains_key(room) && rooms.len() >= self.settings.max_rooms {
+            rooms.retain(|_, r| r.channel.receiver_count() > 0);
+            if rooms.len() >= self.settings.max_rooms {
+                return Err(RoomsFull);
+            }
+        }
+        let buffer = self.settings.room_buffer.max(1);
+        let room = rooms.entry(room.to_owned()).or_insert_with(|| Room {
+            channel: broadcast::channel(buffer).0,
+            latest: 0,
+            history: VecDeque::new(),
+        });
+        let subscription = Subscription { receiver: room.channel.subscribe(), latest: room.latest };
+        Ok((subscription, since.map(|since| room.replay(since))))
+    }
+
+    /// The held messages of `room` after `since`, for a member that asks again.
+    pub fn replay(&self, room: &str, since: u64) -> Replay {
+        match self.rooms().get(room) {
+            Some(room) => room.replay(since),
+            None => Replay { deliveries: Vec::new(), complete: since == 0 },
+        }
+    }
+
+    /// Publishes `content` from `sender` to every member of `room`; returns its seq.
+    pub fn publish(&self, room: &str, sender: &str, content: &str) -> u64 {
+        let id = format!("{}-{:x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let mut rooms = self.rooms();
+        let Some(state) = rooms.get_mut(room) else { return 0 };
+        let seq = state.latest + 1;
+        let json = Outgoing::Message { id: &id, seq, time: now_millis(), sender, content, room }.to_json();
+        let frame = SharedMessage::new(&Message::from(json), self.settings.deflate.as_ref());
+        let delivery = Arc::new(Delivery { seq, frame });
+        state.latest = seq;
+        if self.settings.history > 0 {
+            if state.history.len() == self.settings.history {
+                state.history.pop_front();
+            }
+            state.history.push_back(delivery.clone());
+        }
+        // No receiver is not an error: the message is still in the history.
+        let _ = state.channel.send(delivery);
+        seq
+    }
+
+    /// How many rooms the hub holds.
+    pub fn room_count(&self) -> usize {
+        self.rooms().len()
+    }
+}
+
+impl Room {
+    /// The held messages after `since`. A `since` past the latest seq comes
+    /// from another run of the room's numbering: everything held is
+    /// replayed, and the replay is not complete.
+    fn replay(&self, since: u64) -> Replay {
+        let renumbered = since > self.latest;
+        let after = if renumbered { 0 } else { since };
+        let first_held = self.history.front().map_or(self.latest + 1, |d| d.seq);
+        let deliveries = self.history.iter().filter(|d| d.seq > after).cloned().collect();
+        Replay { deliveries, complete: !renumbered && after + 1 >= first_held }
+    }
+}

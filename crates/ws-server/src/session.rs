@@ -1,0 +1,276 @@
+//! One hub connection: its envelopes in, its rooms' messages out.
+//!
+//! The session owns the WebSocket and one broadcast receiver per room it
+//! joined. It never waits on the client: what the client is sent is queued,
+//! and the queue is bounded in bytes. A client that falls behind by more is
+//! a slow consumer, disconnected (close 1008) or skipped with a `gap`
+//! notice, as configured.
+
+use crate::config::{ServerConfig, SlowConsumer};
+use crate::envelope::{self, EnvelopeError, Outgoing, Request};
+use crate::hub::{Delivery, Hub, Replay};
+use crate::limits::TokenBucket;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant, MissedTickBehavior};
+use tokio_stream::StreamExt;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tracing::{info, warn};
+use ws_proto::{CloseCode, Event, Message};
+use ws_tokio::WebSocket;
+
+/// Messages refused in a row for the rate limit before the client is closed (1008).
+const MAX_REFUSED: u32 = 20;
+
+/// While a gap notice waits for room in the queue, it is tried this often.
+const GAP_RETRY: Duration = Duration::from_millis(100);
+
+/// A room the client is in.
+#[derive(Debug, Default)]
+struct Membership {
+    /// The last seq sent to the client, or skipped past.
+    delivered: u64,
+    /// Seqs skipped and not yet reported: first and last.
+    gap: Option<(u64, u64)>,
+}
+
+/// The state of one hub connection.
+pub struct Session<'a> {
+    ws: WebSocket<TcpStream>,
+    hub: &'a Hub,
+    config: &'a ServerConfig,
+    /// Who the client is, as other members see it.
+    sender: String,
+    streams: StreamMap<String, BroadcastStream<Arc<Delivery>>>,
+    rooms: HashMap<String, Membership>,
+    last_heard: Instant,
+    bucket: TokenBucket,
+    /// Messages refused in a row for the rate limit.
+    refused: u32,
+}
+
+impl<'a> Session<'a> {
+    /// A session for `ws`, whose client is known as `sender`.
+    pub fn new(ws: WebSocket<TcpStream>, hub: &'a Hub, config: &'a ServerConfig, sender: String) -> Self {
+        Session {
+            ws,
+            hub,
+            config,
+            sender,
+            streams: StreamMap::new(),
+            rooms: HashMap::new(),
+            last_heard: Instant::now(),
+            bucket: TokenBucket::new(config.rate_limit, std::time::Instant::now()),
+            refused: 0,
+        }
+    }
+
+    /// Welcomes the client, joins it to the default room, then serves it
+    /// until the connection ends.
+    pub async fn run(mut self) {
+        let welcome = format!("welcome, {}", self.sender);
+        self.send(&Outgoing::System { content: &welcome, time: envelope::now_millis() });
+        if let Some(room) = self.config.default_room.clone().filter(|r| !r.is_empty()) {
+            self.join(room, None);
+        }
+        let every = self.config.heartbeat_interval;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let gaps_waiting = self.rooms.values().any(|m| m.gap.is_some());
+            tokio::select! {
+                event = self.ws.recv() => match event {
+                    Some(Ok(event)) => self.receive(event),
+                    Some(Err(e)) => {
+                        info!(sender = %self.sender, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
+                        return;
+                    }
+                    None => break,
+                },
+                Some((room, delivery)) = self.streams.next() => self.deliver(room, delivery),
+                _ = heartbeat.tick() => self.heartbeat(),
+                _ = tokio::time::sleep(GAP_RETRY), if gaps_waiting => {}
+            }
+            self.report_gaps();
+        }
+        info!(sender = %self.sender, "connection closed");
+    }
+
+    fn receive(&mut self, event: Event) {
+        self.last_heard = Instant::now();
+        let Event::Message(message) = event else { return };
+        if !self.bucket.take(self.last_heard.into_std()) {
+            return self.refuse();
+        }
+        self.refused = 0;
+        let request = match &message {
+            Message::Text(text) => envelope::parse(text.as_str(), self.config.max_content_chars),
+            Message::Binary(_) => Err(EnvelopeError::new("invalid_json", "binary messages are not envelopes")),
+        };
+        match request {
+            Ok(Request::Join { room, since }) => self.join(room, since),
+            Ok(Request::Leave { room }) => self.leave(room),
+            Ok(Request::Message { room, content, id }) => self.publish(room, &content, id),
+            Err(error) => self.send_error(error),
+        }
+    }
+
+    /// Over the rate limit: an error, or the end for a client that keeps on.
+    fn refuse(&mut self) {
+        self.refused += 1;
+        if self.refused > MAX_REFUSED {
+            if self.ws.queue_close(CloseCode::POLICY_VIOLATION, "rate limit exceeded").is_ok() {
+                warn!(sender = %self.sender, "rate limit exceeded again and again: closed");
+            }
+            return;
+        }
+        let (rate, wait) = (self.config.rate_limit, self.bucket.wait().as_millis());
+        self.send_error(EnvelopeError::new(
+            "rate_limited",
+            format!("over {rate} messages a second; retry in {wait} ms"),
+        ));
+    }
+
+    fn join(&mut self, room: String, since: Option<u64>) {
+        if let Some(member) = self.rooms.get(&room) {
+            // Already a member: what came after `delivered` is on its way in the stream.
+            let delivered = member.delivered;
+            let replay = since.map(|since| {
+                let mut replay = self.hub.replay(&room, since);
+                replay.deliveries.retain(|d| d.seq <= delivered);
+                replay
+            });
+            return self.joined(&room, delivered, replay);
+        }
+        if self.rooms.len() >= self.config.max_rooms_per_connection {
+            let limit = self.config.max_rooms_per_connection;
+            return self.send_error(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
+        }
+        let Ok((subscription, replay)) = self.hub.join(&room, since) else {
+            return self.send_error(EnvelopeError::new("room_limit", "the server holds all the rooms it can"));
+        };
+        self.streams.insert(room.clone(), BroadcastStream::new(subscription.receiver));
+        self.rooms.insert(room.clone(), Membership { delivered: subscription.latest, gap: None });
+        self.joined(&room, subscription.latest, replay);
+    }
+
+    /// Tells the client it is in `room`, then replays what it asked for.
+    fn joined(&mut self, room: &str, latest: u64, replay: Option<Replay>) {
+        self.send(&Outgoing::Joined { room, seq: latest });
+        let Some(replay) = replay else { return };
+        for delivery in &replay.deliveries {
+            self.queue(room, delivery);
+        }
+        self.send(&Outgoing::Recovered { room, complete: replay.complete });
+    }
+
+    fn leave(&mut self, room: String) {
+        if self.rooms.remove(&room).is_none() {
+            return self.send_error(EnvelopeError::new("not_joined", format!("not in room {room}")));
+        }
+        self.streams.remove(&room);
+        self.send(&Outgoing::Left { room: &room });
+    }
+
+    fn publish(&mut self, room: String, content: &str, id: Option<String>) {
+        if !self.rooms.contains_key(&room) {
+            let error = EnvelopeError::new("not_joined", format!("join room {room} before sending to it"));
+            return self.send_error(EnvelopeError { id, ..error });
+        }
+        let seq = self.hub.publish(&room, &self.sender, content);
+        if let Some(id) = &id {
+            self.send(&Outgoing::Ack { id, seq });
+        }
+    }
+
+    /// A message of one of the client's rooms, or word that the client fell
+    /// more than the room's buffer behind.
+    fn deliver(&mut self, room: String, delivery: Result<Arc<Delivery>, BroadcastStreamRecvError>) {
+        match delivery {
+            Ok(delivery) => {
+                if self.rooms.get(&room).is_some_and(|m| delivery.seq > m.delivered) {
+                    self.queue(&room, &delivery);
+                }
+            }
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                if let Some(member) = self.rooms.get(&room) {
+                    let first = member.delivered + 1;
+                    self.skip(&room, first, member.delivered + missed);
+                }
+            }
+        }
+    }
+
+    /// Queues a room's message if the queue has room for it; else the slow-consumer policy.
+    fn queue(&mut self, room: &str, delivery: &Delivery) {
+        let queued = self.ws.connection().output().len();
+        if queued + delivery.frame.frame_len() > self.config.max_queue_bytes {
+            return self.skip(room, delivery.seq, delivery.seq);
+        }
+        // Queuing fails only once the connection is closing; the message is then moot.
+        let _ = self.ws.queue_shared(&delivery.frame);
+        if let Some(member) = self.rooms.get_mut(room) {
+            member.delivered = member.delivered.max(delivery.seq);
+        }
+    }
+
+    /// Seqs `first` to `last` of `room` will not reach the client.
+    fn skip(&mut self, room: &str, first: u64, last: u64) {
+        match self.config.slow_consumer {
+            SlowConsumer::Disconnect => {
+                if self.ws.queue_close(CloseCode::POLICY_VIOLATION, "slow consumer").is_ok() {
+                    warn!(sender = %self.sender, room, "slow consumer: disconnected");
+                }
+            }
+            SlowConsumer::Skip => {
+                if let Some(member) = self.rooms.get_mut(room) {
+                    member.gap = Some((member.gap.map_or(first, |(from, _)| from), last));
+                    member.delivered = member.delivered.max(last);
+                }
+            }
+        }
+    }
+
+    /// Sends the gap notices that fit in the queue again.
+    fn report_gaps(&mut self) {
+        let room_left = self.ws.connection().output().len() < self.config.max_queue_bytes / 2;
+        if !room_left {
+            return;
+        }
+        let gaps: Vec<(String, (u64, u64))> =
+            self.rooms.iter_mut().filter_map(|(room, m)| Some((room.clone(), m.gap.take()?))).collect();
+        for (room, (from, to)) in gaps {
+            warn!(sender = %self.sender, %room, from, to, "slow consumer: skipped messages");
+            self.send(&Outgoing::Gap { room: &room, from, to });
+        }
+    }
+
+    /// Pings, or closes a client that has sent nothing, pong included, for too long.
+    fn heartbeat(&mut self) {
+        if self.last_heard.elapsed() > self.config.heartbeat_timeout {
+            if self.ws.queue_close(CloseCode::GOING_AWAY, "heartbeat timeout").is_ok() {
+                info!(sender = %self.sender, "heartbeat timeout");
+            }
+        } else {
+            // Fails only once the connection is closing.
+            let _ = self.ws.queue_ping(b"");
+        }
+    }
+
+    fn send_error(&mut self, error: EnvelopeError) {
+        self.send_json(error.to_json());
+    }
+
+    fn send(&mut self, envelope: &Outgoing<'_>) {
+        self.send_json(envelope.to_json());
+    }
+
+    /// Queues an envelope for this client alone.
+    fn send_json(&mut self, json: String) {
+        // Fails only once the connection is closing; the envelope is then moot.
+        let _ = self.ws.queue(&Message::from(json));
+    }
+}

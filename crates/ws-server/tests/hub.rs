@@ -1,0 +1,434 @@
+//! The hub over real loopback TCP: each test starts a server on a free port
+//! with the flags it needs, connects ws-tokio clients to `/ws`, and asserts
+//! on the envelopes they receive. Every wait is for an event, within a
+//! generous limit; nothing sleeps to synchronize.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use clap::Parser;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use ws_proto::{CloseCode, Event, Message};
+use ws_server::config::ServerConfig;
+use ws_tokio::client::{ClientOptions, connect_with};
+use ws_tokio::{Options, WebSocket};
+
+/// Generous: a wait for an event, never a measure of speed.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Starts a server with `flags` on a free port.
+async fn server(flags: &[&str]) -> SocketAddr {
+    let args = ["ws-server", "--listen", "127.0.0.1:0"].iter().chain(flags);
+    let config = ServerConfig::parse_from(args);
+    let listener = TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(ws_server::http::serve(listener, Arc::new(config)));
+    addr
+}
+
+struct Client {
+    ws: WebSocket<TcpStream>,
+}
+
+impl Client {
+    /// Connects to the hub and takes the welcome.
+    async fn connect(addr: SocketAddr) -> Client {
+        let mut client = Client::connect_quietly(addr).await;
+        let welcome = client.next().await;
+        assert_eq!(welcome["type"], "system", "{welcome}");
+        assert!(welcome["time"].as_u64().unwrap() > 0);
+        client
+    }
+
+    /// Connects without reading anything.
+    async fn connect_quietly(addr: SocketAddr) -> Client {
+        let options =
+            ClientOptions { socket: Options { close_timeout: PATIENCE, ..Options::default() }, ..Default::default() };
+        let (ws, _) = connect_with(&format!("ws://{addr}/ws"), &options).await.unwrap();
+        Client { ws }
+    }
+
+    /// Connects, takes the welcome and the default room's `joined`, and leaves that room.
+    async fn connect_elsewhere(addr: SocketAddr) -> Client {
+        let mut client = Client::connect(addr).await;
+        client.expect(json!({"type": "joined", "room": "general"})).await;
+        client.send(json!({"type": "leave", "room": "general"})).await;
+        client.expect(json!({"type": "left", "room": "general"})).await;
+        client
+    }
+
+    async fn send(&mut self, envelope: Value) {
+        self.ws.send(&Message::from(envelope.to_string())).await.unwrap();
+    }
+
+    /// The next envelope.
+    async fn next(&mut self) -> Value {
+        loop {
+            let event = timeout(PATIENCE, self.ws.recv()).await.expect("an envelope in time");
+            match event.expect("an open connection").expect("no error") {
+                Event::Message(Message::Text(text)) => return serde_json::from_str(text.as_str()).unwrap(),
+                Event::Message(Message::Binary(_)) => panic!("a binary message"),
+                Event::Close(close) => panic!("closed: {close:?}"),
+                Event::Ping(_) | Event::Pong(_) => {}
+            }
+        }
+    }
+
+    /// The next envelope, which must have every field of `expected` with its value.
+    async fn expect(&mut self, expected: Value) -> Value {
+        let got = self.next().await;
+        for (field, value) in expected.as_object().unwrap() {
+            assert_eq!(&got[field], value, "field {field} of {got}, expected {expected}");
+        }
+        got
+    }
+
+    /// Joins `room`, expecting `joined` with its latest seq.
+    async fn join(&mut self, room: &str, latest: u64) {
+        self.send(json!({"type": "join", "room": room})).await;
+        self.expect(json!({"type": "joined", "room": room, "seq": latest})).await;
+    }
+
+    /// The close code the server ends the connection with, after any envelopes.
+    async fn closed_with(&mut self) -> Option<CloseCode> {
+        loop {
+            match timeout(PATIENCE, self.ws.recv()).await.expect("the end in time") {
+                Some(Ok(Event::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return e.close_code(),
+                None => return None,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn welcome_then_the_default_room() {
+    let addr = server(&[]).await;
+    let mut client = Client::connect(addr).await;
+    client.expect(json!({"type": "joined", "room": "general", "seq": 0})).await;
+
+    let addr = server(&["--default-room", "lobby"]).await;
+    let mut client = Client::connect(addr).await;
+    client.expect(json!({"type": "joined", "room": "lobby", "seq": 0})).await;
+}
+
+#[tokio::test]
+async fn a_message_reaches_every_member_and_no_one_else() {
+    let addr = server(&[]).await;
+    let mut alice = Client::connect_elsewhere(addr).await;
+    let mut bob = Client::connect_elsewhere(addr).await;
+    let mut carol = Client::connect_elsewhere(addr).await;
+    alice.join("news", 0).await;
+    bob.join("news", 0).await;
+    carol.join("sports", 0).await;
+
+    alice.send(json!({"type": "message", "room": "news", "content": "Hello", "id": "a1"})).await;
+    alice.expect(json!({"type": "ack", "id": "a1", "seq": 1})).await;
+    let own = alice.expect(json!({"type": "message", "room": "news", "seq": 1, "content": "Hello"})).await;
+    let seen = bob.expect(json!({"type": "message", "room": "news", "seq": 1, "content": "Hello"})).await;
+    assert_eq!(own, seen, "one envelope for every member");
+    assert!(own["id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(own["sender"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(own["time"].as_u64().unwrap() > 0);
+
+    // Carol is not in news: the next thing she receives is her own room's message.
+    carol.send(json!({"type": "message", "room": "sports", "content": "Goal"})).await;
+    carol.expect(json!({"type": "message", "room": "sports", "seq": 1, "content": "Goal"})).await;
+}
+
+#[tokio::test]
+async fn seq_grows_by_one_per_room_in_order() {
+    let addr = server(&["--rate-limit", "0"]).await;
+    let mut alice = Client::connect(addr).await;
+    let mut bob = Client::connect(addr).await;
+    alice.expect(json!({"type": "joined"})).await;
+    bob.expect(json!({"type": "joined"})).await;
+    alice.join("other", 0).await;
+    for i in 1..=50 {
+        let room = if i % 5 == 0 { "other" } else { "general" };
+        alice.send(json!({"type": "message", "room": room, "content": format!("m{i}")})).await;
+    }
+    for seq in 1..=40 {
+        bob.expect(json!({"type": "message", "room": "general", "seq": seq})).await;
+    }
+    let mut other = 0;
+    for _ in 0..50 {
+        let m = alice.next().await;
+        if m["room"] == "other" {
+            other += 1;
+            assert_eq!(m["seq"], other);
+        }
+    }
+    assert_eq!(other, 10);
+}
+
+#[tokio::test]
+async fn join_and_leave_at_any_time_in_many_rooms() {
+    let addr = server(&[]).await;
+    let mut alice = Client::connect(addr).await;
+    alice.expect(json!({"type": "joined", "room": "general"})).await;
+    alice.join("a", 0).await;
+    alice.join("b", 0).await;
+    alice.join("a", 0).await; // again: still a member, told so
+    alice.send(json!({"type": "message", "room": "b", "content": "x"})).await;
+    alice.expect(json!({"type": "message", "room": "b", "seq": 1})).await;
+    alice.send(json!({"type": "leave", "room": "b"})).await;
+    alice.expect(json!({"type": "left", "room": "b"})).await;
+    alice.send(json!({"type": "message", "room": "b", "content": "y", "id": "late"})).await;
+    alice.expect(json!({"type": "error", "code": "not_joined", "id": "late"})).await;
+    alice.send(json!({"type": "leave", "room": "b"})).await;
+    alice.expect(json!({"type": "error", "code": "not_joined"})).await;
+    alice.join("b", 1).await;
+    alice.send(json!({"type": "message", "room": "a", "content": "in a"})).await;
+    alice.expect(json!({"type": "message", "room": "a", "seq": 1, "content": "in a"})).await;
+}
+
+#[tokio::test]
+async fn join_with_since_replays_what_was_missed() {
+    let addr = server(&["--history", "4", "--rate-limit", "0"]).await;
+    let mut alice = Client::connect_elsewhere(addr).await;
+    alice.join("r", 0).await;
+    for i in 1..=3 {
+        alice.send(json!({"type": "message", "room": "r", "content": format!("m{i}")})).await;
+        alice.expect(json!({"type": "message", "seq": i})).await;
+    }
+    // Held: 1 to 3. Since 1: 2 and 3, complete.
+    let mut bob = Client::connect_elsewhere(addr).await;
+    bob.send(json!({"type": "join", "room": "r", "since": 1})).await;
+    bob.expect(json!({"type": "joined", "room": "r", "seq": 3})).await;
+    bob.expect(json!({"type": "message", "room": "r", "seq": 2, "content": "m2"})).await;
+    bob.expect(json!({"type": "message", "room": "r", "seq": 3, "content": "m3"})).await;
+    bob.expect(json!({"type": "recovered", "room": "r", "complete": true})).await;
+
+    // Live messages follow the replay, once each.
+    alice.send(json!({"type": "message", "room": "r", "content": "m4"})).await;
+    bob.expect(json!({"type": "message", "seq": 4})).await;
+    for i in 5..=9 {
+        alice.send(json!({"type": "message", "room": "r", "content": format!("m{i}")})).await;
+    }
+    for seq in 5..=9 {
+        bob.expect(json!({"type": "message", "seq": seq})).await;
+    }
+    // Held: 6 to 9. Since 2 misses 3 to 5: incomplete, and 6 to 9 come back.
+    let mut carol = Client::connect_elsewhere(addr).await;
+    carol.send(json!({"type": "join", "room": "r", "since": 2})).await;
+    carol.expect(json!({"type": "joined", "room": "r", "seq": 9})).await;
+    for seq in 6..=9 {
+        carol.expect(json!({"type": "message", "seq": seq})).await;
+    }
+    carol.expect(json!({"type": "recovered", "room": "r", "complete": false})).await;
+    // Up to date: nothing to replay, complete.
+    carol.send(json!({"type": "join", "room": "r", "since": 9})).await;
+    carol.expect(json!({"type": "joined", "room": "r", "seq": 9})).await;
+    carol.expect(json!({"type": "recovered", "room": "r", "complete": true})).await;
+}
+
+#[tokio::test]
+async fn invalid_envelopes_get_an_error_and_the_connection_stays_open() {
+    let addr = server(&["--max-content-chars", "10"]).await;
+    let mut client = Client::connect(addr).await;
+    client.expect(json!({"type": "joined"})).await;
+    let cases: [(&str, &str); 7] = [
+        ("{not json", "invalid_json"),
+        (r#"["an", "array"]"#, "invalid_json"),
+        (r#"{"room":"general","content":"no type"}"#, "missing_field"),
+        (r#"{"type":"message","content":"no room"}"#, "missing_field"),
+        (r#"{"type":"teleport","room":"general"}"#, "unknown_type"),
+        (r#"{"type":"message","room":"general","content":"eleven chars"}"#, "too_long"),
+        (r#"{"type":"join","room":"no spaces please"}"#, "invalid_field"),
+    ];
+    for (text, code) in cases {
+        client.ws.send(&Message::from(text)).await.unwrap();
+        let error = client.expect(json!({"type": "error", "code": code})).await;
+        assert!(!error["message"].as_str().unwrap().is_empty(), "{error}");
+    }
+    client.ws.send(&Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    client.expect(json!({"type": "error", "code": "invalid_json"})).await;
+    // Ten characters, some of them two bytes each: not too long.
+    client.send(json!({"type": "message", "room": "general", "content": "ééééé12345", "id": "ok"})).await;
+    client.expect(json!({"type": "ack", "id": "ok", "seq": 1})).await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_protocol_limit_is_closed_with_1009() {
+    let addr = server(&["--max-message-size", "1024"]).await;
+    let mut client = Client::connect(addr).await;
+    client.expect(json!({"type": "joined"})).await;
+    let noise: String = (0..2000).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+    client.send(json!({"type": "message", "room": "general", "content": noise})).await;
+    assert_eq!(client.closed_with().await, Some(CloseCode::MESSAGE_TOO_BIG));
+}
+
+/// Publishes `count` messages of `content` to `general` from a new member
+/// that waits for each one's ack (and takes its own copy), so that it never
+/// falls behind itself; about 22 MB for 20,000 messages of 1,000 characters,
+/// more than any socket buffers of a client that never reads hold.
+async fn publish_in_step(addr: SocketAddr, count: u64, content: &str) {
+    let mut publisher = Client::connect(addr).await;
+    publisher.expect(json!({"type": "joined"})).await;
+    for i in 1..=count {
+        publisher.send(json!({"type": "message", "room": "general", "content": content, "id": i.to_string()})).await;
+        loop {
+            let m = publisher.next().await;
+            if m["type"] == "ack" {
+                assert_eq!(m["id"], i.to_string());
+                break;
+            }
+        }
+    }
+}
+
+/// A client that never reads is a slow consumer: disconnected by default,
+/// while the members that read receive every message.
+#[tokio::test]
+async fn a_client_that_never_reads_is_disconnected_and_the_others_get_everything() {
+    let addr = server(&["--rate-limit", "0", "--max-queue-bytes", "65536", "--no-deflate"]).await;
+    let mut slow = Client::connect_quietly(addr).await;
+    let mut reader = Client::connect(addr).await;
+    reader.expect(json!({"type": "joined"})).await;
+    let count = 20_000;
+    let reading = tokio::spawn(async move {
+        for seq in 1..=count {
+            reader.expect(json!({"type": "message", "seq": seq})).await;
+        }
+    });
+    publish_in_step(addr, count, &"x".repeat(1000)).await;
+    timeout(PATIENCE, reading).await.unwrap().unwrap();
+    let mut received = 0;
+    let end = loop {
+        match timeout(PATIENCE, slow.ws.recv()).await.expect("the end in time") {
+            Some(Ok(Event::Message(_))) => received += 1,
+            Some(Ok(Event::Close(frame))) => break frame.map(|f| f.code),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break e.close_code(),
+            None => break None,
+        }
+    };
+    assert!(received < count, "the slow client was cut off, not buffered for: {received} of {count}");
+    assert!(
+        matches!(end, Some(CloseCode::POLICY_VIOLATION) | Some(CloseCode::ABNORMAL)),
+        "closed as a slow consumer: {end:?}"
+    );
+}
+
+/// With `--slow-consumer skip`, what does not fit is dropped and reported
+/// as a gap; every seq is either delivered or inside a gap, once.
+#[tokio::test]
+async fn a_slow_client_is_told_of_the_gap_under_skip() {
+    let addr =
+        server(&["--rate-limit", "0", "--max-queue-bytes", "65536", "--slow-consumer", "skip", "--no-deflate"]).await;
+    let mut slow = Client::connect_quietly(addr).await;
+    let count = 20_000;
+    publish_in_step(addr, count, &"y".repeat(1000)).await;
+    let mut covered = vec![0u8; count as usize + 1];
+    let mut gaps = 0;
+    slow.expect(json!({"type": "system"})).await;
+    slow.expect(json!({"type": "joined", "seq": 0})).await;
+    while covered[count as usize] == 0 {
+        let m = slow.next().await;
+        match m["type"].as_str().unwrap() {
+            "message" => covered[m["seq"].as_u64().unwrap() as usize] += 1,
+            "gap" => {
+                gaps += 1;
+                for seq in m["from"].as_u64().unwrap()..=m["to"].as_u64().unwrap() {
+                    covered[seq as usize] += 1;
+                }
+            }
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+    assert!(gaps > 0, "the slow client was skipped");
+    assert!(covered[1..].iter().all(|&c| c == 1), "each seq delivered or reported once");
+}
+
+#[tokio::test]
+async fn over_the_rate_limit_is_an_error_then_the_end() {
+    // One envelope, then a token every 100 s: the rest of the test is over the limit.
+    let addr = server(&["--rate-limit", "0.01"]).await;
+    let mut client = Client::connect(addr).await;
+    client.expect(json!({"type": "joined"})).await;
+    client.send(json!({"type": "message", "room": "general", "content": "first", "id": "1"})).await;
+    client.expect(json!({"type": "ack", "id": "1"})).await;
+    client.expect(json!({"type": "message", "seq": 1})).await;
+    client.send(json!({"type": "message", "room": "general", "content": "second", "id": "2"})).await;
+    client.expect(json!({"type": "error", "code": "rate_limited"})).await;
+    for _ in 0..30 {
+        // Sends fail once the server has closed; the close is what this waits for.
+        let _ = client.ws.send(&Message::from(r#"{"type":"leave","room":"general"}"#)).await;
+    }
+    let mut errors = 1;
+    let end = loop {
+        match timeout(PATIENCE, client.ws.recv()).await.expect("the end in time") {
+            Some(Ok(Event::Message(_))) => errors += 1,
+            Some(Ok(Event::Close(frame))) => break frame.map(|f| f.code),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break e.close_code(),
+            None => break None,
+        }
+    };
+    assert_eq!(end, Some(CloseCode::POLICY_VIOLATION));
+    assert_eq!(errors, 20, "20 refusals in a row, then the close");
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_at_the_heartbeat_timeout() {
+    let addr = server(&["--heartbeat-interval", "0.1", "--heartbeat-timeout", "0.3"]).await;
+    // A raw client that completes the handshake, then only reads.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut pings = 0;
+    let close = loop {
+        let mut buf = [0; 4096];
+        let n = timeout(PATIENCE, tcp.read(&mut buf)).await.expect("bytes in time").unwrap();
+        assert!(n > 0, "the server closed TCP before its close frame");
+        received.extend_from_slice(&buf[..n]);
+        let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+        let Some(mut at) = head_end else { continue };
+        let mut close = None;
+        while let Some((header, len)) = ws_proto::FrameHeader::decode(&received[at..]).unwrap() {
+            let end = at + len + header.payload_len as usize;
+            if end > received.len() {
+                break;
+            }
+            match header.opcode {
+                ws_proto::OpCode::Ping => pings += 1,
+                ws_proto::OpCode::Close => {
+                    close = Some(u16::from_be_bytes([received[at + len], received[at + len + 1]]))
+                }
+                _ => {}
+            }
+            at = end;
+        }
+        if let Some(code) = close {
+            break code;
+        }
+    };
+    assert!(pings >= 1, "pinged before being closed");
+    assert_eq!(close, 1001);
+}
+
+#[tokio::test]
+async fn the_demo_page_and_health_check_are_served() {
+    let addr = server(&[]).await;
+    for (path, status, needle) in
+        [("/", "200 OK", "<title>ws-server chat</title>"), ("/healthz", "200 OK", "ok"), ("/nope", "404", "not found")]
+    {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut response = String::new();
+        timeout(PATIENCE, tcp.read_to_string(&mut response)).await.unwrap().unwrap();
+        assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {response}");
+        assert!(response.contains(needle), "{path}: {response}");
+    }
+}
