@@ -2,6 +2,7 @@
 
 use crate::hub::HubSettings;
 use clap::Parser;
+use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::time::Duration;
 use ws_proto::DeflateConfig;
@@ -19,6 +20,29 @@ pub struct ServerConfig {
     /// (for conformance testing and benchmarks).
     #[arg(long, env = "WS_ECHO")]
     pub echo: bool,
+
+    /// Hub connections one client address may have open; more are answered
+    /// 429 at the handshake. 0 for no limit.
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_IP", default_value_t = 10, value_name = "COUNT")]
+    pub max_connections_per_ip: usize,
+
+    /// Hub connections open at most; more are answered 503 at the handshake.
+    /// 0 for no limit (the open-file limit still applies).
+    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "COUNT")]
+    pub max_connections: usize,
+
+    /// A reverse proxy (an address or a CIDR block, repeatable) whose
+    /// connections carry the client's address in X-Forwarded-For; it counts
+    /// for the limits and as the sender. From any other peer the header is ignored.
+    #[arg(long = "trusted-proxy", env = "WS_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = cidr)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// An origin whose pages may open hub connections, such as
+    /// `https://app.example.com` (repeatable); `*` for every origin. The
+    /// server's own origin and clients that send no Origin (not browsers)
+    /// are always accepted; any other origin is answered 403.
+    #[arg(long = "allowed-origin", env = "WS_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 
     /// The room every connection joins on arrival; empty for none.
     #[arg(long, env = "WS_DEFAULT_ROOM", default_value = "general", value_name = "ROOM")]
@@ -73,6 +97,11 @@ pub struct ServerConfig {
     /// Seconds a client may send nothing, pongs included, before it is closed.
     #[arg(long, env = "WS_HEARTBEAT_TIMEOUT", default_value = "60", value_name = "SECONDS", value_parser = seconds)]
     pub heartbeat_timeout: Duration,
+
+    /// Seconds a shutdown (SIGINT or SIGTERM) waits for connections to
+    /// complete their closing handshake before the server exits.
+    #[arg(long, env = "WS_SHUTDOWN_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = seconds)]
+    pub shutdown_timeout: Duration,
 
     /// Seconds a client has to complete the opening handshake.
     #[arg(long, env = "WS_HANDSHAKE_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = seconds)]
@@ -167,4 +196,11 @@ fn seconds(text: &str) -> Result<Duration, String> {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs).map_err(|e| e.to_string()),
         _ => Err(format!("{text:?} is not a positive number of seconds")),
     }
+}
+
+/// An address block such as `10.0.0.0/8`, or one address.
+fn cidr(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an address nor a CIDR block"))
 }

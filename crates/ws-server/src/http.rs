@@ -2,24 +2,58 @@
 //! sent where its path says: `/ws` the hub, `/echo` (with `--echo`) the echo
 //! endpoint, `/` the demo page, `/healthz` a health check.
 
+use crate::auth::origin_allowed;
 use crate::config::ServerConfig;
 use crate::hub::Hub;
+use crate::limits::{ConnectionLimits, client_address};
 use crate::session::Session;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use ws_proto::Event;
 use ws_proto::handshake::server::http_response;
 use ws_tokio::server::{Handshake, read_request};
 use ws_tokio::{Options, WebSocket};
 
+/// What every connection task shares.
+struct Server {
+    config: Arc<ServerConfig>,
+    hub: Hub,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+}
+
 /// Accepts connections until the task is dropped, serving each on its own
 /// task, with one hub for all of them.
 pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<()> {
-    let hub = Arc::new(Hub::new(config.hub_settings()));
+    serve_until(listener, config, std::future::pending()).await
+}
+
+/// Serves until `shutdown` completes, then stops accepting, closes every
+/// hub connection with 1001 and waits for them to end, at most
+/// `--shutdown-timeout`.
+pub async fn serve_until(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let server = Arc::new(Server {
+        hub: Hub::new(config.hub_settings()),
+        limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+        shutdown: CancellationToken::new(),
+        config,
+    });
+    let tasks = TaskTracker::new();
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Running out of file descriptors must not end the server.
@@ -28,23 +62,32 @@ pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>) -> std::io:
                 continue;
             }
         };
-        let (config, hub) = (config.clone(), hub.clone());
-        tokio::spawn(async move {
-            if let Err(e) = connection(tcp, peer, &config, &hub).await {
+        let server = server.clone();
+        tasks.spawn(async move {
+            if let Err(e) = connection(tcp, peer, &server).await {
                 debug!(%peer, "connection ended: {e}");
             }
         });
     }
+    drop(listener);
+    info!(connections = server.limits.count(), "shutting down: closing every connection with 1001");
+    server.shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(server.config.shutdown_timeout, tasks.wait()).await.is_err() {
+        warn!(connections = tasks.len(), "shutdown deadline reached with connections still open");
+    }
+    Ok(())
 }
 
 /// The demo chat page, served at `/`.
 const DEMO_PAGE: &str = include_str!("static/index.html");
 
-async fn connection(tcp: TcpStream, peer: SocketAddr, config: &ServerConfig, hub: &Hub) -> Result<(), ws_tokio::Error> {
+async fn connection(tcp: TcpStream, peer: SocketAddr, server: &Server) -> Result<(), ws_tokio::Error> {
     tcp.set_nodelay(true)?;
+    let config = &server.config;
     let handshake = read_request(tcp, config.socket_options(), config.handshake_timeout).await?;
     match handshake.request().path() {
-        "/ws" => hub_session(handshake, peer, config, hub).await,
+        "/ws" => hub_session(handshake, peer, server).await,
         "/echo" if config.echo => echo(handshake, peer).await,
         "/" => handshake.respond(&http_response(200, "", "text/html; charset=utf-8", DEMO_PAGE.as_bytes())).await,
         "/healthz" => handshake.respond(&http_response(200, "", "text/plain; charset=utf-8", b"ok\n")).await,
@@ -52,15 +95,30 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, config: &ServerConfig, hub
     }
 }
 
+/// Admits a hub connection (Origin, then the connection limits) and runs its session.
 async fn hub_session(
     handshake: Handshake<TcpStream>,
     peer: SocketAddr,
-    config: &ServerConfig,
-    hub: &Hub,
+    server: &Server,
 ) -> Result<(), ws_tokio::Error> {
+    let (config, request) = (&server.config, handshake.request());
+    let address = client_address(peer.ip(), request.headers.get("x-forwarded-for"), &config.trusted_proxies);
+    if !origin_allowed(request.origin(), request.headers.get("host"), &config.allowed_origins) {
+        warn!(%address, origin = request.origin(), "refused: origin not allowed");
+        return handshake.reject(403, "origin not allowed").await;
+    }
+    let _permit = match server.limits.admit(address) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            warn!(%address, "refused: {}", refusal.reason());
+            return handshake.reject(refusal.status(), refusal.reason()).await;
+        }
+    };
     let ws = handshake.accept(|_| None).await?;
-    info!(%peer, "hub connection open");
-    Session::new(ws, hub, config, peer.to_string()).run().await;
+    // The peer's own port tells its connections apart; a forwarded address has none.
+    let sender = if address == peer.ip() { peer.to_string() } else { address.to_string() };
+    info!(%sender, "hub connection open");
+    Session::new(ws, &server.hub, config, sender, &server.shutdown).run().await;
     Ok(())
 }
 

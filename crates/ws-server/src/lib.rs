@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod envelope;
 pub mod http;

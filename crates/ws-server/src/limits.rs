@@ -1,5 +1,11 @@
-//! Limits on what one client may do: a token bucket for its message rate.
+//! Limits on what clients may do: connections per address and in all, the
+//! client's address behind trusted proxies, and a token bucket for the
+//! message rate of one connection.
 
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens a second, holding at most one second's worth
@@ -61,6 +67,39 @@ mod tests {
     }
 
     #[test]
+    fn connections_are_counted_per_address_and_in_all() {
+        let limits = ConnectionLimits::new(3, 2);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "::1".parse().unwrap());
+        let first = limits.admit(a).unwrap();
+        let _second = limits.admit(a).unwrap();
+        assert_eq!(limits.admit(a).unwrap_err(), Refusal::TooManyFromAddress);
+        let _third = limits.admit(b).unwrap();
+        assert_eq!(limits.admit(c).unwrap_err(), Refusal::TooMany);
+        drop(first);
+        assert_eq!(limits.count(), 2);
+        let _again = limits.admit(c).unwrap();
+        let unlimited = ConnectionLimits::new(0, 0);
+        let permits: Vec<_> = (0..100).map(|_| unlimited.admit(a).unwrap()).collect();
+        assert_eq!(unlimited.count(), permits.len());
+    }
+
+    #[test]
+    fn the_client_address_behind_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Not from a proxy: the header is the client's word and is ignored.
+        assert_eq!(client_address(ip("203.0.113.9"), Some("1.2.3.4"), &trusted), ip("203.0.113.9"));
+        // From a proxy: the nearest untrusted hop, not what the client put first.
+        let chain = Some("6.6.6.6, 198.51.100.7, 10.1.1.1");
+        assert_eq!(client_address(ip("10.0.0.5"), chain, &trusted), ip("198.51.100.7"));
+        assert_eq!(client_address(ip("::1"), Some("2001:db8::7"), &trusted), ip("2001:db8::7"));
+        assert_eq!(client_address(ip("10.0.0.5"), Some("10.2.2.2"), &trusted), ip("10.2.2.2"));
+        assert_eq!(client_address(ip("10.0.0.5"), Some("garbage"), &trusted), ip("10.0.0.5"));
+        assert_eq!(client_address(ip("10.0.0.5"), None, &trusted), ip("10.0.0.5"));
+    }
+
+    #[test]
     fn rate_zero_is_unlimited_and_fractions_work() {
         let start = Instant::now();
         let mut unlimited = TokenBucket::new(0.0, start);
@@ -70,4 +109,105 @@ mod tests {
         assert!(!slow.take(start + Duration::from_secs(1)));
         assert!(slow.take(start + Duration::from_secs(2)));
     }
+}
+
+/// Why a connection was refused at the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client's address has `--max-connections-per-ip` open already: 429.
+    TooManyFromAddress,
+    /// The server has `--max-connections` open already: 503.
+    TooMany,
+}
+
+impl Refusal {
+    /// The HTTP status the handshake is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::TooManyFromAddress => 429,
+            Refusal::TooMany => 503,
+        }
+    }
+
+    /// The reason, for the response body, the log and the metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::TooManyFromAddress => "too many connections from this address",
+            Refusal::TooMany => "the server is full",
+        }
+    }
+}
+
+/// Counts the open hub connections, in all and per client address.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    max_total: usize,
+    max_per_address: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One counted connection; dropping it counts it out.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    limits: &'a ConnectionLimits,
+    address: IpAddr,
+}
+
+impl ConnectionLimits {
+    /// Limits of `max_total` connections and `max_per_address` from one
+    /// address; 0 means no limit.
+    pub fn new(max_total: usize, max_per_address: usize) -> Self {
+        ConnectionLimits { max_total, max_per_address, open: Mutex::default() }
+    }
+
+    fn open(&self) -> MutexGuard<'_, (usize, HashMap<IpAddr, usize>)> {
+        // Every change under the lock is one step: a poisoned map is still whole.
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a connection from `address` in, if both limits allow it.
+    pub fn admit(&self, address: IpAddr) -> Result<Permit<'_>, Refusal> {
+        let mut open = self.open();
+        let from_address = open.1.get(&address).copied().unwrap_or(0);
+        if self.max_per_address > 0 && from_address >= self.max_per_address {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        if self.max_total > 0 && open.0 >= self.max_total {
+            return Err(Refusal::TooMany);
+        }
+        open.0 += 1;
+        open.1.insert(address, from_address + 1);
+        Ok(Permit { limits: self, address })
+    }
+
+    /// The connections open now.
+    pub fn count(&self) -> usize {
+        self.open().0
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut open = self.limits.open();
+        open.0 -= 1;
+        if let Some(count) = open.1.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.1.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy,
+/// the nearest address in `X-Forwarded-For` that is not one (read from the
+/// right, as each proxy appends the address it saw).
+pub fn client_address(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> =
+        forwarded_for.into_iter().flat_map(|v| v.split(',')).filter_map(|hop| hop.trim().parse().ok()).collect();
+    hops.iter().rev().find(|ip| !is_trusted(ip)).or(hops.first()).copied().unwrap_or(peer)
 }

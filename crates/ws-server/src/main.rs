@@ -1,10 +1,11 @@
 //! The `ws-server` binary: parses the configuration, binds, and serves until
-//! interrupted.
+//! SIGINT or SIGTERM, then closes every connection and exits 0.
 
 use clap::Parser;
 use std::sync::Arc;
-use tracing::info;
-use ws_server::{config::ServerConfig, http::serve};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+use ws_server::{config::ServerConfig, http::serve_until};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -17,11 +18,24 @@ async fn main() -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     info!("listening on {addr}{}", if config.echo { " (echo at /echo)" } else { "" });
     info!("hub at ws://{addr}/ws, demo chat at http://{addr}/");
-    tokio::select! {
-        served = serve(listener, Arc::new(config)) => served,
-        _ = tokio::signal::ctrl_c() => {
-            info!("interrupted, stopping");
-            Ok(())
+    serve_until(listener, Arc::new(config), stop_signal()).await?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Completes at the first SIGINT or SIGTERM.
+async fn stop_signal() {
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => terminate.recv().await,
+            Err(e) => {
+                warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending().await
+            }
         }
+    };
+    tokio::select! {
+        Ok(()) = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        _ = terminate => info!("SIGTERM: shutting down"),
     }
 }

@@ -18,8 +18,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use ws_proto::{CloseCode, Event, Message};
+use ws_proto::{CloseCode, Event, Message, State};
 use ws_tokio::WebSocket;
 
 /// Messages refused in a row for the rate limit before the client is closed (1008).
@@ -42,6 +43,8 @@ pub struct Session<'a> {
     ws: WebSocket<TcpStream>,
     hub: &'a Hub,
     config: &'a ServerConfig,
+    /// Cancelled when the server shuts down.
+    shutdown: &'a CancellationToken,
     /// Who the client is, as other members see it.
     sender: String,
     streams: StreamMap<String, BroadcastStream<Arc<Delivery>>>,
@@ -54,11 +57,18 @@ pub struct Session<'a> {
 
 impl<'a> Session<'a> {
     /// A session for `ws`, whose client is known as `sender`.
-    pub fn new(ws: WebSocket<TcpStream>, hub: &'a Hub, config: &'a ServerConfig, sender: String) -> Self {
+    pub fn new(
+        ws: WebSocket<TcpStream>,
+        hub: &'a Hub,
+        config: &'a ServerConfig,
+        sender: String,
+        shutdown: &'a CancellationToken,
+    ) -> Self {
         Session {
             ws,
             hub,
             config,
+            shutdown,
             sender,
             streams: StreamMap::new(),
             rooms: HashMap::new(),
@@ -92,6 +102,10 @@ impl<'a> Session<'a> {
                 },
                 Some((room, delivery)) = self.streams.next() => self.deliver(room, delivery),
                 _ = heartbeat.tick() => self.heartbeat(),
+                () = self.shutdown.cancelled(), if self.ws.connection().state() == State::Open => {
+                    // Fails only if the connection is closing already.
+                    let _ = self.ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
+                }
                 _ = tokio::time::sleep(GAP_RETRY), if gaps_waiting => {}
             }
             self.report_gaps();

@@ -45,10 +45,21 @@ impl Client {
         client
     }
 
+    /// Connects with extra request headers and takes the welcome.
+    async fn connect_with_headers(addr: SocketAddr, headers: Vec<(String, String)>) -> Client {
+        let mut client = Client::open(addr, headers).await;
+        client.expect(json!({"type": "system"})).await;
+        client
+    }
+
     /// Connects without reading anything.
     async fn connect_quietly(addr: SocketAddr) -> Client {
-        let options =
-            ClientOptions { socket: Options { close_timeout: PATIENCE, ..Options::default() }, ..Default::default() };
+        Client::open(addr, Vec::new()).await
+    }
+
+    async fn open(addr: SocketAddr, headers: Vec<(String, String)>) -> Client {
+        let socket = Options { close_timeout: PATIENCE, ..Options::default() };
+        let options = ClientOptions { socket, headers, ..Default::default() };
         let (ws, _) = connect_with(&format!("ws://{addr}/ws"), &options).await.unwrap();
         Client { ws }
     }
@@ -431,4 +442,103 @@ async fn the_demo_page_and_health_check_are_served() {
         assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {response}");
         assert!(response.contains(needle), "{path}: {response}");
     }
+}
+
+/// The error a handshake to `/ws` fails with: its HTTP status.
+async fn refused_status(addr: SocketAddr, headers: Vec<(String, String)>) -> Option<u16> {
+    let options = ClientOptions { headers, ..Default::default() };
+    match connect_with(&format!("ws://{addr}/ws"), &options).await {
+        Ok(_) => None,
+        Err(ws_tokio::Error::Protocol(ws_proto::Error::UnexpectedStatus { status, .. })) => Some(status),
+        Err(e) => panic!("not an HTTP refusal: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_eleventh_connection_from_one_address_is_refused_with_429() {
+    let addr = server(&[]).await;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(Client::connect(addr).await);
+    }
+    assert_eq!(refused_status(addr, vec![]).await, Some(429));
+    // One leaves: there is room for one more.
+    let mut leaving = open.pop().unwrap();
+    leaving.ws.close(CloseCode::NORMAL, "").await.unwrap();
+    // The server counts the connection out when its task ends, just after the close.
+    let admitted = async {
+        loop {
+            match connect_with(&format!("ws://{addr}/ws"), &ClientOptions::default()).await {
+                Ok(admitted) => return admitted,
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    };
+    timeout(PATIENCE, admitted).await.expect("admitted once another left");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_counts() {
+    let addr = server(&["--max-connections-per-ip", "1", "--trusted-proxy", "127.0.0.0/8"]).await;
+    let from = |ip: &str| vec![("X-Forwarded-For".to_owned(), ip.to_owned())];
+    let mut first = Client::connect_with_headers(addr, from("203.0.113.1")).await;
+    let _second = Client::connect_with_headers(addr, from("203.0.113.2")).await;
+    assert_eq!(refused_status(addr, from("203.0.113.1")).await, Some(429));
+    first.expect(json!({"type": "joined"})).await;
+    first.send(json!({"type": "message", "room": "general", "content": "hi"})).await;
+    first.expect(json!({"type": "message", "sender": "203.0.113.1"})).await;
+
+    // Without the proxy trusted, the header is the client's word and is ignored.
+    let addr = server(&["--max-connections-per-ip", "1"]).await;
+    let _one = Client::connect_with_headers(addr, from("203.0.113.1")).await;
+    assert_eq!(refused_status(addr, from("203.0.113.2")).await, Some(429));
+}
+
+#[tokio::test]
+async fn origins_other_than_our_own_and_the_listed_are_refused_with_403() {
+    let addr = server(&["--allowed-origin", "https://app.example.com"]).await;
+    let origin = |o: &str| vec![("Origin".to_owned(), o.to_owned())];
+    assert_eq!(refused_status(addr, origin("https://evil.example")).await, Some(403));
+    assert_eq!(refused_status(addr, origin("null")).await, Some(403));
+    Client::connect_with_headers(addr, origin("https://app.example.com")).await;
+    Client::connect_with_headers(addr, origin(&format!("http://{addr}"))).await;
+    Client::connect_with_headers(addr, vec![]).await;
+
+    let addr = server(&["--allowed-origin", "*"]).await;
+    Client::connect_with_headers(addr, origin("https://evil.example")).await;
+}
+
+/// The binary itself: SIGTERM closes every connection with 1001, then it exits 0.
+#[tokio::test]
+async fn sigterm_closes_everyone_with_1001_and_exits_0() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ws-server"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = timeout(PATIENCE, log.next_line()).await.unwrap().unwrap().expect("the server's log");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = Client::connect(addr).await;
+        client.expect(json!({"type": "joined"})).await;
+        clients.push(client);
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    for client in &mut clients {
+        assert_eq!(client.closed_with().await, Some(CloseCode::GOING_AWAY));
+        while timeout(PATIENCE, client.ws.recv()).await.unwrap().is_some() {}
+    }
+    let status = timeout(PATIENCE, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
 }
