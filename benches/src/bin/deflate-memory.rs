@@ -19,7 +19,7 @@ fn main() {
     let base = DeflateConfig::default();
     let settings: [(&str, Option<DeflateConfig>); 7] = [
         ("no permessage-deflate", None),
-        ("15 bits, memory level 8, contexts kept (default)", Some(base)),
+        ("15 bits, memory level 8, contexts kept (ws-proto's default)", Some(base)),
         ("15 bits, memory level 1, contexts kept", Some(DeflateConfig { memory_level: 1, ..base })),
         (
             "12 bits, memory level 8, contexts kept",
@@ -29,7 +29,10 @@ fn main() {
             "9 bits, memory level 1, contexts kept",
             Some(DeflateConfig { window_bits: 9, peer_window_bits: 9, memory_level: 1, ..base }),
         ),
-        ("15 bits, server_no_context_takeover", Some(DeflateConfig { no_context_takeover: true, ..base })),
+        (
+            "15 bits, server_no_context_takeover (ws-server's default)",
+            Some(DeflateConfig { no_context_takeover: true, ..base }),
+        ),
         (
             "15 bits, server_ and client_no_context_takeover",
             Some(DeflateConfig { no_context_takeover: true, peer_no_context_takeover: true, ..base }),
