@@ -1,10 +1,121 @@
-//! Who may connect: the Origin policy against cross-site WebSocket hijacking.
+//! Who may connect and who they are: JWT authentication and the Origin policy.
+//!
+//! With a key configured (an HS256 secret, or an RS256 or ES256 public key),
+//! every hub connection must bring a token, in `Authorization: Bearer`, the
+//! `token` query parameter or the `token` cookie; without one, or with one
+//! that fails validation, the handshake is answered 401. The token's `sub`
+//! is the sender of the user's messages, and an optional `rooms` claim lists
+//! the rooms the user may join (an entry ending in `*` matches every room
+//! that starts with the rest). Tokens must carry `sub` and `exp`.
 //!
 //! A browser sends the page's origin with every WebSocket it opens, and
 //! sends the site's cookies along whatever page opened it. So a hub accepts
 //! browsers only from origins it trusts: its own (the demo page), and those
 //! listed with `--allowed-origin`; `*` trusts every origin and must be given
 //! explicitly. Clients that send no Origin are not browsers and are accepted.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use ws_proto::handshake::server::Request;
+
+/// The key tokens are checked with, and how.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("algorithms", &self.validation.algorithms).finish_non_exhaustive()
+    }
+}
+
+/// The claims of a token that the hub reads.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    rooms: Option<Vec<String>>,
+}
+
+/// Who a hub connection speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The sender of its messages: the token's `sub`, or the client's address.
+    pub name: String,
+    /// The rooms it may join, when its token limits them.
+    pub rooms: Option<Vec<String>>,
+}
+
+impl Identity {
+    /// An unauthenticated client, known by its address.
+    pub fn anonymous(name: String) -> Self {
+        Identity { name, rooms: None }
+    }
+
+    /// Whether it may join `room`.
+    pub fn may_join(&self, room: &str) -> bool {
+        self.rooms.as_ref().is_none_or(|rooms| {
+            rooms.iter().any(|allowed| match allowed.strip_suffix('*') {
+                Some(prefix) => room.starts_with(prefix),
+                None => allowed == room,
+            })
+        })
+    }
+}
+
+impl Authenticator {
+    /// Checks HS256 tokens signed with `secret`.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        Authenticator::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    /// Checks RS256 or ES256 tokens with a PEM public key (RSA or P-256).
+    pub fn from_public_key_pem(pem: &[u8]) -> Result<Self, String> {
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            return Ok(Authenticator::new(key, Algorithm::RS256));
+        }
+        DecodingKey::from_ec_pem(pem)
+            .map(|key| Authenticator::new(key, Algorithm::ES256))
+            .map_err(|e| format!("neither an RSA nor a P-256 public key in PEM: {e}"))
+    }
+
+    fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["sub", "exp"]);
+        validation.validate_aud = false;
+        Authenticator { key, validation }
+    }
+
+    /// The identity a request's token proves, or why there is none.
+    pub fn authenticate(&self, request: &Request) -> Result<Identity, String> {
+        let token = token(request).ok_or("no token: send Authorization: Bearer, ?token= or a token cookie")?;
+        let claims = jsonwebtoken::decode::<Claims>(token.as_bytes(), &self.key, &self.validation)
+            .map_err(|e| format!("invalid token: {e}"))?
+            .claims;
+        Ok(Identity { name: claims.sub, rooms: claims.rooms })
+    }
+}
+
+/// The token of a request: the Authorization header, the `token` query
+/// parameter, or the `token` cookie, in that order.
+fn token(request: &Request) -> Option<String> {
+    let bearer = request.headers.get("authorization").and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    });
+    let query = || {
+        url::form_urlencoded::parse(request.query()?.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    };
+    let cookie = || {
+        request.headers.get_all("cookie").flat_map(|v| v.split(';')).find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == "token").then(|| value.to_owned())
+        })
+    };
+    bearer.or_else(query).or_else(cookie).filter(|t| !t.is_empty())
+}
 
 /// Whether a handshake with `origin`, made to the server named `host` (the
 /// request's Host header), is allowed by the list `allowed`.
@@ -22,6 +133,35 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rooms_claims_with_prefixes() {
+        let user = Identity { name: "u".into(), rooms: Some(vec!["general".into(), "team-7:*".into()]) };
+        assert!(user.may_join("general"));
+        assert!(user.may_join("team-7:design"));
+        assert!(!user.may_join("team-8:design"));
+        assert!(!user.may_join("general2"));
+        assert!(Identity::anonymous("a".into()).may_join("anything"));
+        let nobody = Identity { name: "n".into(), rooms: Some(vec![]) };
+        assert!(!nobody.may_join("general"));
+    }
+
+    #[test]
+    fn the_token_comes_from_the_header_the_query_or_a_cookie() {
+        let request = |target: &str, headers: &[(&str, &str)]| {
+            let mut head = format!("GET {target} HTTP/1.1\r\nHost: h\r\n");
+            for (name, value) in headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("\r\n");
+            Request::parse(head.as_bytes(), &ws_proto::Config::default()).unwrap().unwrap().0
+        };
+        assert_eq!(token(&request("/ws", &[("Authorization", "Bearer abc.def")])).as_deref(), Some("abc.def"));
+        assert_eq!(token(&request("/ws?room=x&token=q.r%2Bs", &[])).as_deref(), Some("q.r+s"));
+        assert_eq!(token(&request("/ws", &[("Cookie", "theme=dark; token=c.d")])).as_deref(), Some("c.d"));
+        assert_eq!(token(&request("/ws", &[("Authorization", "Basic Zm9v")])), None);
+        assert_eq!(token(&request("/ws?token=", &[])), None);
+    }
 
     #[test]
     fn own_origin_listed_origins_and_non_browsers() {

@@ -1,5 +1,6 @@
 //! The server's settings, from the command line.
 
+use crate::auth::Authenticator;
 use crate::hub::HubSettings;
 use clap::Parser;
 use ipnet::IpNet;
@@ -43,6 +44,17 @@ pub struct ServerConfig {
     /// are always accepted; any other origin is answered 403.
     #[arg(long = "allowed-origin", env = "WS_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Require a JWT signed with this HS256 secret on every hub connection
+    /// (docs/protocol.md says where the token goes). Without a secret or a
+    /// public key the hub is open to anyone.
+    #[arg(long, env = "WS_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Require a JWT signed with the private half of this PEM public key
+    /// (RSA for RS256, P-256 for ES256) on every hub connection.
+    #[arg(long, env = "WS_JWT_PUBLIC_KEY", value_name = "FILE", conflicts_with = "jwt_secret")]
+    pub jwt_public_key: Option<std::path::PathBuf>,
 
     /// The room every connection joins on arrival; empty for none.
     #[arg(long, env = "WS_DEFAULT_ROOM", default_value = "general", value_name = "ROOM")]
@@ -167,6 +179,17 @@ pub enum SlowConsumer {
 }
 
 impl ServerConfig {
+    /// The token checker, when a key is configured.
+    pub fn authenticator(&self) -> std::io::Result<Option<Authenticator>> {
+        if let Some(secret) = &self.jwt_secret {
+            return Ok(Some(Authenticator::from_secret(secret.as_bytes())));
+        }
+        let Some(path) = &self.jwt_public_key else { return Ok(None) };
+        let pem = std::fs::read(path)?;
+        let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{}: {e}", path.display()));
+        Authenticator::from_public_key_pem(&pem).map(Some).map_err(invalid)
+    }
+
     /// The hub's settings.
     pub fn hub_settings(&self) -> HubSettings {
         let deflate = self.socket_options().deflate.filter(|d| d.no_context_takeover);

@@ -35,9 +35,16 @@ pub enum Request {
         room: String,
         /// The text, at most the configured number of characters.
         content: String,
-        /// The client's id for the message, echoed in the ack.
-        id: Option<String>,
     },
+}
+
+/// A valid envelope: the request, and the client's id for it, if it gave one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// What the client asks for.
+    pub request: Request,
+    /// Echoed in the ack of a message, and in any error about the envelope.
+    pub id: Option<String>,
 }
 
 /// Why an envelope was refused: the `code` and `message` of the error envelope.
@@ -57,6 +64,11 @@ impl EnvelopeError {
         EnvelopeError { code, message: message.into(), id: None }
     }
 
+    /// The same error about the envelope the client calls `id`.
+    pub fn about(self, id: Option<String>) -> Self {
+        EnvelopeError { id, ..self }
+    }
+
     /// The error envelope.
     pub fn to_json(&self) -> String {
         json(&Outgoing::Error { code: self.code, message: &self.message, id: self.id.as_deref() })
@@ -65,16 +77,19 @@ impl EnvelopeError {
 
 /// Parses and validates one text message from a client; `max_content` is
 /// the most characters `content` may have.
-pub fn parse(text: &str, max_content: usize) -> Result<Request, EnvelopeError> {
+pub fn parse(text: &str, max_content: usize) -> Result<Envelope, EnvelopeError> {
     let value: Value = serde_json::from_str(text).map_err(|e| EnvelopeError::new("invalid_json", e.to_string()))?;
     let Value::Object(fields) = value else {
         return Err(EnvelopeError::new("invalid_json", "an envelope is a JSON object"));
     };
     let id = optional_string(&fields, "id", MAX_ID_LEN)?;
-    request(&fields, max_content, id.clone()).map_err(|e| EnvelopeError { id, ..e })
+    match request(&fields, max_content) {
+        Ok(request) => Ok(Envelope { request, id }),
+        Err(error) => Err(error.about(id)),
+    }
 }
 
-fn request(fields: &Map<String, Value>, max_content: usize, id: Option<String>) -> Result<Request, EnvelopeError> {
+fn request(fields: &Map<String, Value>, max_content: usize) -> Result<Request, EnvelopeError> {
     let kind = string(fields, "type")?;
     match kind {
         "join" => {
@@ -95,7 +110,7 @@ fn request(fields: &Map<String, Value>, max_content: usize, id: Option<String>) 
                     format!("content has {chars} characters, more than {max_content}"),
                 ));
             }
-            Ok(Request::Message { room, content: content.to_owned(), id })
+            Ok(Request::Message { room, content: content.to_owned() })
         }
         other => Err(EnvelopeError::new("unknown_type", format!("unknown type {other:?}: join, leave or message"))),
     }
@@ -238,18 +253,23 @@ mod tests {
 
     #[test]
     fn valid_envelopes() {
+        let request = |text| parse(text, 11).map(|e| e.request);
         assert_eq!(
-            parse(r#"{"type":"join","room":"general"}"#, 10),
+            request(r#"{"type":"join","room":"general"}"#),
             Ok(Request::Join { room: "general".into(), since: None })
         );
         assert_eq!(
-            parse(r#"{"type":"join","room":"a:b.c-d_e","since":41}"#, 10),
+            request(r#"{"type":"join","room":"a:b.c-d_e","since":41}"#),
             Ok(Request::Join { room: "a:b.c-d_e".into(), since: Some(41) })
         );
-        assert_eq!(parse(r#"{"type":"leave","room":"x"}"#, 10), Ok(Request::Leave { room: "x".into() }));
+        assert_eq!(request(r#"{"type":"leave","room":"x"}"#), Ok(Request::Leave { room: "x".into() }));
+        let message = parse(r#"{"type":"message","room":"x","content":"héllo wörld","id":"c1","extra":true}"#, 11);
         assert_eq!(
-            parse(r#"{"type":"message","room":"x","content":"héllo wörld","id":"c1","extra":true}"#, 11),
-            Ok(Request::Message { room: "x".into(), content: "héllo wörld".into(), id: Some("c1".into()) })
+            message,
+            Ok(Envelope {
+                request: Request::Message { room: "x".into(), content: "héllo wörld".into() },
+                id: Some("c1".into())
+            })
         );
     }
 

@@ -2,7 +2,7 @@
 //! sent where its path says: `/ws` the hub, `/echo` (with `--echo`) the echo
 //! endpoint, `/` the demo page, `/healthz` a health check.
 
-use crate::auth::origin_allowed;
+use crate::auth::{Authenticator, Identity, origin_allowed};
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::limits::{ConnectionLimits, client_address};
@@ -21,6 +21,7 @@ use ws_tokio::{Options, WebSocket};
 /// What every connection task shares.
 struct Server {
     config: Arc<ServerConfig>,
+    auth: Option<Authenticator>,
     hub: Hub,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
@@ -40,7 +41,12 @@ pub async fn serve_until(
     config: Arc<ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let auth = config.authenticator()?;
+    if auth.is_none() {
+        warn!("no JWT key configured (--jwt-secret or --jwt-public-key): the hub is open to anyone");
+    }
     let server = Arc::new(Server {
+        auth,
         hub: Hub::new(config.hub_settings()),
         limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
         shutdown: CancellationToken::new(),
@@ -95,7 +101,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, server: &Server) -> Result
     }
 }
 
-/// Admits a hub connection (Origin, then the connection limits) and runs its session.
+/// Admits a hub connection (Origin, token, then the connection limits) and runs its session.
 async fn hub_session(
     handshake: Handshake<TcpStream>,
     peer: SocketAddr,
@@ -107,6 +113,16 @@ async fn hub_session(
         warn!(%address, origin = request.origin(), "refused: origin not allowed");
         return handshake.reject(403, "origin not allowed").await;
     }
+    let identity = match &server.auth {
+        None => None,
+        Some(auth) => match auth.authenticate(request) {
+            Ok(identity) => Some(identity),
+            Err(reason) => {
+                warn!(%address, "refused: {reason}");
+                return handshake.reject(401, &reason).await;
+            }
+        },
+    };
     let _permit = match server.limits.admit(address) {
         Ok(permit) => permit,
         Err(refusal) => {
@@ -116,9 +132,11 @@ async fn hub_session(
     };
     let ws = handshake.accept(|_| None).await?;
     // The peer's own port tells its connections apart; a forwarded address has none.
-    let sender = if address == peer.ip() { peer.to_string() } else { address.to_string() };
-    info!(%sender, "hub connection open");
-    Session::new(ws, &server.hub, config, sender, &server.shutdown).run().await;
+    let identity = identity.unwrap_or_else(|| {
+        Identity::anonymous(if address == peer.ip() { peer.to_string() } else { address.to_string() })
+    });
+    info!(sender = %identity.name, "hub connection open");
+    Session::new(ws, &server.hub, config, identity, &server.shutdown).run().await;
     Ok(())
 }
 

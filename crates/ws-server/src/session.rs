@@ -6,8 +6,9 @@
 //! a slow consumer, disconnected (close 1008) or skipped with a `gap`
 //! notice, as configured.
 
+use crate::auth::Identity;
 use crate::config::{ServerConfig, SlowConsumer};
-use crate::envelope::{self, EnvelopeError, Outgoing, Request};
+use crate::envelope::{self, Envelope, EnvelopeError, Outgoing, Request};
 use crate::hub::{Delivery, Hub, Replay};
 use crate::limits::TokenBucket;
 use std::collections::HashMap;
@@ -45,8 +46,8 @@ pub struct Session<'a> {
     config: &'a ServerConfig,
     /// Cancelled when the server shuts down.
     shutdown: &'a CancellationToken,
-    /// Who the client is, as other members see it.
-    sender: String,
+    /// Who the client is: its name, as other members see it, and the rooms it may join.
+    identity: Identity,
     streams: StreamMap<String, BroadcastStream<Arc<Delivery>>>,
     rooms: HashMap<String, Membership>,
     last_heard: Instant,
@@ -56,12 +57,12 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    /// A session for `ws`, whose client is known as `sender`.
+    /// A session for `ws`, whose client is `identity`.
     pub fn new(
         ws: WebSocket<TcpStream>,
         hub: &'a Hub,
         config: &'a ServerConfig,
-        sender: String,
+        identity: Identity,
         shutdown: &'a CancellationToken,
     ) -> Self {
         Session {
@@ -69,7 +70,7 @@ impl<'a> Session<'a> {
             hub,
             config,
             shutdown,
-            sender,
+            identity,
             streams: StreamMap::new(),
             rooms: HashMap::new(),
             last_heard: Instant::now(),
@@ -81,10 +82,14 @@ impl<'a> Session<'a> {
     /// Welcomes the client, joins it to the default room, then serves it
     /// until the connection ends.
     pub async fn run(mut self) {
-        let welcome = format!("welcome, {}", self.sender);
+        let welcome = format!("welcome, {}", self.identity.name);
         self.send(&Outgoing::System { content: &welcome, time: envelope::now_millis() });
-        if let Some(room) = self.config.default_room.clone().filter(|r| !r.is_empty()) {
-            self.join(room, None);
+        let default_room = self.config.default_room.clone().filter(|r| !r.is_empty() && self.identity.may_join(r));
+        if let Some(room) = default_room {
+            // Joining the first room cannot meet a limit but a full server's.
+            if let Err(error) = self.join(room, None) {
+                self.send_error(error);
+            }
         }
         let every = self.config.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
@@ -95,7 +100,7 @@ impl<'a> Session<'a> {
                 event = self.ws.recv() => match event {
                     Some(Ok(event)) => self.receive(event),
                     Some(Err(e)) => {
-                        info!(sender = %self.sender, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
+                        info!(sender = %self.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
                         return;
                     }
                     None => break,
@@ -110,7 +115,7 @@ impl<'a> Session<'a> {
             }
             self.report_gaps();
         }
-        info!(sender = %self.sender, "connection closed");
+        info!(sender = %self.identity.name, "connection closed");
     }
 
     fn receive(&mut self, event: Event) {
@@ -124,11 +129,17 @@ impl<'a> Session<'a> {
             Message::Text(text) => envelope::parse(text.as_str(), self.config.max_content_chars),
             Message::Binary(_) => Err(EnvelopeError::new("invalid_json", "binary messages are not envelopes")),
         };
-        match request {
-            Ok(Request::Join { room, since }) => self.join(room, since),
-            Ok(Request::Leave { room }) => self.leave(room),
-            Ok(Request::Message { room, content, id }) => self.publish(room, &content, id),
-            Err(error) => self.send_error(error),
+        let Envelope { request, id } = match request {
+            Ok(envelope) => envelope,
+            Err(error) => return self.send_error(error),
+        };
+        let refused = match request {
+            Request::Join { room, since } => self.join(room, since),
+            Request::Leave { room } => self.leave(room),
+            Request::Message { room, content } => self.publish(room, &content, id.as_deref()),
+        };
+        if let Err(error) = refused {
+            self.send_error(error.about(id));
         }
     }
 
@@ -137,7 +148,7 @@ impl<'a> Session<'a> {
         self.refused += 1;
         if self.refused > MAX_REFUSED {
             if self.ws.queue_close(CloseCode::POLICY_VIOLATION, "rate limit exceeded").is_ok() {
-                warn!(sender = %self.sender, "rate limit exceeded again and again: closed");
+                warn!(sender = %self.identity.name, "rate limit exceeded again and again: closed");
             }
             return;
         }
@@ -148,7 +159,7 @@ impl<'a> Session<'a> {
         ));
     }
 
-    fn join(&mut self, room: String, since: Option<u64>) {
+    fn join(&mut self, room: String, since: Option<u64>) -> Result<(), EnvelopeError> {
         if let Some(member) = self.rooms.get(&room) {
             // Already a member: what came after `delivered` is on its way in the stream.
             let delivered = member.delivered;
@@ -157,18 +168,24 @@ impl<'a> Session<'a> {
                 replay.deliveries.retain(|d| d.seq <= delivered);
                 replay
             });
-            return self.joined(&room, delivered, replay);
+            self.joined(&room, delivered, replay);
+            return Ok(());
         }
-        if self.rooms.len() >= self.config.max_rooms_per_connection {
-            let limit = self.config.max_rooms_per_connection;
-            return self.send_error(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
+        if !self.identity.may_join(&room) {
+            return Err(EnvelopeError::new("forbidden", format!("not allowed to join room {room}")));
         }
-        let Ok((subscription, replay)) = self.hub.join(&room, since) else {
-            return self.send_error(EnvelopeError::new("room_limit", "the server holds all the rooms it can"));
-        };
+        let limit = self.config.max_rooms_per_connection;
+        if self.rooms.len() >= limit {
+            return Err(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
+        }
+        let (subscription, replay) = self
+            .hub
+            .join(&room, since)
+            .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
         self.streams.insert(room.clone(), BroadcastStream::new(subscription.receiver));
         self.rooms.insert(room.clone(), Membership { delivered: subscription.latest, gap: None });
         self.joined(&room, subscription.latest, replay);
+        Ok(())
     }
 
     /// Tells the client it is in `room`, then replays what it asked for.
@@ -181,23 +198,24 @@ impl<'a> Session<'a> {
         self.send(&Outgoing::Recovered { room, complete: replay.complete });
     }
 
-    fn leave(&mut self, room: String) {
+    fn leave(&mut self, room: String) -> Result<(), EnvelopeError> {
         if self.rooms.remove(&room).is_none() {
-            return self.send_error(EnvelopeError::new("not_joined", format!("not in room {room}")));
+            return Err(EnvelopeError::new("not_joined", format!("not in room {room}")));
         }
         self.streams.remove(&room);
         self.send(&Outgoing::Left { room: &room });
+        Ok(())
     }
 
-    fn publish(&mut self, room: String, content: &str, id: Option<String>) {
+    fn publish(&mut self, room: String, content: &str, id: Option<&str>) -> Result<(), EnvelopeError> {
         if !self.rooms.contains_key(&room) {
-            let error = EnvelopeError::new("not_joined", format!("join room {room} before sending to it"));
-            return self.send_error(EnvelopeError { id, ..error });
+            return Err(EnvelopeError::new("not_joined", format!("join room {room} before sending to it")));
         }
-        let seq = self.hub.publish(&room, &self.sender, content);
-        if let Some(id) = &id {
+        let seq = self.hub.publish(&room, &self.identity.name, content);
+        if let Some(id) = id {
             self.send(&Outgoing::Ack { id, seq });
         }
+        Ok(())
     }
 
     /// A message of one of the client's rooms, or word that the client fell
@@ -236,7 +254,7 @@ impl<'a> Session<'a> {
         match self.config.slow_consumer {
             SlowConsumer::Disconnect => {
                 if self.ws.queue_close(CloseCode::POLICY_VIOLATION, "slow consumer").is_ok() {
-                    warn!(sender = %self.sender, room, "slow consumer: disconnected");
+                    warn!(sender = %self.identity.name, room, "slow consumer: disconnected");
                 }
             }
             SlowConsumer::Skip => {
@@ -257,7 +275,7 @@ impl<'a> Session<'a> {
         let gaps: Vec<(String, (u64, u64))> =
             self.rooms.iter_mut().filter_map(|(room, m)| Some((room.clone(), m.gap.take()?))).collect();
         for (room, (from, to)) in gaps {
-            warn!(sender = %self.sender, %room, from, to, "slow consumer: skipped messages");
+            warn!(sender = %self.identity.name, %room, from, to, "slow consumer: skipped messages");
             self.send(&Outgoing::Gap { room: &room, from, to });
         }
     }
@@ -266,7 +284,7 @@ impl<'a> Session<'a> {
     fn heartbeat(&mut self) {
         if self.last_heard.elapsed() > self.config.heartbeat_timeout {
             if self.ws.queue_close(CloseCode::GOING_AWAY, "heartbeat timeout").is_ok() {
-                info!(sender = %self.sender, "heartbeat timeout");
+                info!(sender = %self.identity.name, "heartbeat timeout");
             }
         } else {
             // Fails only once the connection is closing.

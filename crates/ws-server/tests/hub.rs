@@ -542,3 +542,90 @@ async fn sigterm_closes_everyone_with_1001_and_exits_0() {
     let status = timeout(PATIENCE, child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// A token for `sub` with `rooms`, signed with `key` by `algorithm`, valid for an hour.
+fn token(
+    algorithm: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    sub: &str,
+    rooms: Option<&[&str]>,
+) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let claims = match rooms {
+        Some(rooms) => json!({"sub": sub, "exp": exp, "rooms": rooms}),
+        None => json!({"sub": sub, "exp": exp}),
+    };
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, key).unwrap()
+}
+
+fn bearer(token: &str) -> Vec<(String, String)> {
+    vec![("Authorization".to_owned(), format!("Bearer {token}"))]
+}
+
+#[tokio::test]
+async fn with_a_jwt_secret_a_valid_token_is_the_sender_and_others_get_401() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let addr = server(&["--jwt-secret", "s3cret"]).await;
+    let key = EncodingKey::from_secret(b"s3cret");
+    let mut alice = Client::connect_with_headers(addr, bearer(&token(Algorithm::HS256, &key, "alice", None))).await;
+    alice.expect(json!({"type": "joined", "room": "general"})).await;
+    alice.send(json!({"type": "message", "room": "general", "content": "signed"})).await;
+    alice.expect(json!({"type": "message", "sender": "alice", "content": "signed"})).await;
+
+    // The token in the query or in a cookie serves as well.
+    let bob_token = token(Algorithm::HS256, &key, "bob", None);
+    let options = ClientOptions::default();
+    let (mut ws, _) = connect_with(&format!("ws://{addr}/ws?token={bob_token}"), &options).await.unwrap();
+    assert!(matches!(timeout(PATIENCE, ws.recv()).await.unwrap(), Some(Ok(Event::Message(_)))));
+    Client::connect_with_headers(addr, vec![("Cookie".to_owned(), format!("lang=en; token={bob_token}"))]).await;
+
+    let wrong_key = token(Algorithm::HS256, &EncodingKey::from_secret(b"guess"), "mallory", None);
+    assert_eq!(refused_status(addr, bearer(&wrong_key)).await, Some(401));
+    assert_eq!(refused_status(addr, vec![]).await, Some(401), "no token");
+    assert_eq!(refused_status(addr, bearer("not.a.token")).await, Some(401));
+    let expired = {
+        let claims = json!({"sub": "old", "exp": 1_000_000_000});
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    };
+    assert_eq!(refused_status(addr, bearer(&expired)).await, Some(401));
+    let none_alg = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJldmUiLCJleHAiOjk5OTk5OTk5OTl9.";
+    assert_eq!(refused_status(addr, bearer(none_alg)).await, Some(401), "alg none");
+}
+
+#[tokio::test]
+async fn the_rooms_claim_limits_what_a_user_may_join() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let addr = server(&["--jwt-secret", "s3cret"]).await;
+    let key = EncodingKey::from_secret(b"s3cret");
+    let token = token(Algorithm::HS256, &key, "carol", Some(&["team-7:*", "lobby"]));
+    let mut carol = Client::connect_with_headers(addr, bearer(&token)).await;
+    // general is not hers: no default room; her rooms are.
+    carol.send(json!({"type": "join", "room": "general", "id": "g"})).await;
+    carol.expect(json!({"type": "error", "code": "forbidden", "id": "g"})).await;
+    carol.join("lobby", 0).await;
+    carol.join("team-7:design", 0).await;
+    carol.send(json!({"type": "join", "room": "team-8:design"})).await;
+    carol.expect(json!({"type": "error", "code": "forbidden"})).await;
+}
+
+/// RS256 and ES256 tokens, checked with the PEM public keys of tests/keys/.
+#[tokio::test]
+async fn public_keys_check_rs256_and_es256_tokens() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+    for (algorithm, name) in [(Algorithm::RS256, "rs256"), (Algorithm::ES256, "es256")] {
+        let public = format!("{keys}/{name}-public.pem");
+        let addr = server(&["--jwt-public-key", &public]).await;
+        let private = std::fs::read(format!("{keys}/{name}-private.pem")).unwrap();
+        let key = match algorithm {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&private).unwrap(),
+            _ => EncodingKey::from_ec_pem(&private).unwrap(),
+        };
+        let mut dave = Client::connect_with_headers(addr, bearer(&token(algorithm, &key, "dave", None))).await;
+        dave.expect(json!({"type": "joined"})).await;
+        dave.send(json!({"type": "message", "room": "general", "content": name})).await;
+        dave.expect(json!({"type": "message", "sender": "dave"})).await;
+        let forged = token(Algorithm::HS256, &EncodingKey::from_secret(b"public key as secret"), "eve", None);
+        assert_eq!(refused_status(addr, bearer(&forged)).await, Some(401), "{name}: an HS256 token is refused");
+    }
+}
