@@ -1,11 +1,13 @@
 //! The listener and the routes: each connection's request is read once and
 //! sent where its path says: `/ws` the hub, `/echo` (with `--echo`) the echo
-//! endpoint, `/` the demo page, `/healthz` a health check.
+//! endpoint, `/` the demo page, `/healthz` a health check, `/metrics` the
+//! metrics.
 
 use crate::auth::{Authenticator, Identity, origin_allowed};
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::limits::{ConnectionLimits, client_address};
+use crate::metrics::Metrics;
 use crate::session::Session;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,13 +20,21 @@ use ws_proto::handshake::server::http_response;
 use ws_tokio::server::{Handshake, read_request};
 use ws_tokio::{Options, WebSocket};
 
-/// What every connection task shares.
-struct Server {
-    config: Arc<ServerConfig>,
-    auth: Option<Authenticator>,
-    hub: Hub,
-    limits: ConnectionLimits,
-    shutdown: CancellationToken,
+/// What every connection task of one server shares.
+#[derive(Debug)]
+pub struct Server {
+    /// The settings.
+    pub config: Arc<ServerConfig>,
+    /// The token checker, when a key is configured.
+    pub auth: Option<Authenticator>,
+    /// The rooms.
+    pub hub: Hub,
+    /// The connection counts.
+    pub limits: ConnectionLimits,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// What `/metrics` reports.
+    pub metrics: Metrics,
 }
 
 /// Accepts connections until the task is dropped, serving each on its own
@@ -50,6 +60,7 @@ pub async fn serve_until(
         hub: Hub::new(config.hub_settings()),
         limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
         shutdown: CancellationToken::new(),
+        metrics: Metrics::default(),
         config,
     });
     let tasks = TaskTracker::new();
@@ -85,6 +96,9 @@ pub async fn serve_until(
     Ok(())
 }
 
+/// The content type of `/metrics`.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The demo chat page, served at `/`.
 const DEMO_PAGE: &str = include_str!("static/index.html");
 
@@ -97,6 +111,11 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, server: &Server) -> Result
         "/echo" if config.echo => echo(handshake, peer).await,
         "/" => handshake.respond(&http_response(200, "", "text/html; charset=utf-8", DEMO_PAGE.as_bytes())).await,
         "/healthz" => handshake.respond(&http_response(200, "", "text/plain; charset=utf-8", b"ok\n")).await,
+        "/metrics" => {
+            server.metrics.rooms.set(server.hub.room_count() as i64);
+            let text = server.metrics.encode();
+            handshake.respond(&http_response(200, "", OPENMETRICS, text.as_bytes())).await
+        }
         _ => handshake.reject(404, "not found").await,
     }
 }
@@ -109,8 +128,10 @@ async fn hub_session(
 ) -> Result<(), ws_tokio::Error> {
     let (config, request) = (&server.config, handshake.request());
     let address = client_address(peer.ip(), request.headers.get("x-forwarded-for"), &config.trusted_proxies);
+    let metrics = &server.metrics;
     if !origin_allowed(request.origin(), request.headers.get("host"), &config.allowed_origins) {
         warn!(%address, origin = request.origin(), "refused: origin not allowed");
+        metrics.refuse("origin");
         return handshake.reject(403, "origin not allowed").await;
     }
     let identity = match &server.auth {
@@ -119,6 +140,7 @@ async fn hub_session(
             Ok(identity) => Some(identity),
             Err(reason) => {
                 warn!(%address, "refused: {reason}");
+                metrics.refuse("unauthorized");
                 return handshake.reject(401, &reason).await;
             }
         },
@@ -127,6 +149,7 @@ async fn hub_session(
         Ok(permit) => permit,
         Err(refusal) => {
             warn!(%address, "refused: {}", refusal.reason());
+            metrics.refuse(refusal.label());
             return handshake.reject(refusal.status(), refusal.reason()).await;
         }
     };
@@ -136,7 +159,10 @@ async fn hub_session(
         Identity::anonymous(if address == peer.ip() { peer.to_string() } else { address.to_string() })
     });
     info!(sender = %identity.name, "hub connection open");
-    Session::new(ws, &server.hub, config, identity, &server.shutdown).run().await;
+    metrics.accepted.inc();
+    metrics.connections.inc();
+    Session::new(ws, identity, server).run().await;
+    metrics.connections.dec();
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use crate::envelope::{Outgoing, now_millis};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 use tokio::sync::broadcast;
 use ws_proto::{DeflateConfig, Message, SharedMessage};
 
@@ -20,6 +21,8 @@ pub struct Delivery {
     pub seq: u64,
     /// The frames every member is sent.
     pub frame: SharedMessage,
+    /// When it was published, for the fan-out latency.
+    pub published: Instant,
 }
 
 /// The hub's bounds and settings.
@@ -123,7 +126,7 @@ impl Hub {
         let seq = state.latest + 1;
         let json = Outgoing::Message { id: &id, seq, time: now_millis(), sender, content, room }.to_json();
         let frame = SharedMessage::new(&Message::from(json), self.settings.deflate.as_ref());
-        let delivery = Arc::new(Delivery { seq, frame });
+        let delivery = Arc::new(Delivery { seq, frame, published: Instant::now() });
         state.latest = seq;
         if self.settings.history > 0 {
             if state.history.len() == self.settings.history {

@@ -29,4 +29,5 @@ pub mod envelope;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod session;

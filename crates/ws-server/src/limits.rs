@@ -129,7 +129,15 @@ impl Refusal {
         }
     }
 
-    /// The reason, for the response body, the log and the metrics.
+    /// The reason's label in the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::TooManyFromAddress => "per_ip",
+            Refusal::TooMany => "full",
+        }
+    }
+
+    /// The reason, for the response body and the log.
     pub fn reason(self) -> &'static str {
         match self {
             Refusal::TooManyFromAddress => "too many connections from this address",

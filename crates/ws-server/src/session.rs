@@ -7,10 +7,12 @@
 //! notice, as configured.
 
 use crate::auth::Identity;
-use crate::config::{ServerConfig, SlowConsumer};
+use crate::config::SlowConsumer;
 use crate::envelope::{self, Envelope, EnvelopeError, Outgoing, Request};
-use crate::hub::{Delivery, Hub, Replay};
+use crate::http::Server;
+use crate::hub::{Delivery, Replay};
 use crate::limits::TokenBucket;
+use crate::metrics::Reason;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -19,7 +21,6 @@ use tokio_stream::StreamExt;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use ws_proto::{CloseCode, Event, Message, State};
 use ws_tokio::WebSocket;
@@ -42,10 +43,7 @@ struct Membership {
 /// The state of one hub connection.
 pub struct Session<'a> {
     ws: WebSocket<TcpStream>,
-    hub: &'a Hub,
-    config: &'a ServerConfig,
-    /// Cancelled when the server shuts down.
-    shutdown: &'a CancellationToken,
+    server: &'a Server,
     /// Who the client is: its name, as other members see it, and the rooms it may join.
     identity: Identity,
     streams: StreamMap<String, BroadcastStream<Arc<Delivery>>>,
@@ -57,24 +55,16 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    /// A session for `ws`, whose client is `identity`.
-    pub fn new(
-        ws: WebSocket<TcpStream>,
-        hub: &'a Hub,
-        config: &'a ServerConfig,
-        identity: Identity,
-        shutdown: &'a CancellationToken,
-    ) -> Self {
+    /// A session for `ws` of `server`, whose client is `identity`.
+    pub fn new(ws: WebSocket<TcpStream>, identity: Identity, server: &'a Server) -> Self {
         Session {
             ws,
-            hub,
-            config,
-            shutdown,
+            server,
             identity,
             streams: StreamMap::new(),
             rooms: HashMap::new(),
             last_heard: Instant::now(),
-            bucket: TokenBucket::new(config.rate_limit, std::time::Instant::now()),
+            bucket: TokenBucket::new(server.config.rate_limit, std::time::Instant::now()),
             refused: 0,
         }
     }
@@ -84,14 +74,15 @@ impl<'a> Session<'a> {
     pub async fn run(mut self) {
         let welcome = format!("welcome, {}", self.identity.name);
         self.send(&Outgoing::System { content: &welcome, time: envelope::now_millis() });
-        let default_room = self.config.default_room.clone().filter(|r| !r.is_empty() && self.identity.may_join(r));
+        let default_room =
+            self.server.config.default_room.clone().filter(|r| !r.is_empty() && self.identity.may_join(r));
         if let Some(room) = default_room {
             // Joining the first room cannot meet a limit but a full server's.
             if let Err(error) = self.join(room, None) {
                 self.send_error(error);
             }
         }
-        let every = self.config.heartbeat_interval;
+        let every = self.server.config.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -107,7 +98,7 @@ impl<'a> Session<'a> {
                 },
                 Some((room, delivery)) = self.streams.next() => self.deliver(room, delivery),
                 _ = heartbeat.tick() => self.heartbeat(),
-                () = self.shutdown.cancelled(), if self.ws.connection().state() == State::Open => {
+                () = self.server.shutdown.cancelled(), if self.ws.connection().state() == State::Open => {
                     // Fails only if the connection is closing already.
                     let _ = self.ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
                 }
@@ -121,12 +112,14 @@ impl<'a> Session<'a> {
     fn receive(&mut self, event: Event) {
         self.last_heard = Instant::now();
         let Event::Message(message) = event else { return };
+        self.server.metrics.messages_received.inc();
+        self.server.metrics.bytes_received.inc_by(message.payload().len() as u64);
         if !self.bucket.take(self.last_heard.into_std()) {
             return self.refuse();
         }
         self.refused = 0;
         let request = match &message {
-            Message::Text(text) => envelope::parse(text.as_str(), self.config.max_content_chars),
+            Message::Text(text) => envelope::parse(text.as_str(), self.server.config.max_content_chars),
             Message::Binary(_) => Err(EnvelopeError::new("invalid_json", "binary messages are not envelopes")),
         };
         let Envelope { request, id } = match request {
@@ -152,7 +145,7 @@ impl<'a> Session<'a> {
             }
             return;
         }
-        let (rate, wait) = (self.config.rate_limit, self.bucket.wait().as_millis());
+        let (rate, wait) = (self.server.config.rate_limit, self.bucket.wait().as_millis());
         self.send_error(EnvelopeError::new(
             "rate_limited",
             format!("over {rate} messages a second; retry in {wait} ms"),
@@ -164,7 +157,7 @@ impl<'a> Session<'a> {
             // Already a member: what came after `delivered` is on its way in the stream.
             let delivered = member.delivered;
             let replay = since.map(|since| {
-                let mut replay = self.hub.replay(&room, since);
+                let mut replay = self.server.hub.replay(&room, since);
                 replay.deliveries.retain(|d| d.seq <= delivered);
                 replay
             });
@@ -174,12 +167,11 @@ impl<'a> Session<'a> {
         if !self.identity.may_join(&room) {
             return Err(EnvelopeError::new("forbidden", format!("not allowed to join room {room}")));
         }
-        let limit = self.config.max_rooms_per_connection;
+        let limit = self.server.config.max_rooms_per_connection;
         if self.rooms.len() >= limit {
             return Err(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
         }
-        let (subscription, replay) = self
-            .hub
+        let (subscription, replay) = (self.server.hub)
             .join(&room, since)
             .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
         self.streams.insert(room.clone(), BroadcastStream::new(subscription.receiver));
@@ -211,7 +203,7 @@ impl<'a> Session<'a> {
         if !self.rooms.contains_key(&room) {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} before sending to it")));
         }
-        let seq = self.hub.publish(&room, &self.identity.name, content);
+        let seq = self.server.hub.publish(&room, &self.identity.name, content);
         if let Some(id) = id {
             self.send(&Outgoing::Ack { id, seq });
         }
@@ -224,6 +216,7 @@ impl<'a> Session<'a> {
         match delivery {
             Ok(delivery) => {
                 if self.rooms.get(&room).is_some_and(|m| delivery.seq > m.delivered) {
+                    self.server.metrics.fanout_latency.observe(delivery.published.elapsed().as_secs_f64());
                     self.queue(&room, &delivery);
                 }
             }
@@ -239,11 +232,13 @@ impl<'a> Session<'a> {
     /// Queues a room's message if the queue has room for it; else the slow-consumer policy.
     fn queue(&mut self, room: &str, delivery: &Delivery) {
         let queued = self.ws.connection().output().len();
-        if queued + delivery.frame.frame_len() > self.config.max_queue_bytes {
+        if queued + delivery.frame.frame_len() > self.server.config.max_queue_bytes {
             return self.skip(room, delivery.seq, delivery.seq);
         }
         // Queuing fails only once the connection is closing; the message is then moot.
-        let _ = self.ws.queue_shared(&delivery.frame);
+        if self.ws.queue_shared(&delivery.frame).is_ok() {
+            self.server.metrics.sent(1, delivery.frame.frame_len());
+        }
         if let Some(member) = self.rooms.get_mut(room) {
             member.delivered = member.delivered.max(delivery.seq);
         }
@@ -251,13 +246,17 @@ impl<'a> Session<'a> {
 
     /// Seqs `first` to `last` of `room` will not reach the client.
     fn skip(&mut self, room: &str, first: u64, last: u64) {
-        match self.config.slow_consumer {
+        match self.server.config.slow_consumer {
             SlowConsumer::Disconnect => {
                 if self.ws.queue_close(CloseCode::POLICY_VIOLATION, "slow consumer").is_ok() {
                     warn!(sender = %self.identity.name, room, "slow consumer: disconnected");
+                    self.server.metrics.slow_consumers.get_or_create(&Reason { reason: "disconnect" }).inc();
                 }
             }
             SlowConsumer::Skip => {
+                if self.rooms.get(room).is_some_and(|m| m.gap.is_none()) {
+                    self.server.metrics.slow_consumers.get_or_create(&Reason { reason: "skip" }).inc();
+                }
                 if let Some(member) = self.rooms.get_mut(room) {
                     member.gap = Some((member.gap.map_or(first, |(from, _)| from), last));
                     member.delivered = member.delivered.max(last);
@@ -268,7 +267,7 @@ impl<'a> Session<'a> {
 
     /// Sends the gap notices that fit in the queue again.
     fn report_gaps(&mut self) {
-        let room_left = self.ws.connection().output().len() < self.config.max_queue_bytes / 2;
+        let room_left = self.ws.connection().output().len() < self.server.config.max_queue_bytes / 2;
         if !room_left {
             return;
         }
@@ -282,7 +281,7 @@ impl<'a> Session<'a> {
 
     /// Pings, or closes a client that has sent nothing, pong included, for too long.
     fn heartbeat(&mut self) {
-        if self.last_heard.elapsed() > self.config.heartbeat_timeout {
+        if self.last_heard.elapsed() > self.server.config.heartbeat_timeout {
             if self.ws.queue_close(CloseCode::GOING_AWAY, "heartbeat timeout").is_ok() {
                 info!(sender = %self.identity.name, "heartbeat timeout");
             }
@@ -302,7 +301,10 @@ impl<'a> Session<'a> {
 
     /// Queues an envelope for this client alone.
     fn send_json(&mut self, json: String) {
+        let len = json.len();
         // Fails only once the connection is closing; the envelope is then moot.
-        let _ = self.ws.queue(&Message::from(json));
+        if self.ws.queue(&Message::from(json)).is_ok() {
+            self.server.metrics.sent(1, len);
+        }
     }
 }

@@ -429,18 +429,50 @@ async fn a_silent_client_is_closed_at_the_heartbeat_timeout() {
     assert_eq!(close, 1001);
 }
 
+/// The whole response to a plain GET of `path`.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut response = String::new();
+    timeout(PATIENCE, tcp.read_to_string(&mut response)).await.unwrap().unwrap();
+    response
+}
+
 #[tokio::test]
 async fn the_demo_page_and_health_check_are_served() {
     let addr = server(&[]).await;
     for (path, status, needle) in
         [("/", "200 OK", "<title>ws-server chat</title>"), ("/healthz", "200 OK", "ok"), ("/nope", "404", "not found")]
     {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
-        let mut response = String::new();
-        timeout(PATIENCE, tcp.read_to_string(&mut response)).await.unwrap().unwrap();
+        let response = http_get(addr, path).await;
         assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {response}");
         assert!(response.contains(needle), "{path}: {response}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let addr = server(&[]).await;
+    let mut alice = Client::connect(addr).await;
+    alice.expect(json!({"type": "joined"})).await;
+    alice.send(json!({"type": "message", "room": "general", "content": "counted", "id": "m"})).await;
+    alice.expect(json!({"type": "ack"})).await;
+    alice.expect(json!({"type": "message"})).await;
+    let origin = vec![("Origin".to_owned(), "https://elsewhere.example".to_owned())];
+    assert_eq!(refused_status(addr, origin).await, Some(403));
+    let metrics = http_get(addr, "/metrics").await;
+    assert!(metrics.contains("Content-Type: application/openmetrics-text"), "{metrics}");
+    for line in [
+        "ws_connections 1",
+        "ws_connections_accepted_total 1",
+        "ws_connections_refused_total{reason=\"origin\"} 1",
+        "ws_messages_received_total 1",
+        // The welcome, joined, the ack and the room's message.
+        "ws_messages_sent_total 4",
+        "ws_rooms 1",
+        "ws_fanout_latency_seconds_count 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }
 }
 

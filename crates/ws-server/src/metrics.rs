@@ -1,0 +1,101 @@
+//! The hub's metrics, served at `/metrics` in the Prometheus text format
+//! (OpenMetrics): connections, refusals by reason, messages and payload
+//! bytes each way, slow consumers, rooms, and the latency of a broadcast
+//! from its publication to its queueing at each member.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// A label with one name and a fixed value.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// Why: `origin`, `unauthorized`, `per_ip`, `full`; or `disconnect`, `skip`.
+    pub reason: &'static str,
+}
+
+/// Every metric of one server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Hub connections open now.
+    pub connections: Gauge,
+    /// Hub connections accepted since the start.
+    pub accepted: Counter,
+    /// Hub handshakes refused, by reason.
+    pub refused: Family<Reason, Counter>,
+    /// Envelopes received from clients.
+    pub messages_received: Counter,
+    /// Envelopes and room messages queued for clients.
+    pub messages_sent: Counter,
+    /// Payload bytes received from clients.
+    pub bytes_received: Counter,
+    /// Payload bytes queued for clients (framed, before compression).
+    pub bytes_sent: Counter,
+    /// Slow consumers, by what was done: `disconnect` or `skip`.
+    pub slow_consumers: Family<Reason, Counter>,
+    /// Rooms held now.
+    pub rooms: Gauge,
+    /// Seconds from a message's publication to its queueing at a member.
+    pub fanout_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Metrics {
+            registry: Registry::with_prefix("ws"),
+            connections: Gauge::default(),
+            accepted: Counter::default(),
+            refused: Family::default(),
+            messages_received: Counter::default(),
+            messages_sent: Counter::default(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            slow_consumers: Family::default(),
+            rooms: Gauge::default(),
+            // 1 µs to about 4 s.
+            fanout_latency: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
+        };
+        metrics.registered()
+    }
+}
+
+impl Metrics {
+    fn registered(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register("connections", "Hub connections open now", self.connections.clone());
+        r.register("connections_accepted", "Hub connections accepted", self.accepted.clone());
+        r.register("connections_refused", "Hub handshakes refused, by reason", self.refused.clone());
+        r.register("messages_received", "Envelopes received from clients", self.messages_received.clone());
+        r.register("messages_sent", "Envelopes and room messages queued for clients", self.messages_sent.clone());
+        r.register_with_unit("received", "Payload received from clients", Unit::Bytes, self.bytes_received.clone());
+        r.register_with_unit("sent", "Frames queued for clients", Unit::Bytes, self.bytes_sent.clone());
+        r.register("slow_consumers", "Slow consumers, by action", self.slow_consumers.clone());
+        r.register("rooms", "Rooms held now", self.rooms.clone());
+        let latency = self.fanout_latency.clone();
+        r.register_with_unit("fanout_latency", "From publication to queueing at a member", Unit::Seconds, latency);
+        self
+    }
+
+    /// Counts a refused handshake.
+    pub fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Counts `count` messages of `bytes` in all queued for clients.
+    pub fn sent(&self, count: u64, bytes: usize) {
+        self.messages_sent.inc_by(count);
+        self.bytes_sent.inc_by(bytes as u64);
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
