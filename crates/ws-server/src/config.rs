@@ -2,8 +2,11 @@
 
 use crate::auth::Authenticator;
 use crate::hub::HubSettings;
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use ipnet::IpNet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 use ws_proto::DeflateConfig;
@@ -13,6 +16,12 @@ use ws_tokio::Options;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ws-server", version, about)]
 pub struct ServerConfig {
+    /// A TOML file of settings, named as the flags are (`max-connections-per-ip = 20`,
+    /// `allowed-origin = ["https://a.example"]`). Flags and environment
+    /// variables take precedence over it.
+    #[arg(long, env = "WS_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Address to listen on; port 0 picks a free port (the log says which).
     #[arg(long, env = "WS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -72,11 +81,11 @@ pub struct ServerConfig {
 
     /// Rooms the server holds at most; when full, rooms without members are
     /// let go (with their history).
-    #[arg(long, env = "WS_MAX_ROOMS", default_value_t = 10_000)]
+    #[arg(long, env = "WS_MAX_ROOMS", default_value_t = 10_000, value_name = "COUNT")]
     pub max_rooms: usize,
 
     /// Rooms one connection may be in at once.
-    #[arg(long, env = "WS_MAX_ROOMS_PER_CONNECTION", default_value_t = 32)]
+    #[arg(long, env = "WS_MAX_ROOMS_PER_CONNECTION", default_value_t = 32, value_name = "COUNT")]
     pub max_rooms_per_connection: usize,
 
     /// Envelopes each connection may send per second (bursts up to one
@@ -179,6 +188,40 @@ pub enum SlowConsumer {
 }
 
 impl ServerConfig {
+    /// Parses the command line `args` (program name first) and the
+    /// environment, and the TOML file of `--config` if one is named, which
+    /// they take precedence over. On a bad flag or file, clap's error.
+    pub fn load<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let command = ServerConfig::command();
+        let matches = command.clone().try_get_matches_from(&args)?;
+        let Some(path) = matches.get_one::<std::path::PathBuf>("config") else {
+            return ServerConfig::from_arg_matches(&matches);
+        };
+        let file_error = |e: String| command.clone().error(ErrorKind::InvalidValue, format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+        let mut merged = args[..1].to_vec();
+        for (key, value) in &table {
+            let name = key.replace('_', "-");
+            let arg = command.get_arguments().find(|a| a.get_long() == Some(name.as_str()) && name != "config");
+            let Some(arg) = arg else { return Err(file_error(format!("unknown setting {key}"))) };
+            let given = matches!(
+                matches.value_source(arg.get_id().as_str()),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if !given {
+                merged.extend(flag_values(&name, value).map_err(file_error)?);
+            }
+        }
+        merged.extend(args.into_iter().skip(1));
+        ServerConfig::try_parse_from(merged)
+    }
+
     /// The token checker, when a key is configured.
     pub fn authenticator(&self) -> std::io::Result<Option<Authenticator>> {
         if let Some(secret) = &self.jwt_secret {
@@ -226,4 +269,83 @@ fn cidr(text: &str) -> Result<IpNet, String> {
     text.parse::<IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| format!("{text:?} is neither an address nor a CIDR block"))
+}
+
+/// A setting of the TOML file as command-line arguments: `--name=value`
+/// for each value of an array, `--name` for `true`, nothing for `false`.
+fn flag_values(name: &str, value: &toml::Value) -> Result<Vec<OsString>, String> {
+    let one = |value: &toml::Value| match value {
+        toml::Value::String(s) => Ok(Some(s.clone())),
+        toml::Value::Integer(i) => Ok(Some(i.to_string())),
+        toml::Value::Float(f) => Ok(Some(f.to_string())),
+        toml::Value::Boolean(true) => Ok(None),
+        other => Err(format!("{name}: {other} is not a string, number or true")),
+    };
+    let values = match value {
+        toml::Value::Array(values) => values.iter().collect(),
+        toml::Value::Boolean(false) => Vec::new(),
+        value => vec![value],
+    };
+    values
+        .into_iter()
+        .map(|v| Ok(OsString::from(one(v)?.map_or_else(|| format!("--{name}"), |v| format!("--{name}={v}")))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads `args` after writing `toml` to a file of its own, named by `--config`.
+    fn load_with_file(name: &str, toml: &str, args: &[&str]) -> Result<ServerConfig, clap::Error> {
+        let path = std::env::temp_dir().join(format!("ws-server-config-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, toml).expect("a temporary file");
+        let path = path.to_str().expect("a UTF-8 path").to_owned();
+        let result = ServerConfig::load(["ws-server", "--config", &path].iter().chain(args));
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    #[test]
+    fn a_file_sets_what_the_command_line_does_not() {
+        let toml = r#"
+            listen = "127.0.0.1:9000"
+            max-connections-per-ip = 20
+            allowed_origin = ["https://a.example", "https://b.example"]
+            echo = true
+            no-deflate = false
+            heartbeat-interval = 2.5
+            slow-consumer = "skip"
+        "#;
+        let config = load_with_file("sets", toml, &["--max-connections-per-ip", "3"]).expect("valid");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.max_connections_per_ip, 3, "the command line wins");
+        assert_eq!(config.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert!(config.echo);
+        assert!(!config.no_deflate);
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(2500));
+        assert_eq!(config.slow_consumer, SlowConsumer::Skip);
+        assert_eq!(config.history, 100, "defaults stay");
+    }
+
+    #[test]
+    fn a_bad_file_is_a_clear_error() {
+        let unknown = load_with_file("unknown", "max-conections = 5", &[]).unwrap_err();
+        assert!(unknown.to_string().contains("unknown setting max-conections"), "{unknown}");
+        let bad_value = load_with_file("bad", "max-connections = \"many\"", &[]).unwrap_err();
+        assert!(bad_value.to_string().contains("many"), "{bad_value}");
+        let not_toml = load_with_file("syntax", "listen = ", &[]).unwrap_err();
+        assert!(not_toml.to_string().contains("ws-server-config-"), "{not_toml}");
+        let missing = ServerConfig::load(["ws-server", "--config", "/nonexistent/ws.toml"]).unwrap_err();
+        assert!(missing.to_string().contains("/nonexistent/ws.toml"), "{missing}");
+    }
+
+    #[test]
+    fn seconds_must_be_positive() {
+        assert!(ServerConfig::load(["ws-server", "--heartbeat-timeout", "0"]).is_err());
+        assert!(ServerConfig::load(["ws-server", "--heartbeat-timeout", "-1"]).is_err());
+        assert!(ServerConfig::load(["ws-server", "--heartbeat-timeout", "inf"]).is_err());
+        let config = ServerConfig::load(["ws-server", "--heartbeat-timeout", "0.5"]).expect("valid");
+        assert_eq!(config.heartbeat_timeout, Duration::from_millis(500));
+    }
 }

@@ -1,7 +1,6 @@
 //! The `ws-server` binary: parses the configuration, binds, and serves until
 //! SIGINT or SIGTERM, then closes every connection and exits 0.
 
-use clap::Parser;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -13,7 +12,7 @@ async fn main() -> std::io::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let config = ServerConfig::parse();
+    let config = ServerConfig::load(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     info!("listening on {addr}{}", if config.echo { " (echo at /echo)" } else { "" });
