@@ -1,6 +1,7 @@
 //! The `ws-server` binary: parses the configuration, binds, and serves until
 //! SIGINT or SIGTERM, then closes every connection and exits 0.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -11,6 +12,7 @@ async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = ServerConfig::load(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
