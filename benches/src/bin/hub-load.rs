@@ -1,0 +1,159 @@
+//! Load on a running `ws-server` hub: the server's memory per idle hub
+//! connection, then the fan-out of one room's messages to every member,
+//! measured on the server process (RSS and CPU time from /proc).
+//!
+//! Run: `cargo build --release -p ws-server && cargo run --release -p ws-benches --bin hub-load -- 10000`
+//!
+//! Arguments: the number of members (default 1000), then the number of
+//! messages to publish (default: two million deliveries' worth). The server
+//! is `target/release/ws-server`, started with its limits lifted; the members
+//! are ws-tokio clients in this process, all in the default room.
+
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use ws_proto::{Event, Message};
+use ws_tokio::WebSocket;
+use ws_tokio::client::connect;
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Failure> {
+    let mut args = std::env::args().skip(1);
+    let members: u64 = args.next().map_or(Ok(1000), |a| a.parse())?;
+    let messages: u64 = args.next().map_or(Ok((2_000_000 / members).max(1)), |a| a.parse())?;
+    let (mut server, addr) = start_server().await?;
+    let pid = server.id().ok_or("the server exited")?;
+    let url = format!("ws://{addr}/ws");
+
+    // Warm up: one connection opened and closed, so the baseline holds the runtime's own allocations.
+    let (mut ws, _) = connect(&url).await?;
+    welcome(&mut ws).await?;
+    ws.close(ws_proto::CloseCode::NORMAL, "").await?;
+    let before = rss_bytes(pid)?;
+
+    let received = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for batch in (0..members).collect::<Vec<_>>().chunks(250) {
+        let mut connecting = Vec::new();
+        for _ in batch {
+            let url = url.clone();
+            connecting.push(tokio::spawn(async move {
+                let (mut ws, _) = connect(&url).await?;
+                welcome(&mut ws).await?;
+                Ok::<_, Failure>(ws)
+            }));
+        }
+        for ws in connecting {
+            readers.push(tokio::spawn(count_messages(ws.await??, received.clone())));
+        }
+    }
+    // Let the server settle what the handshakes left behind.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_bytes(pid)?;
+    let per_connection = (after.saturating_sub(before)) as f64 / members as f64;
+    println!("idle: {members} hub connections (each in the default room): server RSS {before} -> {after} bytes");
+    println!("idle: {per_connection:.0} bytes of server memory per idle hub connection");
+
+    // Fan-out: one publisher, `messages` messages, each to every member.
+    let (mut publisher, _) = connect(&url).await?;
+    welcome(&mut publisher).await?;
+    let target = members * messages;
+    let cpu_before = cpu_seconds(pid)?;
+    let start = Instant::now();
+    // The publisher takes its own copies as they come, so it is no slow consumer.
+    let sender = publisher.sender();
+    let draining = tokio::spawn(async move { while publisher.recv().await.is_some() {} });
+    let publishing = tokio::spawn(async move {
+        for i in 0..messages {
+            let content = format!("tick {i}: price 101.25, volume 3400, market open, all systems nominal");
+            let envelope = json!({"type": "message", "room": "general", "content": content});
+            sender.send(Message::from(envelope.to_string())).await?;
+        }
+        Ok::<_, ws_tokio::Error>(())
+    });
+    while received.load(Ordering::Relaxed) < target {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid)? - cpu_before;
+    publishing.await??;
+    draining.abort();
+    println!("fan-out: {messages} messages to {members} members: {target} deliveries in {wall:.2} s");
+    println!("fan-out: {:.0} deliveries per second (wall clock, clients on the same 2 cores)", target as f64 / wall);
+    println!("fan-out: {:.3} us of server CPU per delivery ({cpu:.2} s in all)", cpu * 1e6 / target as f64);
+    for reader in readers {
+        reader.abort();
+    }
+    server.kill().await?;
+    Ok(())
+}
+
+/// Starts `target/release/ws-server` on a free port with its limits lifted.
+async fn start_server() -> Result<(Child, String), Failure> {
+    let binary = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/ws-server");
+    let mut server = Command::new(binary)
+        .args(["--listen", "127.0.0.1:0", "--max-connections", "0", "--max-connections-per-ip", "0"])
+        .args(["--rate-limit", "0", "--room-buffer", "4096"])
+        .env("RUST_LOG", "warn,ws_server=info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{binary}: {e} (build it with cargo build --release -p ws-server)"))?;
+    let mut log = BufReader::new(server.stderr.take().ok_or("no stderr")?).lines();
+    let addr = loop {
+        let line = log.next_line().await?.ok_or("the server exited")?;
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().ok_or("no address")?.to_owned();
+        }
+    };
+    // Keep reading the log so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    Ok((server, addr))
+}
+
+/// Reads the welcome and the default room's `joined`.
+async fn welcome(ws: &mut WebSocket<TcpStream>) -> Result<(), Failure> {
+    for _ in 0..2 {
+        match ws.recv().await.ok_or("closed before the welcome")?? {
+            Event::Message(_) => {}
+            other => return Err(format!("unexpected {other:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Counts every message the member receives until the connection ends.
+async fn count_messages(mut ws: WebSocket<TcpStream>, received: Arc<AtomicU64>) {
+    while let Some(Ok(event)) = ws.recv().await {
+        if matches!(event, Event::Message(_)) {
+            received.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The resident set of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> Result<u64, Failure> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or("no VmRSS")?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+/// The user and system CPU time process `pid` has used, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64, Failure> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which ends with the last ')': utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').ok_or("bad stat")?.1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
