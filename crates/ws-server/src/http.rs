@@ -30,7 +30,9 @@ pub struct Server {
     /// The rooms.
     pub hub: Hub,
     /// The connection counts.
-    pub limits: ConnectionLimits,
+    pub limits: Arc<ConnectionLimits>,
+    /// Every connection's task, to wait for at shutdown.
+    pub tasks: TaskTracker,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// What `/metrics` reports.
@@ -58,12 +60,12 @@ pub async fn serve_until(
     let server = Arc::new(Server {
         auth,
         hub: Hub::new(config.hub_settings()),
-        limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+        limits: Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip)),
+        tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         metrics: Metrics::default(),
         config,
     });
-    let tasks = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -79,9 +81,9 @@ pub async fn serve_until(
                 continue;
             }
         };
-        let server = server.clone();
-        tasks.spawn(async move {
-            if let Err(e) = connection(tcp, peer, &server).await {
+        let connection_of = server.clone();
+        server.tasks.spawn(async move {
+            if let Err(e) = connection(tcp, peer, &connection_of).await {
                 debug!(%peer, "connection ended: {e}");
             }
         });
@@ -89,9 +91,9 @@ pub async fn serve_until(
     drop(listener);
     info!(connections = server.limits.count(), "shutting down: closing every connection with 1001");
     server.shutdown.cancel();
-    tasks.close();
-    if tokio::time::timeout(server.config.shutdown_timeout, tasks.wait()).await.is_err() {
-        warn!(connections = tasks.len(), "shutdown deadline reached with connections still open");
+    server.tasks.close();
+    if tokio::time::timeout(server.config.shutdown_timeout, server.tasks.wait()).await.is_err() {
+        warn!(connections = server.tasks.len(), "shutdown deadline reached with connections still open");
     }
     Ok(())
 }
@@ -102,7 +104,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// The demo chat page, served at `/`.
 const DEMO_PAGE: &str = include_str!("static/index.html");
 
-async fn connection(tcp: TcpStream, peer: SocketAddr, server: &Server) -> Result<(), ws_tokio::Error> {
+async fn connection(tcp: TcpStream, peer: SocketAddr, server: &Arc<Server>) -> Result<(), ws_tokio::Error> {
     tcp.set_nodelay(true)?;
     let config = &server.config;
     let handshake = read_request(tcp, config.socket_options(), config.handshake_timeout).await?;
@@ -124,7 +126,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, server: &Server) -> Result
 async fn hub_session(
     handshake: Handshake<TcpStream>,
     peer: SocketAddr,
-    server: &Server,
+    server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
     let (config, request) = (&server.config, handshake.request());
     let address = client_address(peer.ip(), request.headers.get("x-forwarded-for"), &config.trusted_proxies);
@@ -145,7 +147,7 @@ async fn hub_session(
             }
         },
     };
-    let _permit = match server.limits.admit(address) {
+    let permit = match server.limits.admit(address) {
         Ok(permit) => permit,
         Err(refusal) => {
             warn!(%address, "refused: {}", refusal.reason());
@@ -160,9 +162,10 @@ async fn hub_session(
     });
     info!(sender = %identity.name, "hub connection open");
     metrics.accepted.inc();
-    metrics.connections.inc();
-    Session::new(ws, identity, server).run().await;
-    metrics.connections.dec();
+    // The session runs as a task of its own: its future is a fraction of
+    // this one, which holds the state of every route, and it lives as long as
+    // the connection.
+    server.tasks.spawn(Session::new(ws, identity, server.clone(), permit).run());
     Ok(())
 }
 

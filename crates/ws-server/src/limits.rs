@@ -5,7 +5,7 @@
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens a second, holding at most one second's worth
@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn connections_are_counted_per_address_and_in_all() {
-        let limits = ConnectionLimits::new(3, 2);
+        let limits = Arc::new(ConnectionLimits::new(3, 2));
         let (a, b, c): (IpAddr, IpAddr, IpAddr) =
             ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "::1".parse().unwrap());
         let first = limits.admit(a).unwrap();
@@ -79,7 +79,7 @@ mod tests {
         drop(first);
         assert_eq!(limits.count(), 2);
         let _again = limits.admit(c).unwrap();
-        let unlimited = ConnectionLimits::new(0, 0);
+        let unlimited = Arc::new(ConnectionLimits::new(0, 0));
         let permits: Vec<_> = (0..100).map(|_| unlimited.admit(a).unwrap()).collect();
         assert_eq!(unlimited.count(), permits.len());
     }
@@ -156,8 +156,8 @@ pub struct ConnectionLimits {
 
 /// One counted connection; dropping it counts it out.
 #[derive(Debug)]
-pub struct Permit<'a> {
-    limits: &'a ConnectionLimits,
+pub struct Permit {
+    limits: Arc<ConnectionLimits>,
     address: IpAddr,
 }
 
@@ -174,7 +174,7 @@ impl ConnectionLimits {
     }
 
     /// Counts a connection from `address` in, if both limits allow it.
-    pub fn admit(&self, address: IpAddr) -> Result<Permit<'_>, Refusal> {
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Permit, Refusal> {
         let mut open = self.open();
         let from_address = open.1.get(&address).copied().unwrap_or(0);
         if self.max_per_address > 0 && from_address >= self.max_per_address {
@@ -185,7 +185,7 @@ impl ConnectionLimits {
         }
         open.0 += 1;
         open.1.insert(address, from_address + 1);
-        Ok(Permit { limits: self, address })
+        Ok(Permit { limits: self.clone(), address })
     }
 
     /// The connections open now.
@@ -194,7 +194,7 @@ impl ConnectionLimits {
     }
 }
 
-impl Drop for Permit<'_> {
+impl Drop for Permit {
     fn drop(&mut self) {
         let mut open = self.limits.open();
         open.0 -= 1;

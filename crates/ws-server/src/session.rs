@@ -11,22 +11,27 @@ use crate::config::SlowConsumer;
 use crate::envelope::{self, Envelope, EnvelopeError, Outgoing, Request};
 use crate::http::Server;
 use crate::hub::{Delivery, Replay};
-use crate::limits::TokenBucket;
+use crate::limits::{Permit, TokenBucket};
 use crate::metrics::Reason;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant, MissedTickBehavior};
-use tokio_stream::StreamExt;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::{Stream, StreamExt};
 use tracing::{info, warn};
 use ws_proto::{CloseCode, Event, Message, State};
 use ws_tokio::WebSocket;
 
 /// Messages refused in a row for the rate limit before the client is closed (1008).
 const MAX_REFUSED: u32 = 20;
+
+/// Deliveries taken at once, to leave in one write.
+const BATCH: usize = 64;
 
 /// While a gap notice waits for room in the queue, it is tried this often.
 const GAP_RETRY: Duration = Duration::from_millis(100);
@@ -41,12 +46,14 @@ struct Membership {
 }
 
 /// The state of one hub connection.
-pub struct Session<'a> {
+pub struct Session {
     ws: WebSocket<TcpStream>,
-    server: &'a Server,
+    server: Arc<Server>,
+    /// Counts the connection among the open ones until the session ends.
+    _permit: Permit,
     /// Who the client is: its name, as other members see it, and the rooms it may join.
     identity: Identity,
-    streams: StreamMap<String, BroadcastStream<Arc<Delivery>>>,
+    streams: Deliveries,
     rooms: HashMap<String, Membership>,
     last_heard: Instant,
     bucket: TokenBucket,
@@ -54,17 +61,19 @@ pub struct Session<'a> {
     refused: u32,
 }
 
-impl<'a> Session<'a> {
-    /// A session for `ws` of `server`, whose client is `identity`.
-    pub fn new(ws: WebSocket<TcpStream>, identity: Identity, server: &'a Server) -> Self {
+impl Session {
+    /// A session for `ws` of `server`, whose client is `identity`, admitted with `permit`.
+    pub fn new(ws: WebSocket<TcpStream>, identity: Identity, server: Arc<Server>, permit: Permit) -> Self {
+        server.metrics.connections.inc();
         Session {
             ws,
+            bucket: TokenBucket::new(server.config.rate_limit, std::time::Instant::now()),
             server,
+            _permit: permit,
             identity,
             streams: StreamMap::new(),
             rooms: HashMap::new(),
             last_heard: Instant::now(),
-            bucket: TokenBucket::new(server.config.rate_limit, std::time::Instant::now()),
             refused: 0,
         }
     }
@@ -92,11 +101,20 @@ impl<'a> Session<'a> {
                     Some(Ok(event)) => self.receive(event),
                     Some(Err(e)) => {
                         info!(sender = %self.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
-                        return;
+                        break;
                     }
-                    None => break,
+                    None => {
+                        info!(sender = %self.identity.name, "connection closed");
+                        break;
+                    }
                 },
-                Some((room, delivery)) = self.streams.next() => self.deliver(room, delivery),
+                Some((room, delivery)) = self.streams.next() => {
+                    self.deliver(room, delivery);
+                    // What else is ready goes out in the same write.
+                    for (room, delivery) in ready(&mut self.streams) {
+                        self.deliver(room, delivery);
+                    }
+                }
                 _ = heartbeat.tick() => self.heartbeat(),
                 () = self.server.shutdown.cancelled(), if self.ws.connection().state() == State::Open => {
                     // Fails only if the connection is closing already.
@@ -106,7 +124,7 @@ impl<'a> Session<'a> {
             }
             self.report_gaps();
         }
-        info!(sender = %self.identity.name, "connection closed");
+        self.server.metrics.connections.dec();
     }
 
     fn receive(&mut self, event: Event) {
@@ -307,4 +325,21 @@ impl<'a> Session<'a> {
             self.server.metrics.sent(1, len);
         }
     }
+}
+
+type Deliveries = StreamMap<String, BroadcastStream<Arc<Delivery>>>;
+
+/// The deliveries ready now, up to a batch, without waiting. The stream
+/// forgets the no-op waker at the next `next().await`, which registers the
+/// task's own.
+fn ready(streams: &mut Deliveries) -> Vec<(String, Result<Arc<Delivery>, BroadcastStreamRecvError>)> {
+    let mut context = Context::from_waker(Waker::noop());
+    let mut batch = Vec::new();
+    while batch.len() < BATCH {
+        match Pin::new(&mut *streams).poll_next(&mut context) {
+            Poll::Ready(Some(item)) => batch.push(item),
+            Poll::Ready(None) | Poll::Pending => break,
+        }
+    }
+    batch
 }
