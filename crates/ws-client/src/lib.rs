@@ -1,0 +1,74 @@
+//! ws-client: a WebSocket client on ws-tokio, as a library and the
+//! `ws-client` command-line tool.
+//!
+//! [`ClientSettings`] gathers what a client offers (subprotocols, headers,
+//! permessage-deflate with its settings) and [`connect`] opens a connection
+//! with them. It is not a protocol implementation: the protocol is ws-proto's
+//! and its tokio binding ws-tokio's. Reconnecting with backoff and recovery
+//! is still to come.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), ws_tokio::Error> {
+//! use ws_client::{ClientSettings, connect};
+//! use ws_proto::{Event, Message};
+//!
+//! let settings = ClientSettings { url: "ws://127.0.0.1:8080/ws".into(), ..ClientSettings::default() };
+//! let (mut ws, _response) = connect(&settings).await?;
+//! ws.send(&Message::from(r#"{"type":"join","room":"general"}"#)).await?;
+//! while let Some(event) = ws.recv().await {
+//!     if let Event::Message(Message::Text(text)) = event? {
+//!         println!("{}", text.as_str());
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+use tokio::net::TcpStream;
+use ws_proto::DeflateConfig;
+use ws_proto::handshake::client::Response;
+use ws_tokio::client::ClientOptions;
+use ws_tokio::{Options, WebSocket};
+
+/// Where a client connects and what it offers.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// A `ws://host[:port]/path?query` URL.
+    pub url: String,
+    /// Subprotocols to offer, in order of preference.
+    pub protocols: Vec<String>,
+    /// Extra header fields, such as `Authorization`.
+    pub headers: Vec<(String, String)>,
+    /// permessage-deflate to offer, with this end's settings; `None` offers none.
+    pub deflate: Option<DeflateConfig>,
+    /// How long connecting and the opening handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ClientSettings {
+    /// No URL yet; permessage-deflate offered with its default settings; 10 s to connect.
+    fn default() -> Self {
+        ClientSettings {
+            url: String::new(),
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            deflate: Some(DeflateConfig::default()),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Connects with `settings`: the WebSocket and the server's response (its
+/// chosen subprotocol and the extensions it agreed to).
+pub async fn connect(settings: &ClientSettings) -> Result<(WebSocket<TcpStream>, Response), ws_tokio::Error> {
+    let options = ClientOptions {
+        protocols: settings.protocols.clone(),
+        headers: settings.headers.clone(),
+        socket: Options { deflate: settings.deflate, ..Options::default() },
+        handshake_timeout: settings.handshake_timeout,
+    };
+    ws_tokio::client::connect_with(&settings.url, &options).await
+}

@@ -1,0 +1,120 @@
+//! `ws-client URL`: prints each message that arrives, one per line, and sends
+//! each line typed on standard input as a text message. End of input closes
+//! the connection (1000); the server's close ends the program.
+
+use clap::Parser;
+use std::process::ExitCode;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use ws_client::{ClientSettings, connect};
+use ws_proto::{CloseCode, DeflateConfig, Event, Message};
+
+/// A WebSocket command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "ws-client", version, about)]
+struct Args {
+    /// The server, such as ws://127.0.0.1:8080/ws.
+    url: String,
+
+    /// An extra request header, as `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+
+    /// A subprotocol to offer (repeatable, in order of preference).
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    subprotocols: Vec<String>,
+
+    /// Do not offer permessage-deflate compression.
+    #[arg(long)]
+    no_deflate: bool,
+
+    /// The largest window this client compresses with (8-15; 8 sends uncompressed).
+    #[arg(long, default_value_t = 15, value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
+    deflate_window_bits: u8,
+
+    /// The largest window the server may compress with (8-15), asked of it.
+    #[arg(long, default_value_t = 15, value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
+    deflate_server_window_bits: u8,
+
+    /// Compress each message on its own, and ask the server to do the same.
+    #[arg(long)]
+    deflate_no_context_takeover: bool,
+
+    /// Messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = 128, value_name = "BYTES")]
+    deflate_threshold: usize,
+}
+
+impl Args {
+    fn settings(&self) -> Result<ClientSettings, String> {
+        let headers = self
+            .headers
+            .iter()
+            .map(|h| h.split_once(':').map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("a header is `Name: value`")?;
+        let deflate = (!self.no_deflate).then_some(DeflateConfig {
+            window_bits: self.deflate_window_bits,
+            peer_window_bits: self.deflate_server_window_bits,
+            no_context_takeover: self.deflate_no_context_takeover,
+            peer_no_context_takeover: self.deflate_no_context_takeover,
+            threshold: self.deflate_threshold,
+            ..DeflateConfig::default()
+        });
+        Ok(ClientSettings {
+            url: self.url.clone(),
+            protocols: self.subprotocols.clone(),
+            headers,
+            deflate,
+            ..ClientSettings::default()
+        })
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ws-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let (mut ws, response) = connect(&args.settings()?).await?;
+    let agreed: Vec<String> = response.extensions.iter().map(ToString::to_string).collect();
+    eprintln!(
+        "connected to {}{}",
+        args.url,
+        if agreed.is_empty() { String::new() } else { format!(" ({})", agreed.join(", ")) }
+    );
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    let mut typing = true;
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if typing => match line? {
+                Some(line) => ws.queue(&Message::from(line))?,
+                None => {
+                    typing = false;
+                    ws.queue_close(CloseCode::NORMAL, "")?;
+                }
+            },
+            event = ws.recv() => match event {
+                Some(Ok(Event::Message(Message::Text(text)))) => {
+                    stdout.write_all(format!("{}\n", text.as_str()).as_bytes()).await?;
+                    stdout.flush().await?;
+                }
+                Some(Ok(Event::Message(Message::Binary(bytes)))) => eprintln!("(binary message of {} bytes)", bytes.len()),
+                Some(Ok(Event::Close(frame))) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| (f.code.0, f.reason.as_str().to_owned()));
+                    eprintln!("closed by the server: {code} {reason}");
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(ExitCode::SUCCESS),
+            },
+        }
+    }
+}
