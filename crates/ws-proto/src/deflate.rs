@@ -214,7 +214,8 @@ pub struct Compressor {
     config: zlib_rs::DeflateConfig,
     reset: bool,
     threshold: usize,
-    state: Option<zlib_rs::Deflate>,
+    /// Boxed: an idle connection keeps only the pointer.
+    state: Option<Box<zlib_rs::Deflate>>,
 }
 
 impl fmt::Debug for Compressor {
@@ -261,7 +262,7 @@ impl Compressor {
     /// Compresses one message's payload, without the `00 00 ff ff` tail.
     pub fn compress(&mut self, payload: &[u8]) -> Bytes {
         let config = self.config;
-        let state = self.state.get_or_insert_with(|| zlib_rs::Deflate::new_with_config(config));
+        let state = self.state.get_or_insert_with(|| Box::new(zlib_rs::Deflate::new_with_config(config)));
         let mut out = BytesMut::with_capacity(payload.len() / 2 + 64);
         let mut input = payload;
         loop {
@@ -291,7 +292,8 @@ impl Compressor {
 pub struct Inflater {
     window_bits: u8,
     reset: bool,
-    state: Option<zlib_rs::Inflate>,
+    /// Boxed: an idle connection keeps only the pointer.
+    state: Option<Box<zlib_rs::Inflate>>,
     /// The stream ended with a final block: what else the message holds is ignored.
     ended: bool,
 }
@@ -333,7 +335,7 @@ impl Inflater {
     fn run(&mut self, mut input: &[u8], out: &mut BytesMut, limit: usize, flush: InflateFlush) -> Result<(), Error> {
         // A window of 9 bits reads any stream made with 8 (which zlib writes as 9).
         let bits = self.window_bits.clamp(9, 15);
-        let state = self.state.get_or_insert_with(|| zlib_rs::Inflate::new(false, bits));
+        let state = self.state.get_or_insert_with(|| Box::new(zlib_rs::Inflate::new(false, bits)));
         while !self.ended {
             let start = out.len();
             let room = (input.len() * 4).clamp(1 << 10, 64 << 10).min(limit.saturating_sub(start) + 1);

@@ -80,51 +80,59 @@ impl Session {
 
     /// Welcomes the client, joins it to the default room, then serves it
     /// until the connection ends.
-    pub async fn run(mut self) {
-        let welcome = format!("welcome, {}", self.identity.name);
-        self.send(&Outgoing::System { content: &welcome, time: envelope::now_millis() });
-        let default_room =
-            self.server.config.default_room.clone().filter(|r| !r.is_empty() && self.identity.may_join(r));
-        if let Some(room) = default_room {
-            // Joining the first room cannot meet a limit but a full server's.
-            if let Err(error) = self.join(room, None) {
-                self.send_error(error);
+    ///
+    /// An `async` block rather than an `async fn`: the block keeps the one
+    /// `Session` it captures, where an `async fn` would hold its argument
+    /// and a moved copy of it, twice the memory of every idle connection
+    /// (docs/benchmarks.md).
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let welcome = format!("welcome, {}", self.identity.name);
+            self.send(&Outgoing::System { content: &welcome, time: envelope::now_millis() });
+            let default_room =
+                self.server.config.default_room.clone().filter(|r| !r.is_empty() && self.identity.may_join(r));
+            if let Some(room) = default_room {
+                // Joining the first room cannot meet a limit but a full server's.
+                if let Err(error) = self.join(room, None) {
+                    self.send_error(error);
+                }
             }
-        }
-        let every = self.server.config.heartbeat_interval;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            let gaps_waiting = self.rooms.values().any(|m| m.gap.is_some());
-            tokio::select! {
-                event = self.ws.recv() => match event {
-                    Some(Ok(event)) => self.receive(event),
-                    Some(Err(e)) => {
-                        info!(sender = %self.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
-                        break;
-                    }
-                    None => {
-                        info!(sender = %self.identity.name, "connection closed");
-                        break;
-                    }
-                },
-                Some((room, delivery)) = self.streams.next() => {
-                    self.deliver(room, delivery);
-                    // What else is ready goes out in the same write.
-                    for (room, delivery) in ready(&mut self.streams) {
+            let every = self.server.config.heartbeat_interval;
+            let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+            heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                let gaps_waiting = self.rooms.values().any(|m| m.gap.is_some());
+                tokio::select! {
+                    event = self.ws.recv() => match event {
+                        Some(Ok(event)) => self.receive(event),
+                        Some(Err(e)) => {
+                            info!(sender = %self.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
+                            break;
+                        }
+                        None => {
+                            info!(sender = %self.identity.name, "connection closed");
+                            break;
+                        }
+                    },
+                    Some((room, delivery)) = self.streams.next() => {
                         self.deliver(room, delivery);
+                        // What else is ready goes out in the same write.
+                        for (room, delivery) in ready(&mut self.streams) {
+                            self.deliver(room, delivery);
+                        }
                     }
+                    _ = heartbeat.tick() => self.heartbeat(),
+                    () = self.server.shutdown.cancelled(), if self.ws.connection().state() == State::Open => {
+                        // Fails only if the connection is closing already.
+                        let _ = self.ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
+                    }
+                    _ = tokio::time::sleep(GAP_RETRY), if gaps_waiting => {}
                 }
-                _ = heartbeat.tick() => self.heartbeat(),
-                () = self.server.shutdown.cancelled(), if self.ws.connection().state() == State::Open => {
-                    // Fails only if the connection is closing already.
-                    let _ = self.ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
-                }
-                _ = tokio::time::sleep(GAP_RETRY), if gaps_waiting => {}
+                self.report_gaps();
             }
-            self.report_gaps();
+            self.server.metrics.connections.dec();
         }
-        self.server.metrics.connections.dec();
     }
 
     fn receive(&mut self, event: Event) {
