@@ -157,3 +157,77 @@ impl Room {
         Replay { deliveries, complete: !renumbered && after + 1 >= first_held }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(history: usize, max_rooms: usize) -> Hub {
+        Hub::new(HubSettings { history, room_buffer: 16, max_rooms, deflate: None })
+    }
+
+    fn seqs(replay: &Replay) -> Vec<u64> {
+        replay.deliveries.iter().map(|d| d.seq).collect()
+    }
+
+    #[test]
+    fn replay_is_complete_only_when_the_history_reaches_back() {
+        let hub = hub(3, 10);
+        let (mut member, _) = hub.join("r", None).unwrap();
+        for i in 1..=5 {
+            assert_eq!(hub.publish("r", "u", &format!("m{i}")), i);
+        }
+        assert_eq!((1..=5).map(|_| member.receiver.try_recv().unwrap().seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        // Held: 3 to 5.
+        let cases: [(u64, &[u64], bool); 5] = [
+            (5, &[], true),
+            (2, &[3, 4, 5], true),
+            (1, &[3, 4, 5], false),
+            (0, &[3, 4, 5], false),
+            // Past the latest: the room was numbered again, as after a restart.
+            (9, &[3, 4, 5], false),
+        ];
+        for (since, expected, complete) in cases {
+            let replay = hub.replay("r", since);
+            assert_eq!((seqs(&replay).as_slice(), replay.complete), (expected, complete), "since {since}");
+        }
+        assert!(hub.replay("unknown", 0).complete);
+        assert!(!hub.replay("unknown", 3).complete);
+    }
+
+    #[test]
+    fn a_join_with_since_and_the_live_stream_meet_without_a_gap_or_a_double() {
+        let hub = hub(10, 10);
+        let _keep = hub.join("r", None).unwrap();
+        hub.publish("r", "u", "one");
+        hub.publish("r", "u", "two");
+        let (mut late, replay) = hub.join("r", Some(0)).unwrap();
+        assert_eq!((late.latest, seqs(&replay.unwrap())), (2, vec![1, 2]));
+        hub.publish("r", "u", "three");
+        assert_eq!(late.receiver.try_recv().unwrap().seq, 3);
+        assert!(late.receiver.try_recv().is_err());
+    }
+
+    #[test]
+    fn without_history_nothing_is_held_and_every_message_still_numbered() {
+        let hub = hub(0, 10);
+        let _keep = hub.join("r", None).unwrap();
+        assert_eq!((hub.publish("r", "u", "a"), hub.publish("r", "u", "b")), (1, 2));
+        let replay = hub.replay("r", 1);
+        assert_eq!((seqs(&replay), replay.complete), (vec![], false));
+        assert!(hub.replay("r", 2).complete);
+    }
+
+    #[test]
+    fn a_full_hub_lets_go_of_rooms_without_members() {
+        let hub = hub(10, 2);
+        let (kept, _) = hub.join("a", None).unwrap();
+        let (left, _) = hub.join("b", None).unwrap();
+        assert_eq!(hub.join("c", None).unwrap_err(), RoomsFull);
+        drop(left);
+        let _c = hub.join("c", None).unwrap();
+        assert_eq!(hub.room_count(), 2);
+        assert!(hub.replay("b", 0).deliveries.is_empty(), "b is gone");
+        drop(kept);
+    }
+}

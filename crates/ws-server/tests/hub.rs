@@ -661,3 +661,22 @@ async fn public_keys_check_rs256_and_es256_tokens() {
         assert_eq!(refused_status(addr, bearer(&forged)).await, Some(401), "{name}: an HS256 token is refused");
     }
 }
+
+#[tokio::test]
+async fn rooms_per_connection_and_per_server_are_bounded() {
+    let addr = server(&["--max-rooms-per-connection", "2", "--max-rooms", "3"]).await;
+    let mut alice = Client::connect(addr).await;
+    alice.expect(json!({"type": "joined", "room": "general"})).await;
+    alice.join("two", 0).await;
+    alice.send(json!({"type": "join", "room": "three", "id": "j3"})).await;
+    alice.expect(json!({"type": "error", "code": "room_limit", "id": "j3"})).await;
+    // The server holds general, two and three; a fourth is refused while all have members.
+    let mut bob = Client::connect_elsewhere(addr).await;
+    bob.join("three", 0).await;
+    bob.send(json!({"type": "join", "room": "four"})).await;
+    bob.expect(json!({"type": "error", "code": "room_limit"})).await;
+    // A room without members is let go to make room.
+    alice.send(json!({"type": "leave", "room": "two"})).await;
+    alice.expect(json!({"type": "left", "room": "two"})).await;
+    bob.join("four", 0).await;
+}
