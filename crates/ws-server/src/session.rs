@@ -261,12 +261,15 @@ impl Session {
         if queued + delivery.frame.frame_len() > self.server.config.max_queue_bytes {
             return self.skip(room, delivery.seq, delivery.seq);
         }
+        let Some(member) = self.rooms.get_mut(room) else { return };
+        member.delivered = member.delivered.max(delivery.seq);
+        // A gap is told before the messages that follow it.
+        if let Some((from, to)) = member.gap.take() {
+            self.send_gap(room, from, to);
+        }
         // Queuing fails only once the connection is closing; the message is then moot.
         if self.ws.queue_shared(&delivery.frame).is_ok() {
             self.server.metrics.sent(1, delivery.frame.frame_len());
-        }
-        if let Some(member) = self.rooms.get_mut(room) {
-            member.delivered = member.delivered.max(delivery.seq);
         }
     }
 
@@ -280,13 +283,12 @@ impl Session {
                 }
             }
             SlowConsumer::Skip => {
-                if self.rooms.get(room).is_some_and(|m| m.gap.is_none()) {
+                let Some(member) = self.rooms.get_mut(room) else { return };
+                if member.gap.is_none() {
                     self.server.metrics.slow_consumers.get_or_create(&Reason { reason: "skip" }).inc();
                 }
-                if let Some(member) = self.rooms.get_mut(room) {
-                    member.gap = Some((member.gap.map_or(first, |(from, _)| from), last));
-                    member.delivered = member.delivered.max(last);
-                }
+                member.gap = Some((member.gap.map_or(first, |(from, _)| from), last));
+                member.delivered = member.delivered.max(last);
             }
         }
     }
@@ -300,9 +302,13 @@ impl Session {
         let gaps: Vec<(String, (u64, u64))> =
             self.rooms.iter_mut().filter_map(|(room, m)| Some((room.clone(), m.gap.take()?))).collect();
         for (room, (from, to)) in gaps {
-            warn!(sender = %self.identity.name, %room, from, to, "slow consumer: skipped messages");
-            self.send(&Outgoing::Gap { room: &room, from, to });
+            self.send_gap(&room, from, to);
         }
+    }
+
+    fn send_gap(&mut self, room: &str, from: u64, to: u64) {
+        warn!(sender = %self.identity.name, room, from, to, "slow consumer: skipped messages");
+        self.send(&Outgoing::Gap { room, from, to });
     }
 
     /// Pings, or closes a client that has sent nothing, pong included, for too long.
