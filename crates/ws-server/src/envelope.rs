@@ -307,6 +307,37 @@ mod tests {
         assert_eq!(value["id"], "m7");
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, parsing gives a request or an error, never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(text in ".{0,200}") {
+            let _ = parse(&text, 10);
+        }
+
+        /// Envelopes with fields of every JSON kind, in any mix.
+        #[test]
+        fn any_object_parses_or_is_refused(
+            kind in proptest::option::of("join|leave|message|other"),
+            room in proptest::option::of(proptest::prelude::any::<String>()),
+            content in proptest::option::of(".{0,20}"),
+            since in proptest::option::of(proptest::prelude::any::<i64>()),
+            id in proptest::option::of(proptest::prelude::any::<u32>()),
+        ) {
+            let mut object = serde_json::Map::new();
+            object.extend(kind.map(|k| ("type".to_owned(), Value::from(k))));
+            object.extend(room.map(|r| ("room".to_owned(), Value::from(r))));
+            object.extend(content.map(|c| ("content".to_owned(), Value::from(c))));
+            object.extend(since.map(|s| ("since".to_owned(), Value::from(s))));
+            object.extend(id.map(|i| ("id".to_owned(), Value::from(i))));
+            if let Ok(Envelope { request, .. }) = parse(&Value::Object(object).to_string(), 10) {
+                let room = match request {
+                    Request::Join { room, .. } | Request::Leave { room } | Request::Message { room, .. } => room,
+                };
+                proptest::prop_assert!(is_room_name(&room));
+            }
+        }
+    }
+
     #[test]
     fn outgoing_envelopes_have_the_documented_fields() {
         let message =
