@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
-use ws_proto::Event;
 use ws_proto::handshake::server::http_response;
+use ws_proto::{CloseCode, Event, State};
 use ws_tokio::server::{Handshake, read_request};
 use ws_tokio::{Options, WebSocket};
 
@@ -110,7 +110,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, server: &Arc<Server>) -> R
     let handshake = read_request(tcp, config.socket_options(), config.handshake_timeout).await?;
     match handshake.request().path() {
         "/ws" => hub_session(handshake, peer, server).await,
-        "/echo" if config.echo => echo(handshake, peer).await,
+        "/echo" if config.echo => echo(handshake, peer, &server.shutdown).await,
         "/" => handshake.respond(&http_response(200, "", "text/html; charset=utf-8", DEMO_PAGE.as_bytes())).await,
         "/healthz" => handshake.respond(&http_response(200, "", "text/plain; charset=utf-8", b"ok\n")).await,
         "/metrics" => {
@@ -171,24 +171,38 @@ async fn hub_session(
 
 /// Sends every message back as it came; writes are batched by `recv`.
 /// It takes messages up to ws-proto's default limits (64 MiB), as the
-/// Autobahn testsuite and benchmarks need.
-async fn echo(handshake: Handshake<TcpStream>, peer: SocketAddr) -> Result<(), ws_tokio::Error> {
+/// Autobahn testsuite and benchmarks need. At shutdown it closes with 1001.
+async fn echo(
+    handshake: Handshake<TcpStream>,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<(), ws_tokio::Error> {
     let options = Options { config: ws_proto::Config::default(), ..*handshake.options() };
     let mut ws: WebSocket<TcpStream> = handshake.with_options(options).accept(|_| None).await?;
     info!(%peer, "echo connection open");
-    while let Some(event) = ws.recv().await {
+    loop {
+        let event = tokio::select! {
+            event = ws.recv() => event,
+            () = shutdown.cancelled(), if ws.connection().state() == State::Open => {
+                // Fails only if the connection is closing already.
+                let _ = ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
+                continue;
+            }
+        };
         match event {
-            Ok(Event::Message(message)) => {
+            Some(Ok(Event::Message(message))) => {
                 // Fails only once the closing handshake began; the message is then dropped.
                 let _ = ws.queue(&message);
             }
-            Ok(_) => {}
-            Err(e) => {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
                 info!(%peer, code = ?e.close_code().map(|c| c.0), "echo connection failed: {e}");
+                return Ok(());
+            }
+            None => {
+                info!(%peer, "echo connection closed");
                 return Ok(());
             }
         }
     }
-    info!(%peer, "echo connection closed");
-    Ok(())
 }

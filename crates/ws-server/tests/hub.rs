@@ -540,12 +540,12 @@ async fn origins_other_than_our_own_and_the_listed_are_refused_with_403() {
     Client::connect_with_headers(addr, origin("https://evil.example")).await;
 }
 
-/// The binary itself: SIGTERM closes every connection with 1001, then it exits 0.
+/// The binary itself: SIGTERM closes every connection, hub and echo, with 1001, then it exits 0.
 #[tokio::test]
 async fn sigterm_closes_everyone_with_1001_and_exits_0() {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ws-server"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--echo"])
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -565,6 +565,8 @@ async fn sigterm_closes_everyone_with_1001_and_exits_0() {
         client.expect(json!({"type": "joined"})).await;
         clients.push(client);
     }
+    let (echo, _) = connect_with(&format!("ws://{addr}/echo"), &ClientOptions::default()).await.unwrap();
+    clients.push(Client { ws: echo });
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     for client in &mut clients {
