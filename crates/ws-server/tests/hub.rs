@@ -107,12 +107,19 @@ impl Client {
 
     /// The close code the server ends the connection with, after any envelopes.
     async fn closed_with(&mut self) -> Option<CloseCode> {
+        self.messages_until_closed().await.1
+    }
+
+    /// How many messages arrive before the server ends the connection, and its close code.
+    async fn messages_until_closed(&mut self) -> (usize, Option<CloseCode>) {
+        let mut messages = 0;
         loop {
             match timeout(PATIENCE, self.ws.recv()).await.expect("the end in time") {
-                Some(Ok(Event::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(Event::Message(_))) => messages += 1,
+                Some(Ok(Event::Close(frame))) => return (messages, frame.map(|f| f.code)),
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return e.close_code(),
-                None => return None,
+                Some(Err(e)) => return (messages, e.close_code()),
+                None => return (messages, None),
             }
         }
     }
@@ -311,17 +318,8 @@ async fn a_client_that_never_reads_is_disconnected_and_the_others_get_everything
     });
     publish_in_step(addr, count, &"x".repeat(1000)).await;
     timeout(PATIENCE, reading).await.unwrap().unwrap();
-    let mut received = 0;
-    let end = loop {
-        match timeout(PATIENCE, slow.ws.recv()).await.expect("the end in time") {
-            Some(Ok(Event::Message(_))) => received += 1,
-            Some(Ok(Event::Close(frame))) => break frame.map(|f| f.code),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => break e.close_code(),
-            None => break None,
-        }
-    };
-    assert!(received < count, "the slow client was cut off, not buffered for: {received} of {count}");
+    let (received, end) = slow.messages_until_closed().await;
+    assert!(received < count as usize, "the slow client was cut off, not buffered for: {received} of {count}");
     assert!(
         matches!(end, Some(CloseCode::POLICY_VIOLATION) | Some(CloseCode::ABNORMAL)),
         "closed as a slow consumer: {end:?}"
@@ -373,18 +371,9 @@ async fn over_the_rate_limit_is_an_error_then_the_end() {
         // Sends fail once the server has closed; the close is what this waits for.
         let _ = client.ws.send(&Message::from(r#"{"type":"leave","room":"general"}"#)).await;
     }
-    let mut errors = 1;
-    let end = loop {
-        match timeout(PATIENCE, client.ws.recv()).await.expect("the end in time") {
-            Some(Ok(Event::Message(_))) => errors += 1,
-            Some(Ok(Event::Close(frame))) => break frame.map(|f| f.code),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => break e.close_code(),
-            None => break None,
-        }
-    };
+    let (more_errors, end) = client.messages_until_closed().await;
     assert_eq!(end, Some(CloseCode::POLICY_VIOLATION));
-    assert_eq!(errors, 20, "20 refusals in a row, then the close");
+    assert_eq!(1 + more_errors, 20, "20 refusals in a row, then the close");
 }
 
 #[tokio::test]

@@ -182,7 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Sends a ping with up to 125 bytes of payload.
     pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.conn.ping(payload)?;
+        self.queue_ping(payload)?;
         self.flush().await
     }
 
