@@ -52,7 +52,7 @@ fn held_per_connection(deflate: Option<DeflateConfig>, message: &Message) -> usi
     let wire = {
         let mut client = client();
         client.send(message).expect("open");
-        written(&mut client)
+        ws_conformance::drain(&mut client)
     };
     let mut servers = Vec::with_capacity(CONNECTIONS);
     let region = Region::new(GLOBAL);
@@ -61,7 +61,7 @@ fn held_per_connection(deflate: Option<DeflateConfig>, message: &Message) -> usi
         let (used, event) = conn.receive(&wire).expect("valid frames");
         assert_eq!((used, event.is_some()), (wire.len(), true));
         conn.send(message).expect("open");
-        written(&mut conn);
+        ws_conformance::drain(&mut conn);
         servers.push(conn);
     }
     let change = region.change();
@@ -87,13 +87,4 @@ fn negotiated(deflate: Option<DeflateConfig>) -> (Make, Make) {
         Box::new(move || Connection::new(Role::Client, Config::default()).with_deflate(&client_params, &client)),
         Box::new(move || Connection::new(Role::Server, Config::default()).with_deflate(&server_params, &server)),
     )
-}
-
-/// Everything `conn` queued, marked as written.
-fn written(conn: &mut Connection) -> Vec<u8> {
-    let mut slices = [std::io::IoSlice::new(&[]); 16];
-    let n = conn.output().io_slices(&mut slices);
-    let bytes: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
-    conn.output_mut().advance(bytes.len());
-    bytes
 }
