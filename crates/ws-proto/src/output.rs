@@ -9,9 +9,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-/// Past this, an idle output buffer gives its memory back.
-const IDLE_CAPACITY: usize = 8 << 10;
-
 /// Encoded bytes waiting to be written, in order.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -42,7 +39,9 @@ impl Output {
         n
     }
 
-    /// Drops the first `n` bytes, which the caller has written.
+    /// Drops the first `n` bytes, which the caller has written. Once
+    /// everything is written the buffers are let go: an idle connection
+    /// holds no output memory.
     pub fn advance(&mut self, mut n: usize) {
         assert!(n <= self.len, "advanced past the output");
         self.len -= n;
@@ -55,8 +54,8 @@ impl Output {
             self.sealed.pop_front();
         }
         self.tail.advance(n);
-        if self.len == 0 && self.tail.capacity() > IDLE_CAPACITY {
-            self.tail = BytesMut::new();
+        if self.len == 0 {
+            *self = Output::default();
         }
     }
 

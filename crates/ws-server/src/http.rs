@@ -8,6 +8,7 @@ use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::limits::{ConnectionLimits, client_address};
 use crate::metrics::Metrics;
+use crate::pulse::Pulse;
 use crate::session::Session;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct Server {
     pub tasks: TaskTracker,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// The hub sessions' heartbeat, and their word to shut down.
+    pub pulse: Pulse,
     /// What `/metrics` reports.
     pub metrics: Metrics,
 }
@@ -63,14 +66,20 @@ pub async fn serve_until(
         limits: Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip)),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
+        pulse: Pulse::default(),
         metrics: Metrics::default(),
         config,
     });
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut beats = heartbeat(server.config.heartbeat_interval);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
+            _ = beats.tick() => {
+                server.pulse.beat();
+                continue;
+            }
         };
         let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -91,11 +100,20 @@ pub async fn serve_until(
     drop(listener);
     info!(connections = server.limits.count(), "shutting down: closing every connection with 1001");
     server.shutdown.cancel();
+    server.pulse.shut_down();
     server.tasks.close();
     if tokio::time::timeout(server.config.shutdown_timeout, server.tasks.wait()).await.is_err() {
         warn!(connections = server.tasks.len(), "shutdown deadline reached with connections still open");
     }
     Ok(())
+}
+
+/// When the server's pulse beats: every `--heartbeat-interval`, when each
+/// hub session pings its client, or closes it if it has been silent too long.
+fn heartbeat(every: std::time::Duration) -> tokio::time::Interval {
+    let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beats
 }
 
 /// The content type of `/metrics`.
@@ -165,7 +183,7 @@ async fn hub_session(
     // The session runs as a task of its own: its future is a fraction of
     // this one, which holds the state of every route, and it lives as long as
     // the connection.
-    server.tasks.spawn(Session::new(ws, identity, server.clone(), permit).run());
+    server.tasks.spawn(Session::start(ws, identity, server.clone(), permit));
     Ok(())
 }
 

@@ -42,6 +42,8 @@ pub struct HubSettings {
 /// A member's view of a room it just joined.
 #[derive(Debug)]
 pub struct Subscription {
+    /// The room's name, shared with the hub.
+    pub room: Arc<str>,
     /// What is published from now on.
     pub receiver: broadcast::Receiver<Arc<Delivery>>,
     /// The room's latest seq at the time of joining (0: none yet).
@@ -71,7 +73,7 @@ struct Room {
 /// Every room of this server, in memory.
 #[derive(Debug)]
 pub struct Hub {
-    rooms: Mutex<HashMap<String, Room>>,
+    rooms: Mutex<HashMap<Arc<str>, Room>>,
     settings: HubSettings,
     /// Makes message ids unique across restarts: the start time, in hex.
     id_prefix: String,
@@ -84,7 +86,7 @@ impl Hub {
         Hub { rooms: Mutex::default(), settings, id_prefix: format!("{:x}", now_millis()), next_id: AtomicU64::new(1) }
     }
 
-    fn rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+    fn rooms(&self) -> MutexGuard<'_, HashMap<Arc<str>, Room>> {
         // A panic while holding the lock leaves the map whole: every change to it is one call.
         self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -101,12 +103,13 @@ impl Hub {
             }
         }
         let buffer = self.settings.room_buffer.max(1);
-        let room = rooms.entry(room.to_owned()).or_insert_with(|| Room {
+        let name = rooms.get_key_value(room).map_or_else(|| Arc::from(room), |(name, _)| name.clone());
+        let room = rooms.entry(name.clone()).or_insert_with(|| Room {
             channel: broadcast::channel(buffer).0,
             latest: 0,
             history: VecDeque::new(),
         });
-        let subscription = Subscription { receiver: room.channel.subscribe(), latest: room.latest };
+        let subscription = Subscription { room: name, receiver: room.channel.subscribe(), latest: room.latest };
         Ok((subscription, since.map(|since| room.replay(since))))
     }
 

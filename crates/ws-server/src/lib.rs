@@ -30,4 +30,5 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod pulse;
 pub mod session;

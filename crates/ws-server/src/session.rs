@@ -13,16 +13,15 @@ use crate::http::Server;
 use crate::hub::{Delivery, Replay};
 use crate::limits::{Permit, TokenBucket};
 use crate::metrics::Reason;
-use std::collections::HashMap;
+use crate::pulse::{Listener, Signal};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use tokio::net::TcpStream;
-use tokio::time::{Duration, Instant, MissedTickBehavior};
-use tokio_stream::StreamMap;
+use tokio::time::Instant;
+use tokio_stream::Stream;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::{Stream, StreamExt};
 use tracing::{info, warn};
 use ws_proto::{CloseCode, Event, Message, State};
 use ws_tokio::WebSocket;
@@ -30,22 +29,28 @@ use ws_tokio::WebSocket;
 /// Messages refused in a row for the rate limit before the client is closed (1008).
 const MAX_REFUSED: u32 = 20;
 
-/// Deliveries taken at once, to leave in one write.
+/// Deliveries of one room taken at once, to leave in one write.
 const BATCH: usize = 64;
 
-/// While a gap notice waits for room in the queue, it is tried this often.
-const GAP_RETRY: Duration = Duration::from_millis(100);
-
 /// A room the client is in.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Membership {
+    /// The room's name, shared with the hub.
+    room: Arc<str>,
+    /// What the room publishes.
+    deliveries: BroadcastStream<Arc<Delivery>>,
     /// The last seq sent to the client, or skipped past.
     delivered: u64,
     /// Seqs skipped and not yet reported: first and last.
     gap: Option<(u64, u64)>,
 }
 
-/// The state of one hub connection.
+/// One hub connection, and the future that serves it.
+///
+/// A hand-written future rather than an `async` loop over `select!`: the
+/// task of an idle connection holds this struct and nothing else, no timer
+/// and no future per branch (docs/benchmarks.md).
+#[derive(Debug)]
 pub struct Session {
     ws: WebSocket<TcpStream>,
     server: Arc<Server>,
@@ -53,8 +58,9 @@ pub struct Session {
     _permit: Permit,
     /// Who the client is: its name, as other members see it, and the rooms it may join.
     identity: Identity,
-    streams: Deliveries,
-    rooms: HashMap<String, Membership>,
+    rooms: Vec<Membership>,
+    /// Its place among the listeners of the server's pulse: heartbeat and shutdown.
+    pulse: Option<Listener>,
     last_heard: Instant,
     bucket: TokenBucket,
     /// Messages refused in a row for the rate limit.
@@ -62,76 +68,67 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for `ws` of `server`, whose client is `identity`, admitted with `permit`.
-    pub fn new(ws: WebSocket<TcpStream>, identity: Identity, server: Arc<Server>, permit: Permit) -> Self {
+    /// A session for `ws` of `server`, whose client is `identity`, admitted
+    /// with `permit`: welcomed and in the default room, ready to be spawned.
+    pub fn start(ws: WebSocket<TcpStream>, identity: Identity, server: Arc<Server>, permit: Permit) -> Self {
         server.metrics.connections.inc();
-        Session {
+        let mut session = Session {
             ws,
             bucket: TokenBucket::new(server.config.rate_limit, std::time::Instant::now()),
+            pulse: Some(server.pulse.listen()),
             server,
             _permit: permit,
             identity,
-            streams: StreamMap::new(),
-            rooms: HashMap::new(),
+            rooms: Vec::new(),
             last_heard: Instant::now(),
             refused: 0,
+        };
+        session.welcome();
+        session
+    }
+
+    /// Welcomes the client and joins it to the default room.
+    fn welcome(&mut self) {
+        let welcome = format!("welcome, {}", self.identity.name);
+        self.send(&Outgoing::System { content: &welcome, time: envelope::now_millis() });
+        let default_room =
+            self.server.config.default_room.clone().filter(|r| !r.is_empty() && self.identity.may_join(r));
+        if let Some(room) = default_room {
+            // Joining the first room cannot meet a limit but a full server's.
+            if let Err(error) = self.join(room, None) {
+                self.send_error(error);
+            }
         }
     }
 
-    /// Welcomes the client, joins it to the default room, then serves it
-    /// until the connection ends.
-    ///
-    /// An `async` block rather than an `async fn`: the block keeps the one
-    /// `Session` it captures, where an `async fn` would hold its argument
-    /// and a moved copy of it, twice the memory of every idle connection
-    /// (docs/benchmarks.md).
-    #[allow(clippy::manual_async_fn)]
-    pub fn run(mut self) -> impl Future<Output = ()> + Send {
-        async move {
-            let welcome = format!("welcome, {}", self.identity.name);
-            self.send(&Outgoing::System { content: &welcome, time: envelope::now_millis() });
-            let default_room =
-                self.server.config.default_room.clone().filter(|r| !r.is_empty() && self.identity.may_join(r));
-            if let Some(room) = default_room {
-                // Joining the first room cannot meet a limit but a full server's.
-                if let Err(error) = self.join(room, None) {
-                    self.send_error(error);
+    /// Takes the rooms' deliveries that are ready, up to a batch per room;
+    /// true if there were any. Otherwise the task of `cx` is woken by the next.
+    fn poll_deliveries(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut any = false;
+        let mut i = 0;
+        while i < self.rooms.len() {
+            for _ in 0..BATCH {
+                match Pin::new(&mut self.rooms[i].deliveries).poll_next(cx) {
+                    Poll::Ready(Some(delivery)) => self.deliver(i, delivery),
+                    Poll::Ready(None) | Poll::Pending => break,
                 }
+                any = true;
             }
-            let every = self.server.config.heartbeat_interval;
-            let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
-            heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                let gaps_waiting = self.rooms.values().any(|m| m.gap.is_some());
-                tokio::select! {
-                    event = self.ws.recv() => match event {
-                        Some(Ok(event)) => self.receive(event),
-                        Some(Err(e)) => {
-                            info!(sender = %self.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
-                            break;
-                        }
-                        None => {
-                            info!(sender = %self.identity.name, "connection closed");
-                            break;
-                        }
-                    },
-                    Some((room, delivery)) = self.streams.next() => {
-                        self.deliver(room, delivery);
-                        // What else is ready goes out in the same write.
-                        for (room, delivery) in ready(&mut self.streams) {
-                            self.deliver(room, delivery);
-                        }
-                    }
-                    _ = heartbeat.tick() => self.heartbeat(),
-                    () = self.server.shutdown.cancelled(), if self.ws.connection().state() == State::Open => {
-                        // Fails only if the connection is closing already.
-                        let _ = self.ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
-                    }
-                    _ = tokio::time::sleep(GAP_RETRY), if gaps_waiting => {}
-                }
-                self.report_gaps();
+            i += 1;
+        }
+        any
+    }
+
+    /// The server's pulse: a heartbeat, or the word to close with 1001.
+    fn poll_pulse(&mut self, cx: &mut Context<'_>) {
+        let Some(listener) = &mut self.pulse else { return };
+        match listener.poll(&self.server.pulse, cx) {
+            Some(Signal::Beat) => self.heartbeat(),
+            Some(Signal::Shutdown) if self.ws.connection().state() == State::Open => {
+                // Fails only if the connection is closing already.
+                let _ = self.ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
             }
-            self.server.metrics.connections.dec();
+            Some(Signal::Shutdown) | None => {}
         }
     }
 
@@ -178,16 +175,20 @@ impl Session {
         ));
     }
 
+    fn membership(&self, room: &str) -> Option<usize> {
+        self.rooms.iter().position(|m| *m.room == *room)
+    }
+
     fn join(&mut self, room: String, since: Option<u64>) -> Result<(), EnvelopeError> {
-        if let Some(member) = self.rooms.get(&room) {
+        if let Some(i) = self.membership(&room) {
             // Already a member: what came after `delivered` is on its way in the stream.
-            let delivered = member.delivered;
+            let delivered = self.rooms[i].delivered;
             let replay = since.map(|since| {
                 let mut replay = self.server.hub.replay(&room, since);
                 replay.deliveries.retain(|d| d.seq <= delivered);
                 replay
             });
-            self.joined(&room, delivered, replay);
+            self.joined(i, delivered, replay);
             return Ok(());
         }
         if !self.identity.may_join(&room) {
@@ -200,33 +201,40 @@ impl Session {
         let (subscription, replay) = (self.server.hub)
             .join(&room, since)
             .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
-        self.streams.insert(room.clone(), BroadcastStream::new(subscription.receiver));
-        self.rooms.insert(room.clone(), Membership { delivered: subscription.latest, gap: None });
-        self.joined(&room, subscription.latest, replay);
+        // Most clients stay in one room: room for exactly one, then for more as needed.
+        self.rooms.reserve_exact(1);
+        self.rooms.push(Membership {
+            room: subscription.room,
+            deliveries: BroadcastStream::new(subscription.receiver),
+            delivered: subscription.latest,
+            gap: None,
+        });
+        self.joined(self.rooms.len() - 1, subscription.latest, replay);
         Ok(())
     }
 
-    /// Tells the client it is in `room`, then replays what it asked for.
-    fn joined(&mut self, room: &str, latest: u64, replay: Option<Replay>) {
-        self.send(&Outgoing::Joined { room, seq: latest });
+    /// Tells the client it is in room `i`, then replays what it asked for.
+    fn joined(&mut self, i: usize, latest: u64, replay: Option<Replay>) {
+        let room = self.rooms[i].room.clone();
+        self.send(&Outgoing::Joined { room: &room, seq: latest });
         let Some(replay) = replay else { return };
         for delivery in &replay.deliveries {
-            self.queue(room, delivery);
+            self.queue(i, delivery);
         }
-        self.send(&Outgoing::Recovered { room, complete: replay.complete });
+        self.send(&Outgoing::Recovered { room: &room, complete: replay.complete });
     }
 
     fn leave(&mut self, room: String) -> Result<(), EnvelopeError> {
-        if self.rooms.remove(&room).is_none() {
+        let Some(i) = self.membership(&room) else {
             return Err(EnvelopeError::new("not_joined", format!("not in room {room}")));
-        }
-        self.streams.remove(&room);
+        };
+        self.rooms.swap_remove(i);
         self.send(&Outgoing::Left { room: &room });
         Ok(())
     }
 
     fn publish(&mut self, room: String, content: &str, id: Option<&str>) -> Result<(), EnvelopeError> {
-        if !self.rooms.contains_key(&room) {
+        if self.membership(&room).is_none() {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} before sending to it")));
         }
         let seq = self.server.hub.publish(&room, &self.identity.name, content);
@@ -236,36 +244,34 @@ impl Session {
         Ok(())
     }
 
-    /// A message of one of the client's rooms, or word that the client fell
-    /// more than the room's buffer behind.
-    fn deliver(&mut self, room: String, delivery: Result<Arc<Delivery>, BroadcastStreamRecvError>) {
+    /// A message of room `i`, or word that the client fell more than the
+    /// room's buffer behind.
+    fn deliver(&mut self, i: usize, delivery: Result<Arc<Delivery>, BroadcastStreamRecvError>) {
         match delivery {
             Ok(delivery) => {
-                if self.rooms.get(&room).is_some_and(|m| delivery.seq > m.delivered) {
+                if delivery.seq > self.rooms[i].delivered {
                     self.server.metrics.fanout_latency.observe(delivery.published.elapsed().as_secs_f64());
-                    self.queue(&room, &delivery);
+                    self.queue(i, &delivery);
                 }
             }
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                if let Some(member) = self.rooms.get(&room) {
-                    let first = member.delivered + 1;
-                    self.skip(&room, first, member.delivered + missed);
-                }
+                let delivered = self.rooms[i].delivered;
+                self.skip(i, delivered + 1, delivered + missed);
             }
         }
     }
 
-    /// Queues a room's message if the queue has room for it; else the slow-consumer policy.
-    fn queue(&mut self, room: &str, delivery: &Delivery) {
+    /// Queues a message of room `i` if the queue has room for it; else the slow-consumer policy.
+    fn queue(&mut self, i: usize, delivery: &Delivery) {
         let queued = self.ws.connection().output().len();
         if queued + delivery.frame.frame_len() > self.server.config.max_queue_bytes {
-            return self.skip(room, delivery.seq, delivery.seq);
+            return self.skip(i, delivery.seq, delivery.seq);
         }
-        let Some(member) = self.rooms.get_mut(room) else { return };
+        let member = &mut self.rooms[i];
         member.delivered = member.delivered.max(delivery.seq);
         // A gap is told before the messages that follow it.
         if let Some((from, to)) = member.gap.take() {
-            self.send_gap(room, from, to);
+            self.send_gap(i, from, to);
         }
         // Queuing fails only once the connection is closing; the message is then moot.
         if self.ws.queue_shared(&delivery.frame).is_ok() {
@@ -273,17 +279,17 @@ impl Session {
         }
     }
 
-    /// Seqs `first` to `last` of `room` will not reach the client.
-    fn skip(&mut self, room: &str, first: u64, last: u64) {
+    /// Seqs `first` to `last` of room `i` will not reach the client.
+    fn skip(&mut self, i: usize, first: u64, last: u64) {
         match self.server.config.slow_consumer {
             SlowConsumer::Disconnect => {
                 if self.ws.queue_close(CloseCode::POLICY_VIOLATION, "slow consumer").is_ok() {
-                    warn!(sender = %self.identity.name, room, "slow consumer: disconnected");
+                    warn!(sender = %self.identity.name, room = &*self.rooms[i].room, "slow consumer: disconnected");
                     self.server.metrics.slow_consumers.get_or_create(&Reason { reason: "disconnect" }).inc();
                 }
             }
             SlowConsumer::Skip => {
-                let Some(member) = self.rooms.get_mut(room) else { return };
+                let member = &mut self.rooms[i];
                 if member.gap.is_none() {
                     self.server.metrics.slow_consumers.get_or_create(&Reason { reason: "skip" }).inc();
                 }
@@ -295,20 +301,20 @@ impl Session {
 
     /// Sends the gap notices that fit in the queue again.
     fn report_gaps(&mut self) {
-        let room_left = self.ws.connection().output().len() < self.server.config.max_queue_bytes / 2;
-        if !room_left {
-            return;
-        }
-        let gaps: Vec<(String, (u64, u64))> =
-            self.rooms.iter_mut().filter_map(|(room, m)| Some((room.clone(), m.gap.take()?))).collect();
-        for (room, (from, to)) in gaps {
-            self.send_gap(&room, from, to);
+        for i in 0..self.rooms.len() {
+            if self.ws.connection().output().len() >= self.server.config.max_queue_bytes / 2 {
+                return;
+            }
+            if let Some((from, to)) = self.rooms[i].gap.take() {
+                self.send_gap(i, from, to);
+            }
         }
     }
 
-    fn send_gap(&mut self, room: &str, from: u64, to: u64) {
-        warn!(sender = %self.identity.name, room, from, to, "slow consumer: skipped messages");
-        self.send(&Outgoing::Gap { room, from, to });
+    fn send_gap(&mut self, i: usize, from: u64, to: u64) {
+        let room = self.rooms[i].room.clone();
+        warn!(sender = %self.identity.name, room = &*room, from, to, "slow consumer: skipped messages");
+        self.send(&Outgoing::Gap { room: &room, from, to });
     }
 
     /// Pings, or closes a client that has sent nothing, pong included, for too long.
@@ -341,19 +347,45 @@ impl Session {
     }
 }
 
-type Deliveries = StreamMap<String, BroadcastStream<Arc<Delivery>>>;
+impl Future for Session {
+    type Output = ();
 
-/// The deliveries ready now, up to a batch, without waiting. The stream
-/// forgets the no-op waker at the next `next().await`, which registers the
-/// task's own.
-fn ready(streams: &mut Deliveries) -> Vec<(String, Result<Arc<Delivery>, BroadcastStreamRecvError>)> {
-    let mut context = Context::from_waker(Waker::noop());
-    let mut batch = Vec::new();
-    while batch.len() < BATCH {
-        match Pin::new(&mut *streams).poll_next(&mut context) {
-            Poll::Ready(Some(item)) => batch.push(item),
-            Poll::Ready(None) | Poll::Pending => break,
+    /// Serves the client until the connection ends: the pulse, what the
+    /// client sends, then what its rooms publish, until none has more.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let session = self.get_mut();
+        loop {
+            session.poll_pulse(cx);
+            match session.ws.poll_recv(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    session.receive(event);
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    info!(sender = %session.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
+                    return Poll::Ready(());
+                }
+                Poll::Ready(None) => {
+                    info!(sender = %session.identity.name, "connection closed");
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {}
+            }
+            let delivered = session.poll_deliveries(cx);
+            // Written out, the queue may have room again for the gap notices that wait.
+            session.report_gaps();
+            if !delivered {
+                return Poll::Pending;
+            }
         }
     }
-    batch
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(listener) = self.pulse.take() {
+            listener.release(&self.server.pulse);
+        }
+        self.server.metrics.connections.dec();
+    }
 }

@@ -208,7 +208,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Sender { commands: tx }
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+    /// [`WebSocket::recv`] as a poll, for a hand-written future that owns
+    /// the WebSocket: `Pending` registers the task of `cx` to be woken.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
         loop {
             if self.done {
                 if !self.shut_down {
