@@ -12,9 +12,17 @@ use std::io::IoSlice;
 /// Encoded bytes waiting to be written, in order.
 #[derive(Debug, Default)]
 pub struct Output {
+    /// Boxed, and only while something waits: an idle connection keeps the pointer alone.
+    chunks: Option<Box<Chunks>>,
+    len: usize,
+}
+
+/// The chunks of an [`Output`]: shared payloads sealed in order, then the
+/// buffer that small frames are encoded into.
+#[derive(Debug, Default)]
+struct Chunks {
     sealed: VecDeque<Bytes>,
     tail: BytesMut,
-    len: usize,
 }
 
 impl Output {
@@ -30,7 +38,8 @@ impl Output {
 
     /// Fills `dst` with the waiting chunks, in order; returns how many it filled.
     pub fn io_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let chunks = self.sealed.iter().map(|b| &b[..]).chain(Some(&self.tail[..]));
+        let Some(Chunks { sealed, tail }) = self.chunks.as_deref() else { return 0 };
+        let chunks = sealed.iter().map(|b| &b[..]).chain(Some(&tail[..]));
         let mut n = 0;
         for (slot, chunk) in dst.iter_mut().zip(chunks.filter(|c| !c.is_empty())) {
             *slot = IoSlice::new(chunk);
@@ -45,42 +54,50 @@ impl Output {
     pub fn advance(&mut self, mut n: usize) {
         assert!(n <= self.len, "advanced past the output");
         self.len -= n;
-        while let Some(front) = self.sealed.front_mut() {
+        if self.len == 0 {
+            self.chunks = None;
+            return;
+        }
+        let Some(Chunks { sealed, tail }) = self.chunks.as_deref_mut() else { return };
+        while let Some(front) = sealed.front_mut() {
             if n < front.len() {
                 front.advance(n);
                 return;
             }
             n -= front.len();
-            self.sealed.pop_front();
+            sealed.pop_front();
         }
-        self.tail.advance(n);
-        if self.len == 0 {
-            *self = Output::default();
-        }
+        tail.advance(n);
     }
 
     /// Encodes a frame after everything before it, copying the payload.
     pub(crate) fn push_frame(&mut self, header: FrameHeader, payload: &[u8]) {
-        let before = self.tail.len();
-        encode_frame(header, payload, &mut self.tail);
-        self.len += self.tail.len() - before;
+        let tail = &mut self.chunks().tail;
+        let before = tail.len();
+        encode_frame(header, payload, tail);
+        self.len += tail.len() - before;
     }
 
     /// Queues bytes already encoded as whole frames, without a copy.
     pub(crate) fn push_shared(&mut self, frames: Bytes) {
-        if !self.tail.is_empty() {
-            self.sealed.push_back(self.tail.split().freeze());
-        }
         self.len += frames.len();
-        self.sealed.push_back(frames);
+        let Chunks { sealed, tail } = self.chunks();
+        if !tail.is_empty() {
+            sealed.push_back(tail.split().freeze());
+        }
+        sealed.push_back(frames);
     }
 
     /// Encodes an unmasked frame whose payload is queued as it is, without a copy.
     pub(crate) fn push_shared_frame(&mut self, header: FrameHeader, payload: Bytes) {
         debug_assert!(header.mask.is_none() && header.payload_len == payload.len() as u64);
-        header.encode(&mut self.tail);
+        header.encode(&mut self.chunks().tail);
         self.len += header.encoded_len();
         self.push_shared(payload);
+    }
+
+    fn chunks(&mut self) -> &mut Chunks {
+        self.chunks.get_or_insert_default()
     }
 }
 

@@ -37,19 +37,20 @@ struct Claims {
     rooms: Option<Vec<String>>,
 }
 
-/// Who a hub connection speaks for.
+/// Who a hub connection speaks for. Boxed slices, not growable strings and
+/// vectors: every open connection keeps one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The sender of its messages: the token's `sub`, or the client's address.
-    pub name: String,
+    pub name: Box<str>,
     /// The rooms it may join, when its token limits them.
-    pub rooms: Option<Vec<String>>,
+    pub rooms: Option<Box<[String]>>,
 }
 
 impl Identity {
     /// An unauthenticated client, known by its address.
     pub fn anonymous(name: String) -> Self {
-        Identity { name, rooms: None }
+        Identity { name: name.into(), rooms: None }
     }
 
     /// Whether it may join `room`.
@@ -92,7 +93,7 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<Claims>(token.as_bytes(), &self.key, &self.validation)
             .map_err(|e| format!("invalid token: {e}"))?
             .claims;
-        Ok(Identity { name: claims.sub, rooms: claims.rooms })
+        Ok(Identity { name: claims.sub.into(), rooms: claims.rooms.map(Vec::into_boxed_slice) })
     }
 }
 
@@ -136,13 +137,13 @@ mod tests {
 
     #[test]
     fn rooms_claims_with_prefixes() {
-        let user = Identity { name: "u".into(), rooms: Some(vec!["general".into(), "team-7:*".into()]) };
+        let user = Identity { name: "u".into(), rooms: Some(vec!["general".into(), "team-7:*".into()].into()) };
         assert!(user.may_join("general"));
         assert!(user.may_join("team-7:design"));
         assert!(!user.may_join("team-8:design"));
         assert!(!user.may_join("general2"));
         assert!(Identity::anonymous("a".into()).may_join("anything"));
-        let nobody = Identity { name: "n".into(), rooms: Some(vec![]) };
+        let nobody = Identity { name: "n".into(), rooms: Some(Box::default()) };
         assert!(!nobody.may_join("general"));
     }
 

@@ -10,17 +10,19 @@ use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens a second, holding at most one second's worth
 /// (and at least one), so a burst up to the rate passes and a steady flood
-/// is held to it.
+/// is held to it. Single precision: every connection keeps one, and a
+/// rate needs no more than seven digits.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
-    rate: f64,
-    tokens: f64,
+    rate: f32,
+    tokens: f32,
     last: Instant,
 }
 
 impl TokenBucket {
     /// A full bucket refilled at `rate` tokens a second; a rate of 0 never runs dry.
     pub fn new(rate: f64, now: Instant) -> Self {
+        let rate = rate as f32;
         TokenBucket { rate, tokens: rate.max(1.0), last: now }
     }
 
@@ -29,7 +31,7 @@ impl TokenBucket {
         if self.rate <= 0.0 {
             return true;
         }
-        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
+        let refill = now.saturating_duration_since(self.last).as_secs_f32() * self.rate;
         self.tokens = (self.tokens + refill).min(self.rate.max(1.0));
         self.last = now;
         if self.tokens >= 1.0 {
@@ -45,7 +47,7 @@ impl TokenBucket {
         if self.rate <= 0.0 || self.tokens >= 1.0 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        Duration::from_secs_f32((1.0 - self.tokens) / self.rate)
     }
 }
 

@@ -96,12 +96,16 @@ impl Sender {
 pub struct WebSocket<S> {
     io: S,
     conn: Connection,
-    options: Options,
+    /// How long the closing handshake and the TCP close may take.
+    close_timeout: Duration,
+    /// Output past which the socket is not read.
+    max_output: usize,
     leftover: BytesMut,
     needs_flush: bool,
     commands: Option<mpsc::Receiver<Command>>,
     deadline: Option<Pin<Box<Sleep>>>,
-    failure: Option<Error>,
+    /// Boxed: a connection that has not failed keeps only the pointer.
+    failure: Option<Box<Error>>,
     /// This end has sent its FIN.
     shut_down: bool,
     /// The connection is over: `recv` returns `None` (after the failure, if any).
@@ -116,7 +120,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         WebSocket {
             io,
             conn,
-            options,
+            close_timeout: options.close_timeout,
+            max_output: options.max_output,
             leftover,
             needs_flush: false,
             commands: None,
@@ -218,7 +223,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
                     self.shut_down = true;
                 }
-                return Poll::Ready(self.failure.take().map(Err));
+                return Poll::Ready(self.failure.take().map(|e| Err(*e)));
             }
             if !self.leftover.is_empty() {
                 if let Some(event) = self.receive_leftover() {
@@ -244,7 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 self.shut_down = true;
             }
-            if self.conn.output().len() > self.options.max_output {
+            if self.conn.output().len() > self.max_output {
                 return Poll::Pending;
             }
             if self.poll_commands(cx) {
@@ -267,7 +272,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             Err(e) => {
                 self.leftover.clear();
-                self.failure = Some(e.into());
+                self.failure = Some(Box::new(e.into()));
                 None
             }
         }
@@ -291,7 +296,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     Poll::Ready(Ok(event))
                 }
                 Err(e) => {
-                    self.failure = Some(e.into());
+                    self.failure = Some(Box::new(e.into()));
                     Poll::Ready(Ok(None))
                 }
             }
@@ -301,7 +306,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The peer closed TCP: the end after a closing handshake, abnormal before it.
     fn read_eof(&mut self) -> Result<Option<Event>, Error> {
         if self.conn.state() != State::Closed && self.failure.is_none() {
-            self.failure = Some(Error::Abnormal);
+            self.failure = Some(Box::new(Error::Abnormal));
         }
         self.done = true;
         Ok(None)
@@ -348,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The closing handshake and the TCP close must end within `close_timeout`.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let timeout = self.options.close_timeout;
+        let timeout = self.close_timeout;
         let deadline =
             self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
         deadline.as_mut().poll(cx)
@@ -361,6 +366,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if self.conn.state() == State::Closed && self.failure.is_none() {
             return Poll::Ready(None);
         }
-        Poll::Ready(Some(Err(self.failure.take().unwrap_or(error))))
+        Poll::Ready(Some(Err(self.failure.take().map_or(error, |e| *e))))
     }
 }
