@@ -6,11 +6,11 @@
 use crate::auth::{Authenticator, Identity, origin_allowed};
 use crate::config::ServerConfig;
 use crate::hub::Hub;
-use crate::limits::{ConnectionLimits, client_address};
+use crate::limits::{ConnectionLimits, Permit, client_address};
 use crate::metrics::Metrics;
 use crate::pulse::Pulse;
 use crate::session::Session;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,8 @@ pub struct Server {
     pub hub: Hub,
     /// The connection counts.
     pub limits: Arc<ConnectionLimits>,
+    /// The handshakes in progress, per peer address.
+    pub handshakes: Arc<ConnectionLimits>,
     /// Every connection's task, to wait for at shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when the server shuts down.
@@ -46,6 +48,15 @@ pub struct Server {
 /// task, with one hub for all of them.
 pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<()> {
     serve_until(listener, config, std::future::pending()).await
+}
+
+/// Binds `config.listen` and serves on a task of its own, until the runtime
+/// ends; returns the address bound (with port 0, the one the system chose).
+pub async fn spawn(config: ServerConfig) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(serve(listener, Arc::new(config)));
+    Ok(addr)
 }
 
 /// Serves until `shutdown` completes, then stops accepting, closes every
@@ -64,6 +75,7 @@ pub async fn serve_until(
         auth,
         hub: Hub::new(config.hub_settings()),
         limits: Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip)),
+        handshakes: Arc::new(ConnectionLimits::new(0, config.max_connections_per_ip)),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         pulse: Pulse::default(),
@@ -90,9 +102,10 @@ pub async fn serve_until(
                 continue;
             }
         };
+        let Some(permit) = admit_handshake(&server, &tcp, peer.ip()) else { continue };
         let connection_of = server.clone();
         server.tasks.spawn(async move {
-            if let Err(e) = connection(tcp, peer, &connection_of).await {
+            if let Err(e) = connection(tcp, peer, permit, &connection_of).await {
                 debug!(%peer, "connection ended: {e}");
             }
         });
@@ -122,10 +135,37 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// The demo chat page, served at `/`.
 const DEMO_PAGE: &str = include_str!("static/index.html");
 
-async fn connection(tcp: TcpStream, peer: SocketAddr, server: &Arc<Server>) -> Result<(), ws_tokio::Error> {
+/// Counts a handshake in progress against the peer's address: one address
+/// cannot hold more than `--max-connections-per-ip` requests half-sent (a
+/// slowloris). The excess is answered 429 and closed, unread. A trusted
+/// proxy speaks for many clients and is not counted. `None`: refused.
+fn admit_handshake(server: &Server, tcp: &TcpStream, peer: IpAddr) -> Option<Option<Permit>> {
+    if server.config.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+        return Some(None);
+    }
+    match server.handshakes.admit(peer) {
+        Ok(permit) => Some(Some(permit)),
+        Err(_) => {
+            debug!(%peer, "refused: too many handshakes in progress from this address");
+            server.metrics.refuse("handshakes_per_ip");
+            // Best effort, without waiting: the socket is closed either way.
+            let _ = tcp.try_write(&http_response(429, "", "text/plain; charset=utf-8", b"too many handshakes\n"));
+            None
+        }
+    }
+}
+
+/// Reads the request (counted by `permit` until then) and serves its route.
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: Option<Permit>,
+    server: &Arc<Server>,
+) -> Result<(), ws_tokio::Error> {
     tcp.set_nodelay(true)?;
     let config = &server.config;
     let handshake = read_request(tcp, config.socket_options(), config.handshake_timeout).await?;
+    drop(permit);
     match handshake.request().path() {
         "/ws" => hub_session(handshake, peer, server).await,
         "/echo" if config.echo => echo(handshake, peer, &server.shutdown).await,

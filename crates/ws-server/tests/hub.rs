@@ -8,10 +8,9 @@
 use clap::Parser;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use ws_proto::{CloseCode, Event, Message};
 use ws_server::config::ServerConfig;
@@ -24,11 +23,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Starts a server with `flags` on a free port.
 async fn server(flags: &[&str]) -> SocketAddr {
     let args = ["ws-server", "--listen", "127.0.0.1:0"].iter().chain(flags);
-    let config = ServerConfig::parse_from(args);
-    let listener = TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(ws_server::http::serve(listener, Arc::new(config)));
-    addr
+    ws_server::http::spawn(ServerConfig::parse_from(args)).await.unwrap()
 }
 
 struct Client {

@@ -281,3 +281,54 @@ async fn a_shared_compressed_broadcast_reaches_every_client() {
     }
     timeout(PATIENCE, server).await.unwrap().unwrap();
 }
+
+/// A peer that sends without reading cannot grow what the WebSocket queues
+/// for it: past `max_output` waiting, the socket is not read. 100,000 pings
+/// of 125 bytes (13 MB) each owe a pong; the writer is held after a few
+/// hundred KiB, and every pong still comes, in order, once it reads.
+/// Without the bound the server would read all 13 MB and queue every pong.
+/// Over an in-memory pipe with the clock paused, "held" is the runtime
+/// having nothing left to do, not a measure of time.
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_does_not_read_is_not_read_either() {
+    const PINGS: u32 = 100_000;
+    let (client, server_io) = tokio::io::duplex(8 << 10);
+    let options = Options { max_output: 64 << 10, ..Options::default() };
+    let conn = ws_proto::Connection::new(ws_proto::Role::Server, Config::default());
+    let mut ws = WebSocket::from_parts(server_io, conn, options, bytes::BytesMut::new());
+    let server = tokio::spawn(async move { while ws.recv().await.is_some() {} });
+    let mut pings = Vec::new();
+    for i in 0..PINGS {
+        let payload: Vec<u8> = i.to_be_bytes().iter().copied().cycle().take(125).collect();
+        pings.extend_from_slice(&[0x89, 0x80 | 125, 0, 0, 0, 0]);
+        pings.extend_from_slice(&payload);
+    }
+    let (mut read, mut write) = tokio::io::split(client);
+    let mut written = 0;
+    let held = timeout(PATIENCE, async {
+        for chunk in pings.chunks(4096) {
+            write.write_all(chunk).await.unwrap();
+            written += chunk.len();
+        }
+    })
+    .await;
+    assert!(held.is_err() && written < 1 << 20, "the writer was held: {written} of {} bytes taken", pings.len());
+    let writing = tokio::spawn(async move { write.write_all(&pings[written..]).await.unwrap() });
+    let mut frames = ws_proto::Connection::new(ws_proto::Role::Client, Config::default());
+    let (mut next, mut buf) = (0, vec![0; 64 << 10]);
+    while next < PINGS {
+        let n = read.read(&mut buf).await.unwrap();
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let (used, event) = frames.receive(input).unwrap();
+            input = &input[used..];
+            if let Some(event) = event {
+                let Event::Pong(payload) = event else { panic!("{event:?}") };
+                assert_eq!(payload[..4], next.to_be_bytes(), "pong {next}");
+                next += 1;
+            }
+        }
+    }
+    writing.await.unwrap();
+    server.abort();
+}
