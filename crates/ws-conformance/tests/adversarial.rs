@@ -402,3 +402,25 @@ async fn a_thousand_slowloris_sockets_from_one_address_are_held_to_the_per_ip_li
     }
     bystander.expect_served().await;
 }
+
+/// A request line or a header too long for the head's bound (8 KiB) is
+/// answered 431 as soon as the bound is passed, before the head ends (it
+/// never does here). A server without the bound would read on, and drop the
+/// socket at the handshake timeout without an answer.
+#[tokio::test]
+async fn an_oversized_request_line_or_header_is_answered_431() {
+    let addr = server(&[]).await;
+    let bystander = Bystander::arrive(addr).await;
+    let long = "a".repeat(1 << 20);
+    for (case, head) in
+        [("a 1 MiB request line", format!("GET /{long}")), ("a 1 MiB header", format!("{UPGRADE}X-Long: {long}"))]
+    {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        // The write fails once the server has answered and closed: the answer is still there to read.
+        let _ = tcp.write_all(head.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = timeout(PATIENCE, tcp.read_to_end(&mut answer)).await.expect("no answer");
+        assert!(answer.starts_with(b"HTTP/1.1 431"), "{case}: {}", String::from_utf8_lossy(&answer));
+    }
+    bystander.expect_served().await;
+}

@@ -9,6 +9,9 @@ use tokio::time::{Instant, timeout_at};
 use ws_proto::handshake::server::{Request, Upgrade, error_response};
 use ws_proto::{Connection, Role};
 
+/// How long a refused or answered client may go on sending before the socket closes.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// A received request head, waiting for the application's decision.
 #[derive(Debug)]
 pub struct Handshake<S> {
@@ -45,7 +48,7 @@ where
         }
         Ok(Err(Error::Protocol(e))) => {
             let status = e.http_status().unwrap_or(400);
-            let _ = timeout_at(deadline, respond_and_shut(&mut io, &error_response(status, &e.to_string()))).await;
+            let _ = respond_and_shut(&mut io, &error_response(status, &e.to_string()), deadline).await;
             Err(e.into())
         }
         Ok(Err(e)) => Err(e),
@@ -105,15 +108,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<S> {
 
     /// Answers with a complete HTTP response (for plain HTTP routes) and closes.
     pub async fn respond(mut self, response: &[u8]) -> Result<(), Error> {
-        timeout_at(self.deadline, respond_and_shut(&mut self.io, response))
-            .await
-            .map_err(|_| Error::HandshakeTimeout)?
+        respond_and_shut(&mut self.io, response, self.deadline).await
     }
 }
 
-async fn respond_and_shut<S: AsyncWrite + Unpin>(io: &mut S, response: &[u8]) -> Result<(), Error> {
-    io.write_all(response).await?;
-    io.shutdown().await?;
+/// Writes `response` and closes, by `deadline`. Then, a lingering close:
+/// what the client still sends (the rest of an oversized head, say) is read
+/// and dropped until it closes, for at most [`LINGER`]. Closing a socket
+/// with unread input resets the connection, and a reset can destroy the
+/// answer before the client has read it.
+async fn respond_and_shut<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    response: &[u8],
+    deadline: Instant,
+) -> Result<(), Error> {
+    let answer = async {
+        io.write_all(response).await?;
+        io.shutdown().await
+    };
+    timeout_at(deadline, answer).await.map_err(|_| Error::HandshakeTimeout)??;
+    let mut sink = [0; 4096];
+    let drain = async { while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {} };
+    // Ends either way: the client closed, or it had its time.
+    let _ = timeout_at(deadline.min(Instant::now() + LINGER), drain).await;
     Ok(())
 }
 
