@@ -299,16 +299,19 @@ impl Session {
         }
     }
 
-    /// Sends the gap notices that fit in the queue again.
-    fn report_gaps(&mut self) {
+    /// Sends the gap notices that fit in the queue again; true if it sent any.
+    fn report_gaps(&mut self) -> bool {
+        let mut sent = false;
         for i in 0..self.rooms.len() {
             if self.ws.connection().output().len() >= self.server.config.max_queue_bytes / 2 {
-                return;
+                break;
             }
             if let Some((from, to)) = self.rooms[i].gap.take() {
                 self.send_gap(i, from, to);
+                sent = true;
             }
         }
+        sent
     }
 
     fn send_gap(&mut self, i: usize, from: u64, to: u64) {
@@ -373,8 +376,9 @@ impl Future for Session {
             }
             let delivered = session.poll_deliveries(cx);
             // Written out, the queue may have room again for the gap notices that wait.
-            session.report_gaps();
-            if !delivered {
+            let reported = session.report_gaps();
+            // What was queued goes out at the top of the loop.
+            if !delivered && !reported {
                 return Poll::Pending;
             }
         }
