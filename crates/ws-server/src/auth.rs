@@ -53,6 +53,16 @@ impl Identity {
         Identity { name: name.into(), rooms: None }
     }
 
+    /// Who a retried message id belongs to: the user, or for an anonymous
+    /// client, named by its address and port, the address alone, since a
+    /// reconnection changes the port.
+    pub fn retry_origin(&self) -> &str {
+        match self.name.parse::<std::net::SocketAddr>() {
+            Ok(_) => self.name.rsplit_once(':').map_or(&self.name, |(address, _)| address),
+            Err(_) => &self.name,
+        }
+    }
+
     /// Whether it may join `room`.
     pub fn may_join(&self, room: &str) -> bool {
         self.rooms.as_ref().is_none_or(|rooms| {
@@ -143,6 +153,9 @@ mod tests {
         assert!(!user.may_join("team-8:design"));
         assert!(!user.may_join("general2"));
         assert!(Identity::anonymous("a".into()).may_join("anything"));
+        assert_eq!(Identity::anonymous("127.0.0.1:5000".into()).retry_origin(), "127.0.0.1");
+        assert_eq!(Identity::anonymous("[::1]:5000".into()).retry_origin(), "[::1]");
+        assert_eq!(user.retry_origin(), "u");
         let nobody = Identity { name: "n".into(), rooms: Some(Box::default()) };
         assert!(!nobody.may_join("general"));
     }

@@ -8,6 +8,7 @@
 
 use crate::envelope::{Outgoing, now_millis};
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -23,6 +24,8 @@ pub struct Delivery {
     pub frame: SharedMessage,
     /// When it was published, for the fan-out latency.
     pub published: Instant,
+    /// The hash of who sent it and the id it gave, to know a retry.
+    retry_key: Option<u64>,
 }
 
 /// The hub's bounds and settings.
@@ -77,13 +80,21 @@ pub struct Hub {
     settings: HubSettings,
     /// Makes message ids unique across restarts: the start time, in hex.
     id_prefix: String,
+    /// Hashes retry keys, with keys of its own so clients cannot aim at collisions.
+    retry_hasher: RandomState,
     next_id: AtomicU64,
 }
 
 impl Hub {
     /// An empty hub.
     pub fn new(settings: HubSettings) -> Self {
-        Hub { rooms: Mutex::default(), settings, id_prefix: format!("{:x}", now_millis()), next_id: AtomicU64::new(1) }
+        Hub {
+            rooms: Mutex::default(),
+            settings,
+            id_prefix: format!("{:x}", now_millis()),
+            retry_hasher: RandomState::new(),
+            next_id: AtomicU64::new(1),
+        }
     }
 
     fn rooms(&self) -> MutexGuard<'_, HashMap<Arc<str>, Room>> {
@@ -122,14 +133,22 @@ impl Hub {
     }
 
     /// Publishes `content` from `sender` to every member of `room`; returns its seq.
-    pub fn publish(&self, room: &str, sender: &str, content: &str) -> u64 {
-        let id = format!("{}-{:x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+    ///
+    /// `client_id`, the id the client gave with who gave it (a user, or an
+    /// address), makes a retry harmless: a message with the same pair still
+    /// in the room's history is not published again, and its seq is returned.
+    pub fn publish(&self, room: &str, sender: &str, content: &str, client_id: Option<(&str, &str)>) -> u64 {
+        let retry_key = client_id.map(|pair| self.retry_hasher.hash_one(pair));
         let mut rooms = self.rooms();
         let Some(state) = rooms.get_mut(room) else { return 0 };
+        if let Some(earlier) = retry_key.and_then(|key| state.history.iter().find(|d| d.retry_key == Some(key))) {
+            return earlier.seq;
+        }
+        let id = format!("{}-{:x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
         let seq = state.latest + 1;
         let json = Outgoing::Message { id: &id, seq, time: now_millis(), sender, content, room }.to_json();
         let frame = SharedMessage::new(&Message::from(json), self.settings.deflate.as_ref());
-        let delivery = Arc::new(Delivery { seq, frame, published: Instant::now() });
+        let delivery = Arc::new(Delivery { seq, frame, published: Instant::now(), retry_key });
         state.latest = seq;
         if self.settings.history > 0 {
             if state.history.len() == self.settings.history {
@@ -178,7 +197,7 @@ mod tests {
         let hub = hub(3, 10);
         let (mut member, _) = hub.join("r", None).unwrap();
         for i in 1..=5 {
-            assert_eq!(hub.publish("r", "u", &format!("m{i}")), i);
+            assert_eq!(hub.publish("r", "u", &format!("m{i}"), None), i);
         }
         assert_eq!((1..=5).map(|_| member.receiver.try_recv().unwrap().seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         // Held: 3 to 5.
@@ -202,20 +221,34 @@ mod tests {
     fn a_join_with_since_and_the_live_stream_meet_without_a_gap_or_a_double() {
         let hub = hub(10, 10);
         let _keep = hub.join("r", None).unwrap();
-        hub.publish("r", "u", "one");
-        hub.publish("r", "u", "two");
+        hub.publish("r", "u", "one", None);
+        hub.publish("r", "u", "two", None);
         let (mut late, replay) = hub.join("r", Some(0)).unwrap();
         assert_eq!((late.latest, seqs(&replay.unwrap())), (2, vec![1, 2]));
-        hub.publish("r", "u", "three");
+        hub.publish("r", "u", "three", None);
         assert_eq!(late.receiver.try_recv().unwrap().seq, 3);
         assert!(late.receiver.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_retry_within_the_history_is_not_published_again() {
+        let hub = hub(2, 10);
+        let (mut member, _) = hub.join("r", None).unwrap();
+        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))), 1);
+        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))), 1, "a retry gets the first seq");
+        assert_eq!(hub.publish("r", "v", "hello", Some(("v", "c1"))), 2, "another sender's id is its own");
+        assert_eq!(hub.publish("r", "u", "hello", None), 3);
+        assert_eq!((1..=3).map(|_| member.receiver.try_recv().unwrap().seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(member.receiver.try_recv().is_err(), "the retry reached no one");
+        // Out of the history (2 messages), the pair is new again.
+        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))), 4);
     }
 
     #[test]
     fn without_history_nothing_is_held_and_every_message_still_numbered() {
         let hub = hub(0, 10);
         let _keep = hub.join("r", None).unwrap();
-        assert_eq!((hub.publish("r", "u", "a"), hub.publish("r", "u", "b")), (1, 2));
+        assert_eq!((hub.publish("r", "u", "a", None), hub.publish("r", "u", "b", None)), (1, 2));
         let replay = hub.replay("r", 1);
         assert_eq!((seqs(&replay), replay.complete), (vec![], false));
         assert!(hub.replay("r", 2).complete);

@@ -237,7 +237,8 @@ impl Session {
         if self.membership(&room).is_none() {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} before sending to it")));
         }
-        let seq = self.server.hub.publish(&room, &self.identity.name, content);
+        let client_id = id.map(|id| (self.identity.retry_origin(), id));
+        let seq = self.server.hub.publish(&room, &self.identity.name, content, client_id);
         if let Some(id) = id {
             self.send(&Outgoing::Ack { id, seq });
         }

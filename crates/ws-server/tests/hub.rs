@@ -155,6 +155,25 @@ async fn a_message_reaches_every_member_and_no_one_else() {
     carol.expect(json!({"type": "message", "room": "sports", "seq": 1, "content": "Goal"})).await;
 }
 
+/// A message sent again with the same id from a new connection, as a
+/// client retries after a reconnect, gets the first ack again and reaches
+/// the members once.
+#[tokio::test]
+async fn a_retried_message_id_is_acked_with_its_first_seq_and_delivered_once() {
+    let addr = server(&[]).await;
+    let mut member = Client::connect(addr).await;
+    member.expect(json!({"type": "joined", "seq": 0})).await;
+    for _attempt in 0..2 {
+        let mut sender = Client::connect(addr).await;
+        sender.expect(json!({"type": "joined"})).await;
+        sender.send(json!({"type": "message", "room": "general", "content": "once", "id": "m-1"})).await;
+        sender.expect(json!({"type": "ack", "id": "m-1", "seq": 1})).await;
+    }
+    member.expect(json!({"type": "message", "seq": 1, "content": "once"})).await;
+    member.send(json!({"type": "message", "room": "general", "content": "next"})).await;
+    member.expect(json!({"type": "message", "seq": 2, "content": "next"})).await;
+}
+
 #[tokio::test]
 async fn seq_grows_by_one_per_room_in_order() {
     let addr = server(&["--rate-limit", "0"]).await;
