@@ -4,8 +4,8 @@
 //! [`ClientSettings`] gathers what a client offers (subprotocols, headers,
 //! permessage-deflate with its settings) and [`connect`] opens a connection
 //! with them. It is not a protocol implementation: the protocol is ws-proto's
-//! and its tokio binding ws-tokio's. Reconnecting with backoff and recovery
-//! is still to come.
+//! and its tokio binding ws-tokio's. [`hub::HubClient`] is a client of the
+//! ws-server hub that reconnects with backoff and recovers what it missed.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), ws_tokio::Error> {
@@ -25,6 +25,8 @@
 //! ```
 
 #![forbid(unsafe_code)]
+
+pub mod hub;
 
 use std::time::Duration;
 use tokio::net::TcpStream;

@@ -1,0 +1,400 @@
+//! A client of the ws-server hub that stays connected.
+//!
+//! [`HubClient::start`] connects and keeps connecting: after a drop it
+//! waits with exponential backoff and full jitter (a random delay up to a
+//! ceiling that doubles per attempt, at most [`Backoff::max`]), so clients do
+//! not all return at the same instant after an outage. On each reconnection
+//! it joins its rooms again with `since` set to the last seq it saw, holds
+//! what arrives for a room until that room's `recovered`, and hands the
+//! application every message once, in seq order, or a [`HubEvent::Gap`] for
+//! what it can no longer get. Messages sent with [`HubClient::send`] carry an
+//! id and are sent again after a reconnection until acked; the server knows
+//! a retry by its id and does not publish it twice.
+
+use crate::{ClientSettings, connect};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, interval};
+use ws_proto::{CloseCode, Event, Message};
+use ws_tokio::WebSocket;
+
+/// How long to wait between connection attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The ceiling of the first attempt's delay.
+    pub initial: Duration,
+    /// The highest ceiling.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// 0.5 s doubling up to 30 s.
+    fn default() -> Self {
+        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30) }
+    }
+}
+
+impl Backoff {
+    /// The ceiling of attempt `attempt` (from 0): `initial` doubled per attempt, at most `max`.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        self.initial.saturating_mul(1 << attempt.min(31)).min(self.max)
+    }
+
+    /// A delay for attempt `attempt`: uniform between zero and its ceiling (full jitter).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.ceiling(attempt).mul_f64(rand::random::<f64>())
+    }
+}
+
+/// What the client was given.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// Where to connect and what to offer.
+    pub connection: ClientSettings,
+    /// The wait between attempts.
+    pub backoff: Backoff,
+    /// A ping is sent after this long without hearing from the server, and
+    /// the connection is given up after twice as long.
+    pub heartbeat: Duration,
+}
+
+impl HubSettings {
+    /// `connection` with the default backoff and a 30 s heartbeat.
+    pub fn new(connection: ClientSettings) -> Self {
+        HubSettings { connection, backoff: Backoff::default(), heartbeat: Duration::from_secs(30) }
+    }
+}
+
+/// What the application hears.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubEvent {
+    /// A connection is open; the client's rooms are being joined again.
+    Connected,
+    /// The connection ended: the server's close code and reason, if it sent a close.
+    Disconnected {
+        /// The close code.
+        code: Option<u16>,
+        /// The reason, or what failed.
+        reason: String,
+    },
+    /// The next attempt comes after `delay`, drawn up to `ceiling`.
+    Reconnecting {
+        /// The attempt, from 1.
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+        /// The highest wait this attempt could have drawn.
+        ceiling: Duration,
+    },
+    /// A room's message, each once and in seq order.
+    Message {
+        /// The room.
+        room: String,
+        /// Its seq in the room.
+        seq: u64,
+        /// The whole envelope: `id`, `time`, `sender`, `content`, ...
+        envelope: Value,
+    },
+    /// Messages `from` to `to` of `room` will not arrive.
+    Gap {
+        /// The room.
+        room: String,
+        /// The first seq missed.
+        from: u64,
+        /// The last seq missed.
+        to: u64,
+    },
+    /// The room's numbering started over (the server lost its history, as an
+    /// in-memory server does when restarted): what was sent to it while the
+    /// client was away may be lost.
+    Renumbered {
+        /// The room.
+        room: String,
+    },
+    /// Any other envelope from the server: `system`, `joined`, `ack`, `error`, ...
+    Envelope(Value),
+}
+
+/// What the application asks of the client's task.
+#[derive(Debug)]
+enum Command {
+    Join(String),
+    Leave(String),
+    Send(String, String),
+    Close,
+}
+
+/// A handle to a hub client running on a task of its own; dropping every
+/// handle closes it.
+#[derive(Debug, Clone)]
+pub struct HubClient {
+    commands: mpsc::UnboundedSender<Command>,
+    /// Makes this client's message ids its own.
+    id_prefix: String,
+    next_id: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl HubClient {
+    /// Starts the client, and returns it with the stream of its events.
+    pub fn start(settings: HubSettings) -> (HubClient, mpsc::Receiver<HubEvent>) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (events, listener) = mpsc::channel(1024);
+        tokio::spawn(Connector { settings, events, rooms: BTreeMap::new(), pending: VecDeque::new() }.run(receiver));
+        let id_prefix = format!("{:016x}", rand::random::<u64>());
+        (HubClient { commands, id_prefix, next_id: Default::default() }, listener)
+    }
+
+    /// Joins `room`, now and after every reconnection.
+    pub fn join(&self, room: &str) {
+        let _ = self.commands.send(Command::Join(room.to_owned()));
+    }
+
+    /// Leaves `room`.
+    pub fn leave(&self, room: &str) {
+        let _ = self.commands.send(Command::Leave(room.to_owned()));
+    }
+
+    /// Sends `content` to `room`, now or after the next reconnection, until
+    /// acked; returns the message's id, which its `ack` carries.
+    pub fn send(&self, room: &str, content: &str) -> String {
+        let n = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n}", self.id_prefix);
+        let envelope = json!({"type": "message", "room": room, "content": content, "id": id});
+        let _ = self.commands.send(Command::Send(id.clone(), envelope.to_string()));
+        id
+    }
+
+    /// Closes the connection (1000) and stops reconnecting.
+    pub fn close(&self) {
+        let _ = self.commands.send(Command::Close);
+    }
+}
+
+/// A room the client is in.
+#[derive(Debug, Default)]
+struct Room {
+    /// The last seq handed to the application, or reported missed.
+    seen: u64,
+    /// While the room is being recovered, what arrived, by seq.
+    held: Option<BTreeMap<u64, Value>>,
+}
+
+/// Why a connection ended.
+enum End {
+    Closed,
+    Dropped(Option<u16>, String),
+}
+
+/// The client's task: its rooms, its unacked messages, and the connection.
+struct Connector {
+    settings: HubSettings,
+    events: mpsc::Sender<HubEvent>,
+    rooms: BTreeMap<String, Room>,
+    /// Sent and not acked: id and envelope, in order.
+    pending: VecDeque<(String, String)>,
+}
+
+impl Connector {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut attempt = 0;
+        loop {
+            match connect(&self.settings.connection).await {
+                Ok((ws, _)) => {
+                    attempt = 0;
+                    self.emit(HubEvent::Connected).await;
+                    match self.serve(ws, &mut commands).await {
+                        End::Closed => return,
+                        End::Dropped(code, reason) => self.emit(HubEvent::Disconnected { code, reason }).await,
+                    }
+                }
+                Err(e) => self.emit(HubEvent::Disconnected { code: None, reason: e.to_string() }).await,
+            }
+            let backoff = self.settings.backoff;
+            let (delay, ceiling) = (backoff.delay(attempt), backoff.ceiling(attempt));
+            attempt += 1;
+            self.emit(HubEvent::Reconnecting { attempt, delay, ceiling }).await;
+            let wake = Instant::now() + delay;
+            while let Ok(command) = tokio::time::timeout_at(wake, commands.recv()).await {
+                match command {
+                    Some(Command::Close) | None => return,
+                    Some(command) => self.take_offline(command),
+                }
+            }
+        }
+    }
+
+    async fn emit(&self, event: HubEvent) {
+        // The application stopped listening: nothing left to tell.
+        let _ = self.events.send(event).await;
+    }
+
+    /// A command while there is no connection: remembered for the next.
+    fn take_offline(&mut self, command: Command) {
+        match command {
+            Command::Join(room) => {
+                self.rooms.entry(room).or_default();
+            }
+            Command::Leave(room) => {
+                self.rooms.remove(&room);
+            }
+            Command::Send(id, envelope) => self.pending.push_back((id, envelope)),
+            Command::Close => {}
+        }
+    }
+
+    /// Serves one connection: rejoins, resends, then relays both ways.
+    async fn serve(&mut self, mut ws: WebSocket<TcpStream>, commands: &mut mpsc::UnboundedReceiver<Command>) -> End {
+        for (room, state) in &mut self.rooms {
+            let join = match state.seen {
+                0 => json!({"type": "join", "room": room}),
+                since => json!({"type": "join", "room": room, "since": since}),
+            };
+            state.held = (state.seen > 0).then(BTreeMap::new);
+            let _ = ws.queue(&Message::from(join.to_string()));
+        }
+        for (_, envelope) in &self.pending {
+            let _ = ws.queue(&Message::from(envelope.as_str()));
+        }
+        let mut heartbeat = interval(self.settings.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let mut close = (None, "the connection ended".to_owned());
+        loop {
+            tokio::select! {
+                event = ws.recv() => match event {
+                    Some(Ok(event)) => {
+                        last_heard = Instant::now();
+                        match event {
+                            Event::Message(Message::Text(text)) => self.receive(text.as_str()).await,
+                            Event::Close(Some(frame)) => close = (Some(frame.code.0), frame.reason.as_str().to_owned()),
+                            _ => {}
+                        }
+                    }
+                    Some(Err(e)) => return End::Dropped(e.close_code().map(|c| c.0), e.to_string()),
+                    None => return End::Dropped(close.0, close.1),
+                },
+                command = commands.recv() => match command {
+                    Some(Command::Close) | None => {
+                        let _ = ws.close(CloseCode::NORMAL, "").await;
+                        return End::Closed;
+                    }
+                    Some(command) => self.take_online(command, &mut ws),
+                },
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > self.settings.heartbeat * 2 {
+                        return End::Dropped(None, "the server went silent".into());
+                    }
+                    let _ = ws.queue_ping(b"");
+                }
+            }
+        }
+    }
+
+    /// A command while connected: remembered, and sent.
+    fn take_online(&mut self, command: Command, ws: &mut WebSocket<TcpStream>) {
+        let envelope = match &command {
+            Command::Join(room) if !self.rooms.contains_key(room) => json!({"type": "join", "room": room}).to_string(),
+            Command::Leave(room) => json!({"type": "leave", "room": room}).to_string(),
+            Command::Send(_, envelope) => envelope.clone(),
+            Command::Join(_) | Command::Close => return,
+        };
+        self.take_offline(command);
+        // Fails only once the connection is closing: the command is then kept for the next.
+        let _ = ws.queue(&Message::from(envelope));
+    }
+
+    /// An envelope from the server.
+    async fn receive(&mut self, text: &str) {
+        let Ok(envelope) = serde_json::from_str::<Value>(text) else { return };
+        let room = envelope["room"].as_str().unwrap_or_default().to_owned();
+        match envelope["type"].as_str().unwrap_or_default() {
+            "message" => return self.message(room, envelope).await,
+            "joined" => self.joined(&room, envelope["seq"].as_u64().unwrap_or(0)).await,
+            "recovered" => self.recovered(&room).await,
+            "gap" => {
+                let to = envelope["to"].as_u64().unwrap_or(0);
+                if let Some(state) = self.rooms.get_mut(&room) {
+                    state.seen = state.seen.max(to);
+                }
+                let from = envelope["from"].as_u64().unwrap_or(0);
+                return self.emit(HubEvent::Gap { room, from, to }).await;
+            }
+            // Acked, or refused for good: not to be sent again.
+            "ack" | "error" => {
+                let id = envelope["id"].as_str().unwrap_or_default();
+                self.pending.retain(|(pending, _)| pending != id);
+            }
+            _ => {}
+        }
+        self.emit(HubEvent::Envelope(envelope)).await;
+    }
+
+    /// The room's latest seq: lower than what the client saw means the room
+    /// was numbered again.
+    async fn joined(&mut self, room: &str, latest: u64) {
+        let Some(state) = self.rooms.get_mut(room) else { return };
+        if latest < state.seen {
+            state.seen = 0;
+            self.emit(HubEvent::Renumbered { room: room.to_owned() }).await;
+        }
+    }
+
+    /// The replay is complete: what was held goes out in order.
+    async fn recovered(&mut self, room: &str) {
+        let Some(held) = self.rooms.get_mut(room).and_then(|state| state.held.take()) else { return };
+        for (_, envelope) in held {
+            self.message(room.to_owned(), envelope).await;
+        }
+    }
+
+    /// A message: held while its room recovers, dropped if already seen,
+    /// else handed on, after a gap if seqs were skipped.
+    async fn message(&mut self, room: String, envelope: Value) {
+        let seq = envelope["seq"].as_u64().unwrap_or(0);
+        let Some(state) = self.rooms.get_mut(&room) else {
+            // A room the application did not join (the server's default room): as it comes.
+            return self.emit(HubEvent::Message { room, seq, envelope }).await;
+        };
+        if let Some(held) = &mut state.held {
+            held.insert(seq, envelope);
+            return;
+        }
+        if seq <= state.seen {
+            return;
+        }
+        let from = state.seen + 1;
+        state.seen = seq;
+        if from < seq {
+            self.emit(HubEvent::Gap { room: room.clone(), from, to: seq - 1 }).await;
+        }
+        self.emit(HubEvent::Message { room, seq, envelope }).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceilings_double_up_to_the_maximum_and_delays_stay_under_them() {
+        let backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let ceilings: Vec<u64> = (0..7).map(|a| backoff.ceiling(a).as_millis() as u64).collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(backoff.ceiling(u32::MAX), backoff.max);
+        for attempt in 0..40 {
+            for _ in 0..100 {
+                assert!(backoff.delay(attempt) <= backoff.ceiling(attempt));
+            }
+        }
+    }
+
+    #[test]
+    fn delays_are_spread_not_all_the_same() {
+        let backoff = Backoff::default();
+        let delays: std::collections::HashSet<Duration> = (0..100).map(|_| backoff.delay(5)).collect();
+        assert!(delays.len() > 50, "full jitter spreads the clients: {} distinct delays of 100", delays.len());
+    }
+}

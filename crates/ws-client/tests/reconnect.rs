@@ -1,0 +1,233 @@
+//! The hub client against a real ws-server on loopback: cut off by a proxy
+//! and brought back, and through a restart of the server itself.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use clap::Parser;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::timeout;
+use ws_client::ClientSettings;
+use ws_client::hub::{Backoff, HubClient, HubEvent, HubSettings};
+use ws_proto::{Event, Message};
+use ws_server::config::ServerConfig;
+use ws_tokio::WebSocket;
+
+/// Generous: a wait for an event, never a measure of speed.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+const BACKOFF: Backoff = Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(200) };
+
+/// A server on `listen` (port 0 for any) that stops when told.
+struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start(listen: &str) -> Server {
+        let config = ServerConfig::parse_from(["ws-server", "--listen", listen]);
+        let listener = TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let done = tokio::spawn(ws_server::http::serve_until(listener, Arc::new(config), shutdown));
+        Server { addr, stop, done }
+    }
+
+    /// Closes every connection with 1001 and stops listening.
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+/// A TCP proxy to `target` on `listen`; aborting it cuts every connection through it.
+async fn proxy(listen: SocketAddr, target: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind(listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((mut client, _)) = listener.accept().await {
+            connections.spawn(async move {
+                let mut server = TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A plain hub client that publishes to a room and waits for each ack.
+struct Publisher {
+    ws: WebSocket<TcpStream>,
+}
+
+impl Publisher {
+    async fn connect(addr: SocketAddr, room: &str) -> Publisher {
+        let (ws, _) = ws_tokio::client::connect(&format!("ws://{addr}/ws")).await.unwrap();
+        let mut publisher = Publisher { ws };
+        publisher.send(json!({"type": "join", "room": room})).await;
+        publisher.until(|e| e["type"] == "joined" && e["room"] == room).await;
+        publisher
+    }
+
+    async fn send(&mut self, envelope: Value) {
+        self.ws.send(&Message::from(envelope.to_string())).await.unwrap();
+    }
+
+    async fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let event = timeout(PATIENCE, self.ws.recv()).await.unwrap().unwrap().unwrap();
+            if let Event::Message(Message::Text(text)) = event {
+                let envelope: Value = serde_json::from_str(text.as_str()).unwrap();
+                if wanted(&envelope) {
+                    return envelope;
+                }
+            }
+        }
+    }
+
+    async fn publish(&mut self, room: &str, content: &str) {
+        self.send(json!({"type": "message", "room": room, "content": content, "id": content})).await;
+        self.until(|e| e["type"] == "ack" && e["id"] == content).await;
+    }
+}
+
+fn client(addr: SocketAddr) -> (HubClient, mpsc::Receiver<HubEvent>) {
+    let connection = ClientSettings { url: format!("ws://{addr}/ws"), ..ClientSettings::default() };
+    HubClient::start(HubSettings { backoff: BACKOFF, ..HubSettings::new(connection) })
+}
+
+/// The client's events, as they come, with what the tests look for.
+struct Events {
+    events: mpsc::Receiver<HubEvent>,
+    /// Every room message seen so far: room, seq and content.
+    messages: Vec<(String, u64, String)>,
+    reconnections: Vec<HubEvent>,
+    gaps: Vec<HubEvent>,
+}
+
+impl Events {
+    fn new(events: mpsc::Receiver<HubEvent>) -> Events {
+        Events { events, messages: Vec::new(), reconnections: Vec::new(), gaps: Vec::new() }
+    }
+
+    /// Takes events until one satisfies `wanted`, and returns it.
+    async fn until(&mut self, wanted: impl Fn(&HubEvent) -> bool) -> HubEvent {
+        loop {
+            let event = timeout(PATIENCE, self.events.recv()).await.expect("an event in time").unwrap();
+            match &event {
+                HubEvent::Message { room, seq, envelope } => {
+                    let content = envelope["content"].as_str().unwrap().to_owned();
+                    self.messages.push((room.clone(), *seq, content));
+                }
+                HubEvent::Reconnecting { .. } => self.reconnections.push(event.clone()),
+                HubEvent::Gap { .. } | HubEvent::Renumbered { .. } => self.gaps.push(event.clone()),
+                _ => {}
+            }
+            if wanted(&event) {
+                return event;
+            }
+        }
+    }
+
+    async fn joined(&mut self, room: &str) {
+        self.until(|e| matches!(e, HubEvent::Envelope(v) if v["type"] == "joined" && v["room"] == room)).await;
+    }
+
+    async fn message(&mut self, content: &str) {
+        self.until(|e| matches!(e, HubEvent::Message { envelope, .. } if envelope["content"] == content)).await;
+    }
+
+    /// Waits for the client to be trying again, `attempts` times.
+    async fn retrying(&mut self, attempts: usize) {
+        while self.reconnections.len() < attempts {
+            self.until(|e| matches!(e, HubEvent::Reconnecting { .. })).await;
+        }
+    }
+
+    /// The delays stayed under their ceilings, and the ceilings grew up to the maximum.
+    fn check_backoff(&self) {
+        let mut last_ceiling = Duration::ZERO;
+        for event in &self.reconnections {
+            let HubEvent::Reconnecting { delay, ceiling, .. } = *event else { unreachable!() };
+            assert!(delay <= ceiling && ceiling <= BACKOFF.max, "{event:?}");
+            assert!(ceiling >= last_ceiling || ceiling == BACKOFF.initial, "ceilings grow: {:?}", self.reconnections);
+            last_ceiling = ceiling;
+        }
+    }
+
+    fn room(&self, room: &str) -> Vec<(u64, &str)> {
+        self.messages.iter().filter(|(r, ..)| r == room).map(|(_, seq, content)| (*seq, content.as_str())).collect()
+    }
+}
+
+/// Cut off by the proxy, the client retries with backoff; what was
+/// published meanwhile, and what it sent meanwhile, arrive once and in
+/// order when it is back.
+#[tokio::test]
+async fn a_client_cut_off_recovers_what_it_missed_once_and_in_order() {
+    let addr =
+        ws_server::http::spawn(ServerConfig::parse_from(["ws-server", "--listen", "127.0.0.1:0"])).await.unwrap();
+    let (front, cut) = proxy("127.0.0.1:0".parse().unwrap(), addr).await;
+    let (client, events) = client(front);
+    let mut events = Events::new(events);
+    client.join("news");
+    events.joined("news").await;
+    let mut publisher = Publisher::connect(addr, "news").await;
+    publisher.publish("news", "one").await;
+    events.message("one").await;
+
+    cut.abort();
+    events.until(|e| matches!(e, HubEvent::Disconnected { .. })).await;
+    events.retrying(3).await;
+    publisher.publish("news", "two").await;
+    publisher.publish("news", "three").await;
+    client.send("news", "mine");
+    let (_, _restored) = proxy(front, addr).await;
+
+    events.message("mine").await;
+    publisher.publish("news", "four").await;
+    events.message("four").await;
+    assert_eq!(events.room("news"), [(1, "one"), (2, "two"), (3, "three"), (4, "mine"), (5, "four")]);
+    assert!(events.gaps.is_empty(), "{:?}", events.gaps);
+    events.check_backoff();
+    client.close();
+}
+
+/// The server restarts (in memory, so its rooms start over): the client
+/// reconnects on its own, learns that its room was numbered again, and
+/// receives what is published after, once.
+#[tokio::test]
+async fn a_client_survives_a_server_restart() {
+    let first = Server::start("127.0.0.1:0").await;
+    let addr = first.addr;
+    let (client, events) = client(addr);
+    let mut events = Events::new(events);
+    client.join("news");
+    events.joined("news").await;
+    Publisher::connect(addr, "news").await.publish("news", "before").await;
+    events.message("before").await;
+
+    first.stop().await;
+    let gone = events.until(|e| matches!(e, HubEvent::Disconnected { .. })).await;
+    assert_eq!(gone, HubEvent::Disconnected { code: Some(1001), reason: "server shutting down".into() });
+    events.retrying(3).await;
+    let _second = Server::start(&addr.to_string()).await;
+
+    events.until(|e| matches!(e, HubEvent::Renumbered { room } if room == "news")).await;
+    Publisher::connect(addr, "news").await.publish("news", "after").await;
+    events.message("after").await;
+    assert_eq!(events.room("news"), [(1, "before"), (1, "after")]);
+    events.check_backoff();
+    client.close();
+}
