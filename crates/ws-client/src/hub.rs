@@ -116,6 +116,12 @@ pub enum HubEvent {
     },
     /// Any other envelope from the server: `system`, `joined`, `ack`, `error`, ...
     Envelope(Value),
+    /// The server refused the connection with an HTTP status that trying
+    /// again will not change (a 4xx other than 408 and 429): the client stops.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+    },
 }
 
 /// What the application asks of the client's task.
@@ -173,6 +179,18 @@ impl HubClient {
     }
 }
 
+/// The status of a refusal that is final: a 4xx but 408 (timeout) and 429 (too many).
+fn refusal(error: &ws_tokio::Error) -> Option<u16> {
+    match error {
+        ws_tokio::Error::Protocol(ws_proto::Error::UnexpectedStatus { status, .. })
+            if (400..500).contains(status) && ![408, 429].contains(status) =>
+        {
+            Some(*status)
+        }
+        _ => None,
+    }
+}
+
 /// A room the client is in.
 #[derive(Debug, Default)]
 struct Room {
@@ -210,7 +228,10 @@ impl Connector {
                         End::Dropped(code, reason) => self.emit(HubEvent::Disconnected { code, reason }).await,
                     }
                 }
-                Err(e) => self.emit(HubEvent::Disconnected { code: None, reason: e.to_string() }).await,
+                Err(e) => match refusal(&e) {
+                    Some(status) => return self.emit(HubEvent::Refused { status }).await,
+                    None => self.emit(HubEvent::Disconnected { code: None, reason: e.to_string() }).await,
+                },
             }
             let backoff = self.settings.backoff;
             let (delay, ceiling) = (backoff.delay(attempt), backoff.ceiling(attempt));

@@ -1,10 +1,16 @@
 //! `ws-client URL`: prints each message that arrives, one per line, and sends
 //! each line typed on standard input as a text message. End of input closes
 //! the connection (1000); the server's close ends the program.
+//!
+//! `ws-client URL --room ROOM` speaks the hub's protocol instead: it joins
+//! the room, sends each line as a message to it, prints the room's messages
+//! as `sender: content` (`--json`: the envelopes as they came), and
+//! reconnects after a drop, recovering what it missed.
 
 use clap::Parser;
 use std::process::ExitCode;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use ws_client::hub::{HubClient, HubEvent, HubSettings};
 use ws_client::{ClientSettings, connect};
 use ws_proto::{CloseCode, DeflateConfig, Event, Message};
 
@@ -18,6 +24,18 @@ struct Args {
     /// An extra request header, as `Name: value` (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
+
+    /// Join ROOM of a ws-server hub, send each line typed to it, and reconnect after a drop.
+    #[arg(long, value_name = "ROOM")]
+    room: Option<String>,
+
+    /// With --room: print the server's envelopes as JSON, one per line.
+    #[arg(long, requires = "room")]
+    json: bool,
+
+    /// A token for the server, sent as `Authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
 
     /// A subprotocol to offer (repeatable, in order of preference).
     #[arg(long = "subprotocol", value_name = "NAME")]
@@ -46,12 +64,13 @@ struct Args {
 
 impl Args {
     fn settings(&self) -> Result<ClientSettings, String> {
-        let headers = self
+        let mut headers = self
             .headers
             .iter()
             .map(|h| h.split_once(':').map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())))
             .collect::<Option<Vec<_>>>()
             .ok_or("a header is `Name: value`")?;
+        headers.extend(self.token.as_ref().map(|t| ("Authorization".to_owned(), format!("Bearer {t}"))));
         let deflate = (!self.no_deflate).then_some(DeflateConfig {
             window_bits: self.deflate_window_bits,
             peer_window_bits: self.deflate_server_window_bits,
@@ -82,6 +101,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let Some(room) = &args.room {
+        return chat(args.settings()?, room, args.json).await;
+    }
     let (mut ws, response) = connect(&args.settings()?).await?;
     let agreed: Vec<String> = response.extensions.iter().map(ToString::to_string).collect();
     eprintln!(
@@ -116,5 +138,85 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 None => return Ok(ExitCode::SUCCESS),
             },
         }
+    }
+}
+
+/// The hub mode: lines typed go to `room`, its messages come back, the
+/// connection comes back after a drop.
+async fn chat(settings: ClientSettings, room: &str, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let url = settings.url.clone();
+    let (client, mut events) = HubClient::start(HubSettings::new(settings));
+    client.join(room);
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    let mut typing = true;
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if typing => match line? {
+                Some(line) => {
+                    client.send(room, &line);
+                }
+                None => {
+                    typing = false;
+                    client.close();
+                }
+            },
+            event = events.recv() => {
+                let Some(event) = event else { return Ok(ExitCode::SUCCESS) };
+                if let HubEvent::Refused { status } = event {
+                    return Err(format!("{url}: the server refused the connection with HTTP {status}").into());
+                }
+                if let Some(line) = show(event, &url, json) {
+                    stdout.write_all(format!("{line}\n").as_bytes()).await?;
+                    stdout.flush().await?;
+                }
+            }
+        }
+    }
+}
+
+/// What a hub event prints on standard output; notices go to standard error.
+fn show(event: HubEvent, url: &str, json: bool) -> Option<String> {
+    match event {
+        HubEvent::Message { envelope, .. } if json => Some(envelope.to_string()),
+        HubEvent::Message { envelope, .. } => Some(format!(
+            "{}: {}",
+            envelope["sender"].as_str().unwrap_or("?"),
+            envelope["content"].as_str().unwrap_or_default()
+        )),
+        HubEvent::Envelope(envelope) if json => Some(envelope.to_string()),
+        HubEvent::Envelope(envelope) => {
+            match envelope["type"].as_str() {
+                Some("system") => eprintln!("* {}", envelope["content"].as_str().unwrap_or_default()),
+                Some("error") => eprintln!(
+                    "error: {}: {}",
+                    envelope["code"].as_str().unwrap_or_default(),
+                    envelope["message"].as_str().unwrap_or_default()
+                ),
+                _ => {}
+            }
+            None
+        }
+        HubEvent::Connected => {
+            eprintln!("connected to {url}");
+            None
+        }
+        HubEvent::Disconnected { code, reason } => {
+            eprintln!("disconnected ({}): {reason}", code.map_or("no close".to_owned(), |c| c.to_string()));
+            None
+        }
+        HubEvent::Reconnecting { attempt, delay, .. } => {
+            eprintln!("reconnecting in {} ms (attempt {attempt})", delay.as_millis());
+            None
+        }
+        HubEvent::Gap { room, from, to } => {
+            eprintln!("missed messages {from} to {to} of {room}");
+            None
+        }
+        HubEvent::Renumbered { room } => {
+            eprintln!("room {room} started over: messages sent while away may be lost");
+            None
+        }
+        HubEvent::Refused { .. } => None,
     }
 }
