@@ -9,7 +9,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin, Stdout};
 use ws_client::hub::{HubClient, HubEvent, HubSettings};
 use ws_client::{ClientSettings, connect};
 use ws_proto::{CloseCode, DeflateConfig, Event, Message};
@@ -111,23 +111,15 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         args.url,
         if agreed.is_empty() { String::new() } else { format!(" ({})", agreed.join(", ")) }
     );
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdout = tokio::io::stdout();
-    let mut typing = true;
+    let mut console = Console::new();
     loop {
         tokio::select! {
-            line = lines.next_line(), if typing => match line? {
+            line = console.line() => match line? {
                 Some(line) => ws.queue(&Message::from(line))?,
-                None => {
-                    typing = false;
-                    ws.queue_close(CloseCode::NORMAL, "")?;
-                }
+                None => ws.queue_close(CloseCode::NORMAL, "")?,
             },
             event = ws.recv() => match event {
-                Some(Ok(Event::Message(Message::Text(text)))) => {
-                    stdout.write_all(format!("{}\n", text.as_str()).as_bytes()).await?;
-                    stdout.flush().await?;
-                }
+                Some(Ok(Event::Message(Message::Text(text)))) => console.print(text.as_str()).await?,
                 Some(Ok(Event::Message(Message::Binary(bytes)))) => eprintln!("(binary message of {} bytes)", bytes.len()),
                 Some(Ok(Event::Close(frame))) => {
                     let (code, reason) = frame.map_or((1005, String::new()), |f| (f.code.0, f.reason.as_str().to_owned()));
@@ -141,25 +133,48 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
 }
 
+/// Lines typed on standard input, lines printed on standard output.
+struct Console {
+    /// `None` once the input has ended.
+    lines: Option<Lines<BufReader<Stdin>>>,
+    stdout: Stdout,
+}
+
+impl Console {
+    fn new() -> Self {
+        Console { lines: Some(BufReader::new(tokio::io::stdin()).lines()), stdout: tokio::io::stdout() }
+    }
+
+    /// The next line typed; `None` once, at the end of input, and after that never ready.
+    async fn line(&mut self) -> std::io::Result<Option<String>> {
+        let Some(lines) = &mut self.lines else { return std::future::pending().await };
+        let line = lines.next_line().await?;
+        if line.is_none() {
+            self.lines = None;
+        }
+        Ok(line)
+    }
+
+    async fn print(&mut self, line: &str) -> std::io::Result<()> {
+        self.stdout.write_all(format!("{line}\n").as_bytes()).await?;
+        self.stdout.flush().await
+    }
+}
+
 /// The hub mode: lines typed go to `room`, its messages come back, the
 /// connection comes back after a drop.
 async fn chat(settings: ClientSettings, room: &str, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let url = settings.url.clone();
     let (client, mut events) = HubClient::start(HubSettings::new(settings));
     client.join(room);
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdout = tokio::io::stdout();
-    let mut typing = true;
+    let mut console = Console::new();
     loop {
         tokio::select! {
-            line = lines.next_line(), if typing => match line? {
+            line = console.line() => match line? {
                 Some(line) => {
                     client.send(room, &line);
                 }
-                None => {
-                    typing = false;
-                    client.close();
-                }
+                None => client.close(),
             },
             event = events.recv() => {
                 let Some(event) = event else { return Ok(ExitCode::SUCCESS) };
@@ -167,8 +182,7 @@ async fn chat(settings: ClientSettings, room: &str, json: bool) -> Result<ExitCo
                     return Err(format!("{url}: the server refused the connection with HTTP {status}").into());
                 }
                 if let Some(line) = show(event, &url, json) {
-                    stdout.write_all(format!("{line}\n").as_bytes()).await?;
-                    stdout.flush().await?;
+                    console.print(&line).await?;
                 }
             }
         }
