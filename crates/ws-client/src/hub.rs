@@ -11,11 +11,10 @@
 //! id and are sent again after a reconnection until acked; the server knows
 //! a retry by its id and does not publish it twice.
 
-use crate::{ClientSettings, connect};
+use crate::{ClientSettings, Stream, connect};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 use ws_proto::{CloseCode, Event, Message};
@@ -267,7 +266,7 @@ impl Connector {
     }
 
     /// Serves one connection: rejoins, resends, then relays both ways.
-    async fn serve(&mut self, mut ws: WebSocket<TcpStream>, commands: &mut mpsc::UnboundedReceiver<Command>) -> End {
+    async fn serve(&mut self, mut ws: WebSocket<Stream>, commands: &mut mpsc::UnboundedReceiver<Command>) -> End {
         for (room, state) in &mut self.rooms {
             let join = match state.seen {
                 0 => json!({"type": "join", "room": room}),
@@ -315,7 +314,7 @@ impl Connector {
     }
 
     /// A command while connected: remembered, and sent.
-    fn take_online(&mut self, command: Command, ws: &mut WebSocket<TcpStream>) {
+    fn take_online(&mut self, command: Command, ws: &mut WebSocket<Stream>) {
         let envelope = match &command {
             Command::Join(room) if !self.rooms.contains_key(room) => json!({"type": "join", "room": room}).to_string(),
             Command::Leave(room) => json!({"type": "leave", "room": room}).to_string(),

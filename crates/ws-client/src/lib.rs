@@ -27,19 +27,25 @@
 #![forbid(unsafe_code)]
 
 pub mod hub;
+pub mod tls;
 
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::time::timeout;
 use ws_proto::DeflateConfig;
 use ws_proto::handshake::client::Response;
-use ws_tokio::client::ClientOptions;
+use ws_tokio::client::{ClientOptions, Target, handshake};
 use ws_tokio::{Options, WebSocket};
+
+pub use tls::{Stream, Trust};
 
 /// Where a client connects and what it offers.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
-    /// A `ws://host[:port]/path?query` URL.
+    /// A `ws://` or `wss://host[:port]/path?query` URL.
     pub url: String,
+    /// Whose certificates a `wss://` server may present.
+    pub trust: Trust,
     /// Subprotocols to offer, in order of preference.
     pub protocols: Vec<String>,
     /// Extra header fields, such as `Authorization`.
@@ -55,6 +61,7 @@ impl Default for ClientSettings {
     fn default() -> Self {
         ClientSettings {
             url: String::new(),
+            trust: Trust::default(),
             protocols: Vec::new(),
             headers: Vec::new(),
             deflate: Some(DeflateConfig::default()),
@@ -63,14 +70,26 @@ impl Default for ClientSettings {
     }
 }
 
-/// Connects with `settings`: the WebSocket and the server's response (its
-/// chosen subprotocol and the extensions it agreed to).
-pub async fn connect(settings: &ClientSettings) -> Result<(WebSocket<TcpStream>, Response), ws_tokio::Error> {
+/// Connects with `settings`, over TLS for `wss://`: the WebSocket and the
+/// server's response (its chosen subprotocol and the extensions it agreed
+/// to). Connecting, TLS and the opening handshake together take at most
+/// `handshake_timeout`.
+pub async fn connect(settings: &ClientSettings) -> Result<(WebSocket<Stream>, Response), ws_tokio::Error> {
     let options = ClientOptions {
         protocols: settings.protocols.clone(),
         headers: settings.headers.clone(),
         socket: Options { deflate: settings.deflate, ..Options::default() },
         handshake_timeout: settings.handshake_timeout,
     };
-    ws_tokio::client::connect_with(&settings.url, &options).await
+    let target = Target::new(&settings.url, &options)?;
+    let connecting = async {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match target.secure {
+            true => tls::connect(tcp, &target.host, &settings.trust).await?,
+            false => Stream::Plain(tcp),
+        };
+        handshake(stream, &target.request, options.socket).await
+    };
+    timeout(settings.handshake_timeout, connecting).await.map_err(|_| ws_tokio::Error::HandshakeTimeout)?
 }

@@ -11,7 +11,7 @@ use clap::Parser;
 use std::process::ExitCode;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin, Stdout};
 use ws_client::hub::{HubClient, HubEvent, HubSettings};
-use ws_client::{ClientSettings, connect};
+use ws_client::{ClientSettings, Trust, connect};
 use ws_proto::{CloseCode, DeflateConfig, Event, Message};
 
 /// A WebSocket command-line client.
@@ -36,6 +36,15 @@ struct Args {
     /// A token for the server, sent as `Authorization: Bearer TOKEN`.
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
+
+    /// For wss://: trust the certificate authorities in this PEM file instead of the web's.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca_file: Option<std::path::PathBuf>,
+
+    /// For wss://: accept any certificate, such as a development server's
+    /// self-signed one. Anyone on the path can then read and change the traffic.
+    #[arg(long)]
+    insecure: bool,
 
     /// A subprotocol to offer (repeatable, in order of preference).
     #[arg(long = "subprotocol", value_name = "NAME")]
@@ -79,8 +88,14 @@ impl Args {
             threshold: self.deflate_threshold,
             ..DeflateConfig::default()
         });
+        let trust = match (&self.ca_file, self.insecure) {
+            (Some(path), _) => Trust::CaFile(path.clone()),
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::WebRoots,
+        };
         Ok(ClientSettings {
             url: self.url.clone(),
+            trust,
             protocols: self.subprotocols.clone(),
             headers,
             deflate,

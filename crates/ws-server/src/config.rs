@@ -26,6 +26,15 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve TLS (wss://, and https:// for the pages) with this PEM
+    /// certificate chain, the server's own certificate first; needs --tls-key.
+    #[arg(long, env = "WS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "WS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Serve /echo, which sends every text and binary message back unchanged
     /// (for conformance testing and benchmarks).
     #[arg(long, env = "WS_ECHO")]

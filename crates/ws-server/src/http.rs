@@ -12,7 +12,10 @@ use crate::pulse::Pulse;
 use crate::session::Session;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -42,6 +45,8 @@ pub struct Server {
     pub pulse: Pulse,
     /// What `/metrics` reports.
     pub metrics: Metrics,
+    /// TLS, when a certificate is configured.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// Accepts connections until the task is dropped, serving each on its own
@@ -68,6 +73,10 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let auth = config.authenticator()?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
     if auth.is_none() {
         warn!("no JWT key configured (--jwt-secret or --jwt-public-key): the hub is open to anyone");
     }
@@ -80,6 +89,7 @@ pub async fn serve_until(
         shutdown: CancellationToken::new(),
         pulse: Pulse::default(),
         metrics: Metrics::default(),
+        tls,
         config,
     });
     let mut shutdown = std::pin::pin!(shutdown);
@@ -155,7 +165,9 @@ fn admit_handshake(server: &Server, tcp: &TcpStream, peer: IpAddr) -> Option<Opt
     }
 }
 
-/// Reads the request (counted by `permit` until then) and serves its route.
+/// Runs TLS, when configured, then reads the request (counted by `permit`
+/// until then) and serves its route, all of the handshake within
+/// `--handshake-timeout`.
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -163,8 +175,27 @@ async fn connection(
     server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
     tcp.set_nodelay(true)?;
+    let deadline = Instant::now() + server.config.handshake_timeout;
+    match &server.tls {
+        None => route(tcp, peer, permit, deadline, server).await,
+        Some(tls) => {
+            let accepting = TlsAcceptor::from(tls.clone()).accept(tcp);
+            let tls = timeout_at(deadline, accepting).await.map_err(|_| ws_tokio::Error::HandshakeTimeout)??;
+            route(tls, peer, permit, deadline, server).await
+        }
+    }
+}
+
+/// Reads the request by `deadline` and serves its route.
+async fn route<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    peer: SocketAddr,
+    permit: Option<Permit>,
+    deadline: Instant,
+    server: &Arc<Server>,
+) -> Result<(), ws_tokio::Error> {
     let config = &server.config;
-    let handshake = read_request(tcp, config.socket_options(), config.handshake_timeout).await?;
+    let handshake = read_request(stream, config.socket_options(), deadline - Instant::now()).await?;
     drop(permit);
     match handshake.request().path() {
         "/ws" => hub_session(handshake, peer, server).await,
@@ -181,8 +212,8 @@ async fn connection(
 }
 
 /// Admits a hub connection (Origin, token, then the connection limits) and runs its session.
-async fn hub_session(
-    handshake: Handshake<TcpStream>,
+async fn hub_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    handshake: Handshake<S>,
     peer: SocketAddr,
     server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
@@ -230,13 +261,13 @@ async fn hub_session(
 /// Sends every message back as it came; writes are batched by `recv`.
 /// It takes messages up to ws-proto's default limits (64 MiB), as the
 /// Autobahn testsuite and benchmarks need. At shutdown it closes with 1001.
-async fn echo(
-    handshake: Handshake<TcpStream>,
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    handshake: Handshake<S>,
     peer: SocketAddr,
     shutdown: &CancellationToken,
 ) -> Result<(), ws_tokio::Error> {
     let options = Options { config: ws_proto::Config::default(), ..*handshake.options() };
-    let mut ws: WebSocket<TcpStream> = handshake.with_options(options).accept(|_| None).await?;
+    let mut ws: WebSocket<S> = handshake.with_options(options).accept(|_| None).await?;
     info!(%peer, "echo connection open");
     loop {
         let event = tokio::select! {

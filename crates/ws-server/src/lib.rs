@@ -32,3 +32,4 @@ pub mod limits;
 pub mod metrics;
 pub mod pulse;
 pub mod session;
+pub mod tls;

@@ -17,7 +17,7 @@ use crate::pulse::{Listener, Signal};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::BroadcastStream;
@@ -51,8 +51,8 @@ struct Membership {
 /// task of an idle connection holds this struct and nothing else, no timer
 /// and no future per branch (docs/benchmarks.md).
 #[derive(Debug)]
-pub struct Session {
-    ws: WebSocket<TcpStream>,
+pub struct Session<S> {
+    ws: WebSocket<S>,
     server: Arc<Server>,
     /// Counts the connection among the open ones until the session ends.
     _permit: Permit,
@@ -67,10 +67,10 @@ pub struct Session {
     refused: u32,
 }
 
-impl Session {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A session for `ws` of `server`, whose client is `identity`, admitted
     /// with `permit`: welcomed and in the default room, ready to be spawned.
-    pub fn start(ws: WebSocket<TcpStream>, identity: Identity, server: Arc<Server>, permit: Permit) -> Self {
+    pub fn start(ws: WebSocket<S>, identity: Identity, server: Arc<Server>, permit: Permit) -> Self {
         server.metrics.connections.inc();
         let mut session = Session {
             ws,
@@ -351,7 +351,7 @@ impl Session {
     }
 }
 
-impl Future for Session {
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Session<S> {
     type Output = ();
 
     /// Serves the client until the connection ends: the pulse, what the
@@ -386,7 +386,7 @@ impl Future for Session {
     }
 }
 
-impl Drop for Session {
+impl<S> Drop for Session<S> {
     fn drop(&mut self) {
         if let Some(listener) = self.pulse.take() {
             listener.release(&self.server.pulse);

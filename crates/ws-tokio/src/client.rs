@@ -39,28 +39,55 @@ pub async fn connect(url: &str) -> Result<(WebSocket<TcpStream>, Response), Erro
     connect_with(url, &ClientOptions::default()).await
 }
 
-/// Connects to a `ws://` URL, resolving the host with tokio.
-pub async fn connect_with(url: &str, options: &ClientOptions) -> Result<(WebSocket<TcpStream>, Response), Error> {
-    let url = url::Url::parse(url).map_err(|e| Error::Url(e.to_string()))?;
-    if url.scheme() != "ws" {
-        return Err(Error::Url(format!("scheme {}: only ws:// is supported", url.scheme())));
+/// Where a `ws://` or `wss://` URL leads, and the request to send there.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The host to connect to, without brackets around an IPv6 address.
+    pub host: String,
+    /// The port, 80 or 443 unless the URL gives one.
+    pub port: u16,
+    /// `wss://`: the connection must be TLS.
+    pub secure: bool,
+    /// The opening request, with what `options` offer.
+    pub request: ClientRequest,
+}
+
+impl Target {
+    /// Reads `url` and makes the request that `options` describe.
+    pub fn new(url: &str, options: &ClientOptions) -> Result<Target, Error> {
+        let url = url::Url::parse(url).map_err(|e| Error::Url(e.to_string()))?;
+        let secure = match url.scheme() {
+            "ws" => false,
+            "wss" => true,
+            other => return Err(Error::Url(format!("scheme {other}: a WebSocket URL is ws:// or wss://"))),
+        };
+        let host = url.host_str().ok_or_else(|| Error::Url("no host".into()))?;
+        let mut request = ClientRequest::new(
+            url.port().map_or_else(|| host.to_owned(), |p| format!("{host}:{p}")),
+            match url.query() {
+                Some(query) => format!("{}?{query}", url.path()),
+                None => url.path().to_owned(),
+            },
+        );
+        request.protocols.clone_from(&options.protocols);
+        request.headers.clone_from(&options.headers);
+        request.extensions.extend(options.socket.deflate.map(|d| d.offer()));
+        let port = url.port_or_known_default().unwrap_or(if secure { 443 } else { 80 });
+        Ok(Target { host: host.trim_matches(['[', ']']).to_owned(), port, secure, request })
     }
-    let host = url.host_str().ok_or_else(|| Error::Url("no host".into()))?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let mut request = ClientRequest::new(
-        url.port().map_or_else(|| host.to_owned(), |p| format!("{host}:{p}")),
-        match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
-        },
-    );
-    request.protocols.clone_from(&options.protocols);
-    request.headers.clone_from(&options.headers);
-    request.extensions.extend(options.socket.deflate.map(|d| d.offer()));
+}
+
+/// Connects to a `ws://` URL, resolving the host with tokio. (`wss://`
+/// needs TLS, which ws-client's `connect` brings.)
+pub async fn connect_with(url: &str, options: &ClientOptions) -> Result<(WebSocket<TcpStream>, Response), Error> {
+    let target = Target::new(url, options)?;
+    if target.secure {
+        return Err(Error::Url("wss:// needs TLS: connect with ws-client".into()));
+    }
     let connecting = async {
-        let tcp = TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
+        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
         tcp.set_nodelay(true)?;
-        handshake(tcp, &request, options.socket).await
+        handshake(tcp, &target.request, options.socket).await
     };
     timeout(options.handshake_timeout, connecting).await.map_err(|_| Error::HandshakeTimeout)?
 }
