@@ -6,10 +6,9 @@
 use clap::Parser;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
 use ws_client::ClientSettings;
@@ -23,31 +22,9 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 const BACKOFF: Backoff = Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(200) };
 
-/// A server on `listen` (port 0 for any) that stops when told.
-struct Server {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    done: JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start(listen: &str) -> Server {
-        let config = ServerConfig::parse_from(["ws-server", "--listen", listen]);
-        let listener = TcpListener::bind(config.listen).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        let done = tokio::spawn(ws_server::http::serve_until(listener, Arc::new(config), shutdown));
-        Server { addr, stop, done }
-    }
-
-    /// Closes every connection with 1001 and stops listening.
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        self.done.await.unwrap().unwrap();
-    }
+/// A hub on `listen` (port 0 for any).
+async fn server(listen: &str) -> ws_server::http::Running {
+    ws_server::http::spawn(ServerConfig::parse_from(["ws-server", "--listen", listen])).await.unwrap()
 }
 
 /// A TCP proxy to `target` on `listen`; aborting it cuts every connection through it.
@@ -176,8 +153,7 @@ impl Events {
 /// order when it is back.
 #[tokio::test]
 async fn a_client_cut_off_recovers_what_it_missed_once_and_in_order() {
-    let addr =
-        ws_server::http::spawn(ServerConfig::parse_from(["ws-server", "--listen", "127.0.0.1:0"])).await.unwrap();
+    let addr = server("127.0.0.1:0").await.addr;
     let (front, cut) = proxy("127.0.0.1:0".parse().unwrap(), addr).await;
     let (client, events) = client(front);
     let mut events = Events::new(events);
@@ -209,7 +185,7 @@ async fn a_client_cut_off_recovers_what_it_missed_once_and_in_order() {
 /// receives what is published after, once.
 #[tokio::test]
 async fn a_client_survives_a_server_restart() {
-    let first = Server::start("127.0.0.1:0").await;
+    let first = server("127.0.0.1:0").await;
     let addr = first.addr;
     let (client, events) = client(addr);
     let mut events = Events::new(events);
@@ -218,11 +194,11 @@ async fn a_client_survives_a_server_restart() {
     Publisher::connect(addr, "news").await.publish("news", "before").await;
     events.message("before").await;
 
-    first.stop().await;
+    first.stop().await.unwrap();
     let gone = events.until(|e| matches!(e, HubEvent::Disconnected { .. })).await;
     assert_eq!(gone, HubEvent::Disconnected { code: Some(1001), reason: "server shutting down".into() });
     events.retrying(3).await;
-    let _second = Server::start(&addr.to_string()).await;
+    let _second = server(&addr.to_string()).await;
 
     events.until(|e| matches!(e, HubEvent::Renumbered { room } if room == "news")).await;
     Publisher::connect(addr, "news").await.publish("news", "after").await;

@@ -32,7 +32,7 @@ async fn tls_server(name: &str) -> (SocketAddr, PathBuf) {
     let (cert, key) = certificate(name);
     let args = ["ws-server", "--listen", "127.0.0.1:0", "--tls-cert", cert.to_str().unwrap()];
     let config = ServerConfig::parse_from(args.into_iter().chain(["--tls-key", key.to_str().unwrap()]));
-    (ws_server::http::spawn(config).await.unwrap(), cert)
+    (ws_server::http::spawn(config).await.unwrap().addr, cert)
 }
 
 fn settings(addr: SocketAddr, trust: Trust) -> ClientSettings {

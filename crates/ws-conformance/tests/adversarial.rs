@@ -32,7 +32,7 @@ const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket
 /// Starts a server with `flags` on a free port.
 async fn server(flags: &[&str]) -> SocketAddr {
     let args = ["ws-server", "--listen", "127.0.0.1:0"].iter().chain(flags);
-    ws_server::http::spawn(ServerConfig::parse_from(args)).await.unwrap()
+    ws_server::http::spawn(ServerConfig::parse_from(args)).await.unwrap().addr
 }
 
 /// A normal hub client, there before the attack and checked after it.

@@ -55,13 +55,38 @@ pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>) -> std::io:
     serve_until(listener, config, std::future::pending()).await
 }
 
-/// Binds `config.listen` and serves on a task of its own, until the runtime
-/// ends; returns the address bound (with port 0, the one the system chose).
-pub async fn spawn(config: ServerConfig) -> std::io::Result<SocketAddr> {
+/// A server running on a task of its own, from [`spawn`].
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Shuts down as on SIGTERM: stops accepting, closes every connection
+    /// with 1001 and waits for them (at most `--shutdown-timeout`).
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.done.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// Binds `config.listen` (port 0: one the system chooses) and serves on a
+/// task of its own until [`Running::stop`], or, if the handle is dropped,
+/// until the runtime ends.
+pub async fn spawn(config: ServerConfig) -> std::io::Result<Running> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(serve(listener, Arc::new(config)));
-    Ok(addr)
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let done = tokio::spawn(serve_until(listener, Arc::new(config), shutdown));
+    Ok(Running { addr, stop, done })
 }
 
 /// Serves until `shutdown` completes, then stops accepting, closes every

@@ -23,7 +23,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Starts a server with `flags` on a free port.
 async fn server(flags: &[&str]) -> SocketAddr {
     let args = ["ws-server", "--listen", "127.0.0.1:0"].iter().chain(flags);
-    ws_server::http::spawn(ServerConfig::parse_from(args)).await.unwrap()
+    ws_server::http::spawn(ServerConfig::parse_from(args)).await.unwrap().addr
 }
 
 struct Client {

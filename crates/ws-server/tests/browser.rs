@@ -1,0 +1,153 @@
+//! The demo page in a real browser: two headless Chromium instances, driven
+//! through WebDriver (chromedriver, with fantoccini), chat through the hub,
+//! lose it to a restart, reconnect on their own and go on.
+//!
+//! It needs Debian's `chromium` and `chromium-driver`, which `.ci/run`
+//! installs. Without them it says so in one line and passes, unless
+//! `WS_REQUIRE_BROWSER=1` (as `.ci/run` sets) makes their absence a failure.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use clap::Parser;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use ws_proto::Message;
+use ws_server::config::ServerConfig;
+use ws_server::http::{Running, spawn};
+
+/// Generous: a wait for an event, never a measure of speed.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Where this test leaves its screenshots and browser profiles.
+fn output_folder() -> PathBuf {
+    let folder = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&folder).unwrap();
+    folder
+}
+
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+async fn server(listen: &str) -> Running {
+    spawn(ServerConfig::parse_from(["ws-server", "--listen", listen])).await.unwrap()
+}
+
+/// Starts chromedriver on a free port; returns it (killed when dropped) and its URL.
+async fn chromedriver() -> (tokio::process::Child, String) {
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let driver = tokio::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Ready when it listens: each look is a connection attempt, a short pause between them.
+    let listening = async {
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    timeout(PATIENCE, listening).await.expect("chromedriver listening");
+    (driver, format!("http://127.0.0.1:{port}"))
+}
+
+/// A headless Chromium with a fresh profile, on the demo page at `addr`.
+async fn browser(driver: &str, name: &str, addr: SocketAddr) -> Client {
+    let profile = output_folder().join(format!("profile-{name}-{}", std::process::id()));
+    let args = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--no-first-run",
+        &format!("--user-data-dir={}", profile.display()),
+    ];
+    let capabilities = json!({"goog:chromeOptions": {"args": args}});
+    let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
+    let client =
+        ClientBuilder::new(HttpConnector::new()).capabilities(capabilities).connect(driver).await.expect("a browser");
+    client.goto(&format!("http://{addr}/")).await.unwrap();
+    client
+}
+
+/// Waits until the page's status line says `status`.
+async fn status_is(page: &Client, status: &str) {
+    let xpath = format!("//span[@id='status' and starts-with(text(), '{status}')]");
+    page.wait().at_most(PATIENCE).for_element(Locator::XPath(&xpath)).await.unwrap();
+}
+
+/// Types `text` and presses Enter.
+async fn say(page: &Client, text: &str) {
+    let input = page.find(Locator::Id("text")).await.unwrap();
+    input.send_keys(&format!("{text}\u{E007}")).await.unwrap();
+}
+
+/// Waits until the log shows a line with `text`, and returns how many it shows.
+async fn shows(page: &Client, text: &str) -> usize {
+    let xpath = format!("//ul[@id='log']/li[contains(., '{text}')]");
+    page.wait().at_most(PATIENCE).for_element(Locator::XPath(&xpath)).await.unwrap();
+    page.find_all(Locator::XPath(&xpath)).await.unwrap().len()
+}
+
+/// Publishes `content` to `general` from a plain client.
+async fn publish(addr: SocketAddr, content: &str) {
+    let (mut ws, _) = ws_tokio::client::connect(&format!("ws://{addr}/ws")).await.unwrap();
+    let envelope = json!({"type": "message", "room": "general", "content": content});
+    ws.send(&Message::from(envelope.to_string())).await.unwrap();
+    ws.close(ws_proto::CloseCode::NORMAL, "").await.unwrap();
+}
+
+#[tokio::test]
+async fn the_demo_page_chats_and_comes_back_after_a_restart_in_chromium() {
+    if !installed("chromium") || !installed("chromedriver") {
+        let why = "the browser test needs chromium and chromedriver (apt-get install chromium chromium-driver)";
+        assert!(std::env::var("WS_REQUIRE_BROWSER").as_deref() != Ok("1"), "WS_REQUIRE_BROWSER=1, but {why}");
+        // Straight to standard error, past the test harness's capture: the skip must show.
+        let skipped = format!("browser test skipped: {why}; WS_REQUIRE_BROWSER=1 makes this a failure\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), skipped.as_bytes());
+        return;
+    }
+    let first = server("127.0.0.1:0").await;
+    let addr = first.addr;
+    let (_driver, driver_url) = chromedriver().await;
+    let alice = browser(&driver_url, "alice", addr).await;
+    let bob = browser(&driver_url, "bob", addr).await;
+    for page in [&alice, &bob] {
+        status_is(page, "connected").await;
+        shows(page, "joined general").await;
+    }
+    say(&alice, "hello from alice").await;
+    say(&bob, "hello from bob").await;
+    for page in [&alice, &bob] {
+        assert_eq!(shows(page, "hello from alice").await, 1);
+        assert_eq!(shows(page, "hello from bob").await, 1);
+    }
+
+    first.stop().await.unwrap();
+    for page in [&alice, &bob] {
+        status_is(page, "disconnected").await;
+    }
+    let _second = server(&addr.to_string()).await;
+    for page in [&alice, &bob] {
+        status_is(page, "connected").await;
+    }
+    publish(addr, "after the restart").await;
+    for page in [&alice, &bob] {
+        assert_eq!(shows(page, "after the restart").await, 1);
+    }
+    let screenshot = output_folder().join("demo-page.png");
+    std::fs::write(&screenshot, alice.screenshot().await.unwrap()).unwrap();
+    eprintln!("screenshot: {}", screenshot.display());
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+}
