@@ -120,6 +120,8 @@ pub enum HubEvent {
     Refused {
         /// The HTTP status.
         status: u16,
+        /// Why, as the server put it.
+        reason: String,
     },
 }
 
@@ -178,15 +180,16 @@ impl HubClient {
     }
 }
 
-/// The status of a refusal that is final: a 4xx but 408 (timeout) and 429 (too many).
-fn refusal(error: &ws_tokio::Error) -> Option<u16> {
+/// A refusal that is final, a 4xx but 408 (timeout) and 429 (too many):
+/// its status and reason; any other error as it is.
+fn refusal(error: ws_tokio::Error) -> Result<(u16, String), ws_tokio::Error> {
     match error {
-        ws_tokio::Error::Protocol(ws_proto::Error::UnexpectedStatus { status, .. })
-            if (400..500).contains(status) && ![408, 429].contains(status) =>
+        ws_tokio::Error::Refused { status, reason, .. }
+            if (400..500).contains(&status) && ![408, 429].contains(&status) =>
         {
-            Some(*status)
+            Ok((status, reason))
         }
-        _ => None,
+        other => Err(other),
     }
 }
 
@@ -227,9 +230,9 @@ impl Connector {
                         End::Dropped(code, reason) => self.emit(HubEvent::Disconnected { code, reason }).await,
                     }
                 }
-                Err(e) => match refusal(&e) {
-                    Some(status) => return self.emit(HubEvent::Refused { status }).await,
-                    None => self.emit(HubEvent::Disconnected { code: None, reason: e.to_string() }).await,
+                Err(e) => match refusal(e) {
+                    Ok((status, reason)) => return self.emit(HubEvent::Refused { status, reason }).await,
+                    Err(e) => self.emit(HubEvent::Disconnected { code: None, reason: e.to_string() }).await,
                 },
             }
             let backoff = self.settings.backoff;

@@ -193,8 +193,8 @@ async fn chat(settings: ClientSettings, room: &str, json: bool) -> Result<ExitCo
             },
             event = events.recv() => {
                 let Some(event) = event else { return Ok(ExitCode::SUCCESS) };
-                if let HubEvent::Refused { status } = event {
-                    return Err(format!("{url}: the server refused the connection with HTTP {status}").into());
+                if let HubEvent::Refused { status, reason } = event {
+                    return Err(format!("{url}: the server refused the connection with HTTP {status}: {reason}").into());
                 }
                 if let Some(line) = show(event, &url, json) {
                     console.print(&line).await?;

@@ -65,7 +65,7 @@ async fn a_refusal_is_a_clear_error_and_a_failure() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("404"), "{stderr}");
+    assert!(stderr.contains("refused the connection with HTTP 404: not found"), "{stderr}");
 }
 
 #[tokio::test]
@@ -123,5 +123,6 @@ async fn with_a_room_a_refused_token_is_a_clear_error() {
     let output = timeout(PATIENCE, output).await.unwrap().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("refused the connection with HTTP 401"), "{stderr}");
+    assert!(stderr.contains("refused the connection with HTTP 401: "), "{stderr}");
+    assert!(stderr.contains("token"), "the server's reason: {stderr}");
 }

@@ -486,7 +486,7 @@ async fn refused_status(addr: SocketAddr, headers: Vec<(String, String)>) -> Opt
     let options = ClientOptions { headers, ..Default::default() };
     match connect_with(&format!("ws://{addr}/ws"), &options).await {
         Ok(_) => None,
-        Err(ws_tokio::Error::Protocol(ws_proto::Error::UnexpectedStatus { status, .. })) => Some(status),
+        Err(ws_tokio::Error::Refused { status, .. }) => Some(status),
         Err(e) => panic!("not an HTTP refusal: {e}"),
     }
 }

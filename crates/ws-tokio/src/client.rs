@@ -108,12 +108,32 @@ where
         if io.read_buf(&mut buf).await? == 0 {
             return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        if let Some((response, len)) = state.parse_response(&buf, &options.config)? {
-            buf.advance(len);
-            let conn = client_connection(&response, &options)?;
-            return Ok((WebSocket::from_parts(io, conn, options, buf), response));
+        match state.parse_response(&buf, &options.config) {
+            Ok(Some((response, len))) => {
+                buf.advance(len);
+                let conn = client_connection(&response, &options)?;
+                return Ok((WebSocket::from_parts(io, conn, options, buf), response));
+            }
+            Ok(None) => {}
+            Err(ws_proto::Error::UnexpectedStatus { status, location }) => {
+                let reason = refusal_reason(&mut io, buf).await;
+                return Err(Error::Refused { status, reason, location });
+            }
+            Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The body of a refusal, which says why: read until the server closes, up
+/// to 1 KiB, or for at most a second (a server that keeps the connection
+/// open), and trimmed to its first line.
+async fn refusal_reason<S: AsyncRead + Unpin>(io: &mut S, mut buf: BytesMut) -> String {
+    const MAX: usize = 1 << 10;
+    let read = async { while buf.len() < MAX && matches!(io.read_buf(&mut buf).await, Ok(n) if n > 0) {} };
+    let _ = timeout(Duration::from_secs(1), read).await;
+    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return String::new() };
+    let body = &buf[head_end + 4..buf.len().min(head_end + 4 + MAX)];
+    String::from_utf8_lossy(body).trim().lines().next().unwrap_or_default().to_owned()
 }
 
 /// The client's protocol state, with permessage-deflate if the server agreed

@@ -21,6 +21,20 @@ pub enum Error {
     /// The URL given to connect cannot be used.
     #[error("invalid URL: {0}")]
     Url(String),
+    /// The server answered the upgrade with another status than 101.
+    #[error("the server refused the connection with HTTP {status}{}", reason_suffix(.reason))]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The response's body, which says why, if the server gave one (at most 1 KiB of it).
+        reason: String,
+        /// The `Location` header of a redirect.
+        location: Option<String>,
+    },
+}
+
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() { String::new() } else { format!(": {reason}") }
 }
 
 impl Error {
