@@ -63,6 +63,11 @@ pub struct ServerConfig {
     #[arg(long = "allowed-origin", env = "WS_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Turn on `POST /api/publish` for other services, who must send this
+    /// key as `Authorization: Bearer KEY`.
+    #[arg(long, env = "WS_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// Require a JWT signed with this HS256 secret on every hub connection
     /// (docs/protocol.md says where the token goes). Without a secret or a
     /// public key the hub is open to anyone.

@@ -225,6 +225,7 @@ async fn route<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     match handshake.request().path() {
         "/ws" => hub_session(handshake, peer, server).await,
         "/echo" if config.echo => echo(handshake, peer, &server.shutdown).await,
+        "/api/publish" => crate::api::publish(handshake, server).await,
         "/" => handshake.respond(&http_response(200, "", "text/html; charset=utf-8", DEMO_PAGE.as_bytes())).await,
         "/healthz" => handshake.respond(&http_response(200, "", "text/plain; charset=utf-8", b"ok\n")).await,
         "/metrics" => {

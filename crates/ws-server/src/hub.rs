@@ -107,21 +107,31 @@ impl Hub {
     /// together, so nothing is missed or seen twice between them.
     pub fn join(&self, room: &str, since: Option<u64>) -> Result<(Subscription, Option<Replay>), RoomsFull> {
         let mut rooms = self.rooms();
-        if !rooms.contains_key(room) && rooms.len() >= self.settings.max_rooms {
+        let (name, room) = self.room(&mut rooms, room)?;
+        let subscription = Subscription { room: name, receiver: room.channel.subscribe(), latest: room.latest };
+        Ok((subscription, since.map(|since| room.replay(since))))
+    }
+
+    /// The room named `name`, made if needed: its shared name and state.
+    fn room<'a>(
+        &self,
+        rooms: &'a mut HashMap<Arc<str>, Room>,
+        name: &str,
+    ) -> Result<(Arc<str>, &'a mut Room), RoomsFull> {
+        if !rooms.contains_key(name) && rooms.len() >= self.settings.max_rooms {
             rooms.retain(|_, r| r.channel.receiver_count() > 0);
             if rooms.len() >= self.settings.max_rooms {
                 return Err(RoomsFull);
             }
         }
         let buffer = self.settings.room_buffer.max(1);
-        let name = rooms.get_key_value(room).map_or_else(|| Arc::from(room), |(name, _)| name.clone());
+        let name = rooms.get_key_value(name).map_or_else(|| Arc::from(name), |(name, _)| name.clone());
         let room = rooms.entry(name.clone()).or_insert_with(|| Room {
             channel: broadcast::channel(buffer).0,
             latest: 0,
             history: VecDeque::new(),
         });
-        let subscription = Subscription { room: name, receiver: room.channel.subscribe(), latest: room.latest };
-        Ok((subscription, since.map(|since| room.replay(since))))
+        Ok((name, room))
     }
 
     /// The held messages of `room` after `since`, for a member that asks again.
@@ -137,12 +147,19 @@ impl Hub {
     /// `client_id`, the id the client gave with who gave it (a user, or an
     /// address), makes a retry harmless: a message with the same pair still
     /// in the room's history is not published again, and its seq is returned.
-    pub fn publish(&self, room: &str, sender: &str, content: &str, client_id: Option<(&str, &str)>) -> u64 {
+    /// A room without members is made, as a join would make it.
+    pub fn publish(
+        &self,
+        room: &str,
+        sender: &str,
+        content: &str,
+        client_id: Option<(&str, &str)>,
+    ) -> Result<u64, RoomsFull> {
         let retry_key = client_id.map(|pair| self.retry_hasher.hash_one(pair));
         let mut rooms = self.rooms();
-        let Some(state) = rooms.get_mut(room) else { return 0 };
+        let state = self.room(&mut rooms, room)?.1;
         if let Some(earlier) = retry_key.and_then(|key| state.history.iter().find(|d| d.retry_key == Some(key))) {
-            return earlier.seq;
+            return Ok(earlier.seq);
         }
         let id = format!("{}-{:x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
         let seq = state.latest + 1;
@@ -158,7 +175,7 @@ impl Hub {
         }
         // No receiver is not an error: the message is still in the history.
         let _ = state.channel.send(delivery);
-        seq
+        Ok(seq)
     }
 
     /// How many rooms the hub holds.
@@ -197,7 +214,7 @@ mod tests {
         let hub = hub(3, 10);
         let (mut member, _) = hub.join("r", None).unwrap();
         for i in 1..=5 {
-            assert_eq!(hub.publish("r", "u", &format!("m{i}"), None), i);
+            assert_eq!(hub.publish("r", "u", &format!("m{i}"), None).unwrap(), i);
         }
         assert_eq!((1..=5).map(|_| member.receiver.try_recv().unwrap().seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         // Held: 3 to 5.
@@ -221,11 +238,11 @@ mod tests {
     fn a_join_with_since_and_the_live_stream_meet_without_a_gap_or_a_double() {
         let hub = hub(10, 10);
         let _keep = hub.join("r", None).unwrap();
-        hub.publish("r", "u", "one", None);
-        hub.publish("r", "u", "two", None);
+        hub.publish("r", "u", "one", None).unwrap();
+        hub.publish("r", "u", "two", None).unwrap();
         let (mut late, replay) = hub.join("r", Some(0)).unwrap();
         assert_eq!((late.latest, seqs(&replay.unwrap())), (2, vec![1, 2]));
-        hub.publish("r", "u", "three", None);
+        hub.publish("r", "u", "three", None).unwrap();
         assert_eq!(late.receiver.try_recv().unwrap().seq, 3);
         assert!(late.receiver.try_recv().is_err());
     }
@@ -234,21 +251,21 @@ mod tests {
     fn a_retry_within_the_history_is_not_published_again() {
         let hub = hub(2, 10);
         let (mut member, _) = hub.join("r", None).unwrap();
-        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))), 1);
-        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))), 1, "a retry gets the first seq");
-        assert_eq!(hub.publish("r", "v", "hello", Some(("v", "c1"))), 2, "another sender's id is its own");
-        assert_eq!(hub.publish("r", "u", "hello", None), 3);
+        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 1);
+        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 1, "a retry gets the first seq");
+        assert_eq!(hub.publish("r", "v", "hello", Some(("v", "c1"))).unwrap(), 2, "another sender's id is its own");
+        assert_eq!(hub.publish("r", "u", "hello", None).unwrap(), 3);
         assert_eq!((1..=3).map(|_| member.receiver.try_recv().unwrap().seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert!(member.receiver.try_recv().is_err(), "the retry reached no one");
         // Out of the history (2 messages), the pair is new again.
-        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))), 4);
+        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 4);
     }
 
     #[test]
     fn without_history_nothing_is_held_and_every_message_still_numbered() {
         let hub = hub(0, 10);
         let _keep = hub.join("r", None).unwrap();
-        assert_eq!((hub.publish("r", "u", "a", None), hub.publish("r", "u", "b", None)), (1, 2));
+        assert_eq!((hub.publish("r", "u", "a", None).unwrap(), hub.publish("r", "u", "b", None).unwrap()), (1, 2));
         let replay = hub.replay("r", 1);
         assert_eq!((seqs(&replay), replay.complete), (vec![], false));
         assert!(hub.replay("r", 2).complete);

@@ -238,7 +238,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} before sending to it")));
         }
         let client_id = id.map(|id| (self.identity.retry_origin(), id));
-        let seq = self.server.hub.publish(&room, &self.identity.name, content, client_id);
+        // The room exists while this client is in it: it cannot be full.
+        let seq = (self.server.hub.publish(&room, &self.identity.name, content, client_id))
+            .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
         if let Some(id) = id {
             self.send(&Outgoing::Ack { id, seq });
         }

@@ -436,11 +436,62 @@ async fn a_silent_client_is_closed_at_the_heartbeat_timeout() {
 
 /// The whole response to a plain GET of `path`.
 async fn http_get(addr: SocketAddr, path: &str) -> String {
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")).await
+}
+
+/// The whole response to `request`, sent as it is.
+async fn http(addr: SocketAddr, request: &str) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     timeout(PATIENCE, tcp.read_to_string(&mut response)).await.unwrap().unwrap();
     response
+}
+
+/// POSTs `body` to the publish API with `key`: the status and the JSON answer.
+async fn api_publish(addr: SocketAddr, key: &str, body: &str) -> (u16, Value) {
+    let head = format!("POST /api/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n");
+    let response = http(addr, &format!("{head}Content-Length: {}\r\n\r\n{body}", body.len())).await;
+    let status = response[9..12].parse().unwrap();
+    let json = response.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(json).unwrap())
+}
+
+/// Other services publish over HTTP with the API key: the message takes the
+/// hub's path (seq, members, retries), and every wrong request its status.
+#[tokio::test]
+async fn the_publish_api_delivers_through_the_hub() {
+    let addr = server(&["--api-key", "service-key"]).await;
+    let mut member = Client::connect_elsewhere(addr).await;
+    member.join("alerts", 0).await;
+    let message = r#"{"type":"message","room":"alerts","content":"disk full","id":"a-1"}"#;
+    for _ in 0..2 {
+        let (status, ack) = api_publish(addr, "service-key", message).await;
+        assert_eq!((status, ack), (200, json!({"type": "ack", "id": "a-1", "seq": 1})), "once, then a retry");
+    }
+    member
+        .expect(json!({"type": "message", "room": "alerts", "seq": 1, "sender": "api", "content": "disk full"}))
+        .await;
+    let refusals = [
+        ("wrong-key", message.to_owned(), 401, "unauthorized"),
+        ("service-key", "{not json".to_owned(), 400, "invalid_json"),
+        ("service-key", r#"{"type":"join","room":"alerts"}"#.to_owned(), 400, "unknown_type"),
+        (
+            "service-key",
+            format!(r#"{{"type":"message","room":"alerts","content":"{}"}}"#, "x".repeat(70_000)),
+            413,
+            "too_long",
+        ),
+    ];
+    for (key, body, status, code) in refusals {
+        let (got, error) = api_publish(addr, key, &body).await;
+        assert_eq!((got, error["code"].as_str()), (status, Some(code)), "{error}");
+    }
+    assert!(http_get(addr, "/api/publish").await.starts_with("HTTP/1.1 405"));
+    member.send(json!({"type": "message", "room": "alerts", "content": "next"})).await;
+    member.expect(json!({"type": "message", "seq": 2, "content": "next"})).await;
+    let closed = server(&[]).await;
+    assert_eq!(api_publish(closed, "any", message).await.0, 403, "off without --api-key");
 }
 
 #[tokio::test]
