@@ -107,8 +107,8 @@ pub enum HubEvent {
         to: u64,
     },
     /// The room's numbering started over (the server lost its history, as an
-    /// in-memory server does when restarted): what was sent to it while the
-    /// client was away may be lost.
+    /// in-memory server does when restarted). The client asks for all the
+    /// room holds now; what the old numbering had and the client missed is lost.
     Renumbered {
         /// The room.
         room: String,
@@ -198,8 +198,12 @@ fn refusal(error: ws_tokio::Error) -> Result<(u16, String), ws_tokio::Error> {
 struct Room {
     /// The last seq handed to the application, or reported missed.
     seen: u64,
+    /// The epoch of the room's numbering, from its last `joined`.
+    epoch: Option<String>,
     /// While the room is being recovered, what arrived, by seq.
     held: Option<BTreeMap<u64, Value>>,
+    /// Joins with `since` whose `recovered` has not come yet.
+    recovering: u32,
 }
 
 /// Why a connection ended.
@@ -276,6 +280,7 @@ impl Connector {
                 since => json!({"type": "join", "room": room, "since": since}),
             };
             state.held = (state.seen > 0).then(BTreeMap::new);
+            state.recovering = u32::from(state.seen > 0);
             let _ = ws.queue(&Message::from(join.to_string()));
         }
         for (_, envelope) in &self.pending {
@@ -291,7 +296,7 @@ impl Connector {
                     Some(Ok(event)) => {
                         last_heard = Instant::now();
                         match event {
-                            Event::Message(Message::Text(text)) => self.receive(text.as_str()).await,
+                            Event::Message(Message::Text(text)) => self.receive(text.as_str(), &mut ws).await,
                             Event::Close(Some(frame)) => close = (Some(frame.code.0), frame.reason.as_str().to_owned()),
                             _ => {}
                         }
@@ -330,12 +335,15 @@ impl Connector {
     }
 
     /// An envelope from the server.
-    async fn receive(&mut self, text: &str) {
+    async fn receive(&mut self, text: &str, ws: &mut WebSocket<Stream>) {
         let Ok(envelope) = serde_json::from_str::<Value>(text) else { return };
         let room = envelope["room"].as_str().unwrap_or_default().to_owned();
         match envelope["type"].as_str().unwrap_or_default() {
             "message" => return self.message(room, envelope).await,
-            "joined" => self.joined(&room, envelope["seq"].as_u64().unwrap_or(0)).await,
+            "joined" => {
+                let (latest, epoch) = (envelope["seq"].as_u64().unwrap_or(0), envelope["epoch"].as_str());
+                self.joined(&room, latest, epoch.unwrap_or_default(), ws).await;
+            }
             "recovered" => self.recovered(&room).await,
             "gap" => {
                 let to = envelope["to"].as_u64().unwrap_or(0);
@@ -355,19 +363,32 @@ impl Connector {
         self.emit(HubEvent::Envelope(envelope)).await;
     }
 
-    /// The room's latest seq: lower than what the client saw means the room
-    /// was numbered again.
-    async fn joined(&mut self, room: &str, latest: u64) {
+    /// The room's latest seq and epoch. Another epoch than before, or a
+    /// latest seq below what the client saw, means the room was numbered
+    /// again: what the client saw counts for nothing, and it asks for
+    /// everything the room holds.
+    async fn joined(&mut self, room: &str, latest: u64, epoch: &str, ws: &mut WebSocket<Stream>) {
         let Some(state) = self.rooms.get_mut(room) else { return };
-        if latest < state.seen {
-            state.seen = 0;
-            self.emit(HubEvent::Renumbered { room: room.to_owned() }).await;
+        let renumbered = state.epoch.as_deref().is_some_and(|seen| seen != epoch) || latest < state.seen;
+        state.epoch = Some(epoch.to_owned());
+        if !renumbered || state.seen == 0 {
+            return;
         }
+        state.seen = 0;
+        state.held.get_or_insert_default();
+        state.recovering += 1;
+        let _ = ws.queue(&Message::from(json!({"type": "join", "room": room, "since": 0}).to_string()));
+        self.emit(HubEvent::Renumbered { room: room.to_owned() }).await;
     }
 
-    /// The replay is complete: what was held goes out in order.
+    /// A replay is complete: once every one asked for is, what was held goes out in order.
     async fn recovered(&mut self, room: &str) {
-        let Some(held) = self.rooms.get_mut(room).and_then(|state| state.held.take()) else { return };
+        let Some(state) = self.rooms.get_mut(room) else { return };
+        state.recovering = state.recovering.saturating_sub(1);
+        if state.recovering > 0 {
+            return;
+        }
+        let Some(held) = state.held.take() else { return };
         for (_, envelope) in held {
             self.message(room.to_owned(), envelope).await;
         }

@@ -191,6 +191,9 @@ pub enum Outgoing<'a> {
         room: &'a str,
         /// The latest seq in the room (0: none yet).
         seq: u64,
+        /// Names the room's numbering: another epoch means the seqs started
+        /// over (an in-memory server restarted), and a `since` from before means nothing.
+        epoch: &'a str,
     },
     /// The client left `room`.
     Left {

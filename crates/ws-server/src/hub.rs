@@ -78,7 +78,8 @@ struct Room {
 pub struct Hub {
     rooms: Mutex<HashMap<Arc<str>, Room>>,
     settings: HubSettings,
-    /// Makes message ids unique across restarts: the start time, in hex.
+    /// Makes message ids unique across restarts, and names the epoch of
+    /// every room's numbering: the start time, in hex.
     id_prefix: String,
     /// Hashes retry keys, with keys of its own so clients cannot aim at collisions.
     retry_hasher: RandomState,
@@ -176,6 +177,11 @@ impl Hub {
         // No receiver is not an error: the message is still in the history.
         let _ = state.channel.send(delivery);
         Ok(seq)
+    }
+
+    /// The epoch of this hub's numbering: it changes with every start of the server.
+    pub fn epoch(&self) -> &str {
+        &self.id_prefix
     }
 
     /// How many rooms the hub holds.

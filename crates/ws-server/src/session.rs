@@ -216,7 +216,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Tells the client it is in room `i`, then replays what it asked for.
     fn joined(&mut self, i: usize, latest: u64, replay: Option<Replay>) {
         let room = self.rooms[i].room.clone();
-        self.send(&Outgoing::Joined { room: &room, seq: latest });
+        let server = self.server.clone();
+        self.send(&Outgoing::Joined { room: &room, seq: latest, epoch: server.hub.epoch() });
         let Some(replay) = replay else { return };
         for delivery in &replay.deliveries {
             self.queue(i, delivery);
