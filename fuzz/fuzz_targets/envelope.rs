@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     match parse(text, 1000) {
         Ok(envelope) => {
             let room = match &envelope.request {
-                Request::Join { room, .. } | Request::Leave { room } | Request::Message { room, .. } => room,
+                Request::Join { room, .. }
+                | Request::Leave { room }
+                | Request::Presence { room }
+                | Request::Message { room, .. } => room,
             };
             assert!(is_room_name(room));
             if let Request::Message { content, .. } = &envelope.request {

@@ -16,6 +16,7 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use std::sync::Arc;
 use ws_proto::handshake::server::Request;
 
 /// The key tokens are checked with, and how.
@@ -37,12 +38,12 @@ struct Claims {
     rooms: Option<Vec<String>>,
 }
 
-/// Who a hub connection speaks for. Boxed slices, not growable strings and
-/// vectors: every open connection keeps one.
+/// Who a hub connection speaks for. Shared and boxed slices, not growable
+/// strings and vectors: every open connection keeps one, and its rooms share the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The sender of its messages: the token's `sub`, or the client's address.
-    pub name: Box<str>,
+    pub name: Arc<str>,
     /// The rooms it may join, when its token limits them.
     pub rooms: Option<Box<[String]>>,
 }

@@ -14,6 +14,9 @@ pub const MAX_ROOM_LEN: usize = 64;
 /// The longest client message id, in characters.
 pub const MAX_ID_LEN: usize = 64;
 
+/// The most members a `presence` answer names.
+pub const MAX_PRESENCE: usize = 1000;
+
 /// A valid envelope from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -26,6 +29,11 @@ pub enum Request {
     },
     /// Leave a room.
     Leave {
+        /// The room.
+        room: String,
+    },
+    /// Who is in a room the client has joined.
+    Presence {
         /// The room.
         room: String,
     },
@@ -100,6 +108,7 @@ fn request(fields: &Map<String, Value>, max_content: usize) -> Result<Request, E
             Ok(Request::Join { room: room(fields)?, since })
         }
         "leave" => Ok(Request::Leave { room: room(fields)? }),
+        "presence" => Ok(Request::Presence { room: room(fields)? }),
         "message" => {
             let room = room(fields)?;
             let content = string(fields, "content")?;
@@ -112,7 +121,9 @@ fn request(fields: &Map<String, Value>, max_content: usize) -> Result<Request, E
             }
             Ok(Request::Message { room, content: content.to_owned() })
         }
-        other => Err(EnvelopeError::new("unknown_type", format!("unknown type {other:?}: join, leave or message"))),
+        other => {
+            Err(EnvelopeError::new("unknown_type", format!("unknown type {other:?}: join, leave, message or presence")))
+        }
     }
 }
 
@@ -199,6 +210,16 @@ pub enum Outgoing<'a> {
     Left {
         /// The room.
         room: &'a str,
+    },
+    /// Who is in `room`: `count` members, named in `members` (at most
+    /// [`MAX_PRESENCE`] of them).
+    Presence {
+        /// The room.
+        room: &'a str,
+        /// How many distinct members the room has.
+        count: usize,
+        /// Their names: users, or the addresses of anonymous clients.
+        members: Vec<&'a str>,
     },
     /// The replay asked for with `since` is done; `complete` is false when
     /// the history no longer reached back that far.
@@ -320,7 +341,7 @@ mod tests {
         /// Envelopes with fields of every JSON kind, in any mix.
         #[test]
         fn any_object_parses_or_is_refused(
-            kind in proptest::option::of("join|leave|message|other"),
+            kind in proptest::option::of("join|leave|message|presence|other"),
             room in proptest::option::of(proptest::prelude::any::<String>()),
             content in proptest::option::of(".{0,20}"),
             since in proptest::option::of(proptest::prelude::any::<i64>()),
@@ -334,7 +355,10 @@ mod tests {
             object.extend(id.map(|i| ("id".to_owned(), Value::from(i))));
             if let Ok(Envelope { request, .. }) = parse(&Value::Object(object).to_string(), 10) {
                 let room = match request {
-                    Request::Join { room, .. } | Request::Leave { room } | Request::Message { room, .. } => room,
+                    Request::Join { room, .. }
+                    | Request::Leave { room }
+                    | Request::Presence { room }
+                    | Request::Message { room, .. } => room,
                 };
                 proptest::prop_assert!(is_room_name(&room));
             }
@@ -352,6 +376,10 @@ mod tests {
         assert_eq!(
             Outgoing::Gap { room: "g", from: 3, to: 9 }.to_json(),
             r#"{"type":"gap","room":"g","from":3,"to":9}"#
+        );
+        assert_eq!(
+            Outgoing::Presence { room: "g", count: 2, members: vec!["alice", "bob"] }.to_json(),
+            r#"{"type":"presence","room":"g","count":2,"members":["alice","bob"]}"#
         );
     }
 }

@@ -71,6 +71,8 @@ struct Room {
     channel: broadcast::Sender<Arc<Delivery>>,
     latest: u64,
     history: VecDeque<Arc<Delivery>>,
+    /// Who is in the room, with how many connections each.
+    members: HashMap<Arc<str>, u32>,
 }
 
 /// Every room of this server, in memory.
@@ -106,9 +108,15 @@ impl Hub {
     /// Joins `room`, making it if needed; with `since`, also returns the held
     /// messages after that seq. The receiver and the replay are taken
     /// together, so nothing is missed or seen twice between them.
-    pub fn join(&self, room: &str, since: Option<u64>) -> Result<(Subscription, Option<Replay>), RoomsFull> {
+    pub fn join(
+        &self,
+        room: &str,
+        member: &Arc<str>,
+        since: Option<u64>,
+    ) -> Result<(Subscription, Option<Replay>), RoomsFull> {
         let mut rooms = self.rooms();
         let (name, room) = self.room(&mut rooms, room)?;
+        *room.members.entry(member.clone()).or_default() += 1;
         let subscription = Subscription { room: name, receiver: room.channel.subscribe(), latest: room.latest };
         Ok((subscription, since.map(|since| room.replay(since))))
     }
@@ -131,8 +139,31 @@ impl Hub {
             channel: broadcast::channel(buffer).0,
             latest: 0,
             history: VecDeque::new(),
+            members: HashMap::new(),
         });
         Ok((name, room))
+    }
+
+    /// One connection of `member` left `room`.
+    pub fn leave(&self, room: &str, member: &str) {
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get_mut(room) else { return };
+        if let Some(count) = room.members.get_mut(member) {
+            *count -= 1;
+            if *count == 0 {
+                room.members.remove(member);
+            }
+        }
+    }
+
+    /// Who is in `room`: how many, and the names of up to `max` of them, in order.
+    pub fn presence(&self, room: &str, max: usize) -> (usize, Vec<Arc<str>>) {
+        let rooms = self.rooms();
+        let Some(room) = rooms.get(room) else { return (0, Vec::new()) };
+        let mut names: Vec<Arc<str>> = room.members.keys().cloned().collect();
+        names.sort_unstable();
+        names.truncate(max);
+        (room.members.len(), names)
     }
 
     /// The held messages of `room` after `since`, for a member that asks again.
@@ -218,7 +249,7 @@ mod tests {
     #[test]
     fn replay_is_complete_only_when_the_history_reaches_back() {
         let hub = hub(3, 10);
-        let (mut member, _) = hub.join("r", None).unwrap();
+        let (mut member, _) = hub.join("r", &Arc::from("u"), None).unwrap();
         for i in 1..=5 {
             assert_eq!(hub.publish("r", "u", &format!("m{i}"), None).unwrap(), i);
         }
@@ -243,10 +274,10 @@ mod tests {
     #[test]
     fn a_join_with_since_and_the_live_stream_meet_without_a_gap_or_a_double() {
         let hub = hub(10, 10);
-        let _keep = hub.join("r", None).unwrap();
+        let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
         hub.publish("r", "u", "one", None).unwrap();
         hub.publish("r", "u", "two", None).unwrap();
-        let (mut late, replay) = hub.join("r", Some(0)).unwrap();
+        let (mut late, replay) = hub.join("r", &Arc::from("u"), Some(0)).unwrap();
         assert_eq!((late.latest, seqs(&replay.unwrap())), (2, vec![1, 2]));
         hub.publish("r", "u", "three", None).unwrap();
         assert_eq!(late.receiver.try_recv().unwrap().seq, 3);
@@ -256,7 +287,7 @@ mod tests {
     #[test]
     fn a_retry_within_the_history_is_not_published_again() {
         let hub = hub(2, 10);
-        let (mut member, _) = hub.join("r", None).unwrap();
+        let (mut member, _) = hub.join("r", &Arc::from("u"), None).unwrap();
         assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 1);
         assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 1, "a retry gets the first seq");
         assert_eq!(hub.publish("r", "v", "hello", Some(("v", "c1"))).unwrap(), 2, "another sender's id is its own");
@@ -270,7 +301,7 @@ mod tests {
     #[test]
     fn without_history_nothing_is_held_and_every_message_still_numbered() {
         let hub = hub(0, 10);
-        let _keep = hub.join("r", None).unwrap();
+        let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
         assert_eq!((hub.publish("r", "u", "a", None).unwrap(), hub.publish("r", "u", "b", None).unwrap()), (1, 2));
         let replay = hub.replay("r", 1);
         assert_eq!((seqs(&replay), replay.complete), (vec![], false));
@@ -278,13 +309,30 @@ mod tests {
     }
 
     #[test]
+    fn presence_counts_each_member_once_until_its_last_connection_leaves() {
+        let hub = hub(10, 10);
+        let (alice, bob) = (Arc::from("alice"), Arc::from("bob"));
+        let _a1 = hub.join("r", &alice, None).unwrap();
+        let _a2 = hub.join("r", &alice, None).unwrap();
+        let _b = hub.join("r", &bob, None).unwrap();
+        assert_eq!(hub.presence("r", 10), (2, vec![alice.clone(), bob.clone()]));
+        assert_eq!(hub.presence("r", 1), (2, vec![alice.clone()]), "names are bounded, the count is not");
+        hub.leave("r", "alice");
+        assert_eq!(hub.presence("r", 10).0, 2, "alice still has a connection in the room");
+        hub.leave("r", "alice");
+        hub.leave("r", "bob");
+        assert_eq!(hub.presence("r", 10), (0, vec![]));
+        assert_eq!(hub.presence("elsewhere", 10), (0, vec![]));
+    }
+
+    #[test]
     fn a_full_hub_lets_go_of_rooms_without_members() {
         let hub = hub(10, 2);
-        let (kept, _) = hub.join("a", None).unwrap();
-        let (left, _) = hub.join("b", None).unwrap();
-        assert_eq!(hub.join("c", None).unwrap_err(), RoomsFull);
+        let (kept, _) = hub.join("a", &Arc::from("u"), None).unwrap();
+        let (left, _) = hub.join("b", &Arc::from("u"), None).unwrap();
+        assert_eq!(hub.join("c", &Arc::from("u"), None).unwrap_err(), RoomsFull);
         drop(left);
-        let _c = hub.join("c", None).unwrap();
+        let _c = hub.join("c", &Arc::from("u"), None).unwrap();
         assert_eq!(hub.room_count(), 2);
         assert!(hub.replay("b", 0).deliveries.is_empty(), "b is gone");
         drop(kept);

@@ -152,6 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let refused = match request {
             Request::Join { room, since } => self.join(room, since),
             Request::Leave { room } => self.leave(room),
+            Request::Presence { room } => self.presence(room),
             Request::Message { room, content } => self.publish(room, &content, id.as_deref()),
         };
         if let Err(error) = refused {
@@ -199,7 +200,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
         }
         let (subscription, replay) = (self.server.hub)
-            .join(&room, since)
+            .join(&room, &self.identity.name, since)
             .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
         // Most clients stay in one room: room for exactly one, then for more as needed.
         self.rooms.reserve_exact(1);
@@ -230,7 +231,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(EnvelopeError::new("not_joined", format!("not in room {room}")));
         };
         self.rooms.swap_remove(i);
+        self.server.hub.leave(&room, &self.identity.name);
         self.send(&Outgoing::Left { room: &room });
+        Ok(())
+    }
+
+    fn presence(&mut self, room: String) -> Result<(), EnvelopeError> {
+        if self.membership(&room).is_none() {
+            return Err(EnvelopeError::new("not_joined", format!("join room {room} to see who is in it")));
+        }
+        let (count, names) = self.server.hub.presence(&room, envelope::MAX_PRESENCE);
+        let members = names.iter().map(|n| &**n).collect();
+        self.send(&Outgoing::Presence { room: &room, count, members });
         Ok(())
     }
 
@@ -391,6 +403,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Session<S> {
 
 impl<S> Drop for Session<S> {
     fn drop(&mut self) {
+        for member in &self.rooms {
+            self.server.hub.leave(&member.room, &self.identity.name);
+        }
         if let Some(listener) = self.pulse.take() {
             listener.release(&self.server.pulse);
         }

@@ -174,6 +174,35 @@ async fn a_retried_message_id_is_acked_with_its_first_seq_and_delivered_once() {
     member.expect(json!({"type": "message", "seq": 2, "content": "next"})).await;
 }
 
+/// `presence` names the members of a room the client is in, each once,
+/// and forgets a member once its connection has gone.
+#[tokio::test]
+async fn presence_names_who_is_in_the_room() {
+    let addr = server(&[]).await;
+    let mut alice = Client::connect(addr).await;
+    alice.expect(json!({"type": "joined", "room": "general"})).await;
+    let mut bob = Client::connect(addr).await;
+    bob.expect(json!({"type": "joined"})).await;
+    alice.send(json!({"type": "presence", "room": "general"})).await;
+    let presence = alice.expect(json!({"type": "presence", "room": "general", "count": 2})).await;
+    assert_eq!(presence["members"].as_array().unwrap().len(), 2, "{presence}");
+    drop(bob);
+    // Bob's session ends when the server sees his socket close: ask until it has.
+    let bob_gone = async {
+        loop {
+            alice.send(json!({"type": "presence", "room": "general"})).await;
+            let presence = alice.expect(json!({"type": "presence"})).await;
+            if presence["count"] == 1 {
+                assert_eq!(presence["members"].as_array().unwrap().len(), 1);
+                break;
+            }
+        }
+    };
+    timeout(PATIENCE, bob_gone).await.expect("bob's presence ends with his connection");
+    alice.send(json!({"type": "presence", "room": "elsewhere", "id": "p"})).await;
+    alice.expect(json!({"type": "error", "code": "not_joined", "id": "p"})).await;
+}
+
 #[tokio::test]
 async fn seq_grows_by_one_per_room_in_order() {
     let addr = server(&["--rate-limit", "0"]).await;
