@@ -203,12 +203,24 @@ async fn connection(
     let deadline = Instant::now() + server.config.handshake_timeout;
     match &server.tls {
         None => route(tcp, peer, permit, deadline, server).await,
-        Some(tls) => {
-            let accepting = TlsAcceptor::from(tls.clone()).accept(tcp);
-            let tls = timeout_at(deadline, accepting).await.map_err(|_| ws_tokio::Error::HandshakeTimeout)??;
-            route(tls, peer, permit, deadline, server).await
-        }
+        // Boxed: the TLS handshake's state would otherwise swell the future of
+        // every plain connection too, and the heap with it (docs/benchmarks.md).
+        Some(tls) => Box::pin(tls_route(tls.clone(), tcp, peer, permit, deadline, server)).await,
     }
+}
+
+/// Runs the TLS handshake by `deadline`, then serves the route.
+async fn tls_route(
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: Option<Permit>,
+    deadline: Instant,
+    server: &Arc<Server>,
+) -> Result<(), ws_tokio::Error> {
+    let accepting = TlsAcceptor::from(tls).accept(tcp);
+    let stream = timeout_at(deadline, accepting).await.map_err(|_| ws_tokio::Error::HandshakeTimeout)??;
+    route(stream, peer, permit, deadline, server).await
 }
 
 /// Reads the request by `deadline` and serves its route.
