@@ -243,7 +243,7 @@ fn show(event: HubEvent, url: &str, json: bool) -> Option<String> {
             None
         }
         HubEvent::Renumbered { room } => {
-            eprintln!("room {room} started over: messages sent while away may be lost");
+            eprintln!("room {room} started over (the server lost its history): what it holds now follows");
             None
         }
         HubEvent::Refused { .. } => None,

@@ -70,7 +70,7 @@ fn publish_body(body: &[u8], server: &Server) -> Result<String, (u16, EnvelopeEr
     let seq = (server.hub.publish(&room, SENDER, &content, client_id))
         .map_err(|_| (503, EnvelopeError::new("room_limit", "the server holds all the rooms it can")))?;
     info!(room, seq, "published through the API");
-    Ok(Outgoing::Ack { id: envelope.id.as_deref().unwrap_or_default(), seq }.to_json())
+    Ok(Outgoing::Ack { id: envelope.id.as_deref(), seq }.to_json())
 }
 
 /// Compares without stopping at the first difference, so the time taken

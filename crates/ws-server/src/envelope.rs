@@ -191,8 +191,9 @@ pub enum Outgoing<'a> {
     },
     /// The sender's message got `seq`.
     Ack {
-        /// The client's id of the message.
-        id: &'a str,
+        /// The client's id of the message, if it gave one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
         /// The seq it got.
         seq: u64,
     },
@@ -377,6 +378,8 @@ mod tests {
             Outgoing::Gap { room: "g", from: 3, to: 9 }.to_json(),
             r#"{"type":"gap","room":"g","from":3,"to":9}"#
         );
+        assert_eq!(Outgoing::Ack { id: None, seq: 3 }.to_json(), r#"{"type":"ack","seq":3}"#);
+        assert_eq!(Outgoing::Ack { id: Some("c"), seq: 3 }.to_json(), r#"{"type":"ack","id":"c","seq":3}"#);
         assert_eq!(
             Outgoing::Presence { room: "g", count: 2, members: vec!["alice", "bob"] }.to_json(),
             r#"{"type":"presence","room":"g","count":2,"members":["alice","bob"]}"#

@@ -255,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let seq = (self.server.hub.publish(&room, &self.identity.name, content, client_id))
             .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
         if let Some(id) = id {
-            self.send(&Outgoing::Ack { id, seq });
+            self.send(&Outgoing::Ack { id: Some(id), seq });
         }
         Ok(())
     }
