@@ -27,7 +27,7 @@ pub async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
         Err(refusal) => refusal,
         Ok(len) => {
             let body = handshake.read_body(len).await?;
-            match publish_body(&body, server) {
+            match publish_body(&body, server).await {
                 Ok(ack) => (200, ack),
                 Err((status, error)) => (status, error.to_json()),
             }
@@ -60,15 +60,19 @@ fn admit(request: &Request, server: &Server) -> Result<usize, (u16, String)> {
 }
 
 /// Publishes the envelope in `body`; the ack to answer, or the status and error.
-fn publish_body(body: &[u8], server: &Server) -> Result<String, (u16, EnvelopeError)> {
+async fn publish_body(body: &[u8], server: &Server) -> Result<String, (u16, EnvelopeError)> {
     let text = std::str::from_utf8(body).map_err(|_| (400, EnvelopeError::new("invalid_json", "not UTF-8")))?;
     let envelope = envelope::parse(text, server.config.max_content_chars).map_err(|e| (400, e))?;
     let envelope::Request::Message { room, content } = envelope.request else {
         return Err((400, EnvelopeError::new("unknown_type", "the API publishes messages only").about(envelope.id)));
     };
     let client_id = envelope.id.as_deref().map(|id| (SENDER, id));
-    let seq = (server.hub.publish(&room, SENDER, &content, client_id))
-        .map_err(|_| (503, EnvelopeError::new("room_limit", "the server holds all the rooms it can")))?;
+    let seq = match &server.cluster {
+        Some(cluster) => cluster.publish(&room, SENDER, &content, client_id).await,
+        None => (server.hub.publish(&room, SENDER, &content, client_id))
+            .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can")),
+    };
+    let seq = seq.map_err(|e| (503, e.about(envelope.id.clone())))?;
     info!(room, seq, "published through the API");
     Ok(Outgoing::Ack { id: envelope.id.as_deref(), seq }.to_json())
 }

@@ -79,6 +79,13 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_JWT_PUBLIC_KEY", value_name = "FILE", conflicts_with = "jwt_secret")]
     pub jwt_public_key: Option<std::path::PathBuf>,
 
+    /// Join the servers that share this Redis into one hub, such as
+    /// `redis://127.0.0.1:6379`: a message reaches the members of its room on
+    /// every server, and the rooms' seqs and history live in Redis
+    /// (docs/operations.md). Without it, everything is in this server's memory.
+    #[arg(long, env = "WS_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+
     /// The room every connection joins on arrival; empty for none.
     #[arg(long, env = "WS_DEFAULT_ROOM", default_value = "general", value_name = "ROOM")]
     pub default_room: Option<String>,
@@ -250,7 +257,9 @@ impl ServerConfig {
     /// The hub's settings.
     pub fn hub_settings(&self) -> HubSettings {
         let deflate = self.socket_options().deflate.filter(|d| d.no_context_takeover);
-        HubSettings { history: self.history, room_buffer: self.room_buffer, max_rooms: self.max_rooms, deflate }
+        // With Redis, the history is kept there.
+        let history = if self.redis.is_some() { 0 } else { self.history };
+        HubSettings { history, room_buffer: self.room_buffer, max_rooms: self.max_rooms, deflate }
     }
 
     /// The settings of every WebSocket this server accepts.

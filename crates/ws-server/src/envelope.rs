@@ -258,6 +258,15 @@ impl Outgoing<'_> {
     }
 }
 
+/// A message envelope cut where its seq goes, for a seq given elsewhere
+/// (by Redis): the head, the seq in decimal, then the tail make the JSON.
+pub fn message_around_seq(id: &str, time: u64, sender: &str, content: &str, room: &str) -> (String, String) {
+    let json = Outgoing::Message { id, seq: 0, time, sender, content, room }.to_json();
+    // The seq follows the type and the id, the server's own: nothing before it can read `"seq":0`.
+    let (head, tail) = json.split_once(r#""seq":0"#).unwrap_or((&json, ""));
+    (format!(r#"{head}"seq":"#), tail.to_owned())
+}
+
 fn json(value: &impl Serialize) -> String {
     // Serializing these plain structs cannot fail.
     serde_json::to_string(value).unwrap_or_default()
@@ -271,6 +280,14 @@ pub fn now_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_cut_around_its_seq_joins_into_the_envelope() {
+        let (head, tail) = message_around_seq("a-1", 7, "u", r#"my "seq":0, yours"#, "r");
+        let whole =
+            Outgoing::Message { id: "a-1", seq: 42, time: 7, sender: "u", content: r#"my "seq":0, yours"#, room: "r" };
+        assert_eq!(format!("{head}42{tail}"), whole.to_json());
+    }
 
     fn code(text: &str) -> &'static str {
         parse(text, 10).unwrap_err().code

@@ -4,6 +4,7 @@
 //! metrics.
 
 use crate::auth::{Authenticator, Identity, origin_allowed};
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::limits::{ConnectionLimits, Permit, client_address};
@@ -32,7 +33,9 @@ pub struct Server {
     /// The token checker, when a key is configured.
     pub auth: Option<Authenticator>,
     /// The rooms.
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
+    /// The link to the other servers through Redis, with `--redis`.
+    pub cluster: Option<Arc<Cluster>>,
     /// The connection counts.
     pub limits: Arc<ConnectionLimits>,
     /// The handshakes in progress, per peer address.
@@ -105,9 +108,15 @@ pub async fn serve_until(
     if auth.is_none() {
         warn!("no JWT key configured (--jwt-secret or --jwt-public-key): the hub is open to anyone");
     }
+    let hub = Arc::new(Hub::new(config.hub_settings()));
+    let cluster = match &config.redis {
+        Some(url) => Some(Cluster::start(url, hub.clone(), config.history).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let server = Arc::new(Server {
         auth,
-        hub: Hub::new(config.hub_settings()),
+        hub,
+        cluster,
         limits: Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip)),
         handshakes: Arc::new(ConnectionLimits::new(0, config.max_connections_per_ip)),
         tasks: TaskTracker::new(),

@@ -70,6 +70,8 @@ pub struct RoomsFull;
 struct Room {
     channel: broadcast::Sender<Arc<Delivery>>,
     latest: u64,
+    /// The highest seq known to be given, delivered here or not yet (numbered elsewhere).
+    numbered: u64,
     history: VecDeque<Arc<Delivery>>,
     /// Who is in the room, with how many connections each.
     members: HashMap<Arc<str>, u32>,
@@ -80,9 +82,11 @@ struct Room {
 pub struct Hub {
     rooms: Mutex<HashMap<Arc<str>, Room>>,
     settings: HubSettings,
-    /// Makes message ids unique across restarts, and names the epoch of
-    /// every room's numbering: the start time, in hex.
+    /// Makes message ids unique across restarts: the start time, in hex.
     id_prefix: String,
+    /// Names the numbering of every room: this server's start, or the
+    /// cluster's when the rooms are numbered in Redis.
+    epoch: Mutex<Arc<str>>,
     /// Hashes retry keys, with keys of its own so clients cannot aim at collisions.
     retry_hasher: RandomState,
     next_id: AtomicU64,
@@ -91,10 +95,12 @@ pub struct Hub {
 impl Hub {
     /// An empty hub.
     pub fn new(settings: HubSettings) -> Self {
+        let id_prefix = format!("{:x}", now_millis());
         Hub {
             rooms: Mutex::default(),
             settings,
-            id_prefix: format!("{:x}", now_millis()),
+            epoch: Mutex::new(Arc::from(id_prefix.as_str())),
+            id_prefix,
             retry_hasher: RandomState::new(),
             next_id: AtomicU64::new(1),
         }
@@ -138,6 +144,7 @@ impl Hub {
         let room = rooms.entry(name.clone()).or_insert_with(|| Room {
             channel: broadcast::channel(buffer).0,
             latest: 0,
+            numbered: 0,
             history: VecDeque::new(),
             members: HashMap::new(),
         });
@@ -193,11 +200,10 @@ impl Hub {
         if let Some(earlier) = retry_key.and_then(|key| state.history.iter().find(|d| d.retry_key == Some(key))) {
             return Ok(earlier.seq);
         }
-        let id = format!("{}-{:x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = self.message_id();
         let seq = state.latest + 1;
         let json = Outgoing::Message { id: &id, seq, time: now_millis(), sender, content, room }.to_json();
-        let frame = SharedMessage::new(&Message::from(json), self.settings.deflate.as_ref());
-        let delivery = Arc::new(Delivery { seq, frame, published: Instant::now(), retry_key });
+        let delivery = Arc::new(Delivery { retry_key, ..self.delivery(seq, json) });
         state.latest = seq;
         if self.settings.history > 0 {
             if state.history.len() == self.settings.history {
@@ -210,9 +216,85 @@ impl Hub {
         Ok(seq)
     }
 
-    /// The epoch of this hub's numbering: it changes with every start of the server.
-    pub fn epoch(&self) -> &str {
-        &self.id_prefix
+    /// A new message id, unique among every message of every start of this server.
+    pub fn message_id(&self) -> String {
+        format!("{}-{:x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// `json`, the envelope of seq `seq`, encoded (and compressed) once for every member.
+    pub fn delivery(&self, seq: u64, json: String) -> Delivery {
+        let frame = SharedMessage::new(&Message::from(json), self.settings.deflate.as_ref());
+        Delivery { seq, frame, published: Instant::now(), retry_key: None }
+    }
+
+    /// The epoch of this hub's numbering: it changes with every start of the
+    /// server, unless the cluster names it.
+    pub fn epoch(&self) -> Arc<str> {
+        self.epoch.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Takes the cluster's epoch as this hub's.
+    pub fn set_epoch(&self, epoch: &str) {
+        *self.epoch.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::from(epoch);
+    }
+
+    /// The latest seq of `room`, if the hub holds it.
+    pub fn latest(&self, room: &str) -> Option<u64> {
+        self.rooms().get(room).map(|room| room.latest)
+    }
+
+    /// The highest seq of `room` known here, delivered or only acked; 0 if none.
+    pub fn floor(&self, room: &str) -> u64 {
+        self.rooms().get(room).map_or(0, |room| room.latest.max(room.numbered))
+    }
+
+    /// Seq `seq` of `room` was given out elsewhere (in Redis), if the hub holds the room.
+    pub fn numbered(&self, room: &str, seq: u64) {
+        if let Some(room) = self.rooms().get_mut(room) {
+            room.numbered = room.numbered.max(seq);
+        }
+    }
+
+    /// Whether `room` has members on this server.
+    pub fn has_members(&self, room: &str) -> bool {
+        self.rooms().get(room).is_some_and(|room| room.channel.receiver_count() > 0)
+    }
+
+    /// Numbered elsewhere, `room` is at `latest` at least: made if needed,
+    /// and set there if it was behind.
+    pub fn sync(&self, room: &str, latest: u64) -> Result<(), RoomsFull> {
+        let mut rooms = self.rooms();
+        let state = self.room(&mut rooms, room)?.1;
+        state.latest = state.latest.max(latest);
+        Ok(())
+    }
+
+    /// Delivers `json`, numbered `seq` elsewhere, to the members of `room`
+    /// here, if it is the room's next message: the caller fills any gap first.
+    /// False when the hub does not hold the room or `seq` does not follow.
+    pub fn deliver(&self, room: &str, seq: u64, json: String) -> bool {
+        let mut rooms = self.rooms();
+        let Some(state) = rooms.get_mut(room) else { return false };
+        if seq != state.latest + 1 {
+            return false;
+        }
+        state.latest = seq;
+        // No receiver is not an error: the members have just left.
+        let _ = state.channel.send(Arc::new(self.delivery(seq, json)));
+        true
+    }
+
+    /// Tells the members of `room` here that seqs `from` to `to` will not
+    /// reach them: a `gap` notice, delivered in the stream as seq `to`.
+    pub fn gap(&self, room: &str, from: u64, to: u64) {
+        let mut rooms = self.rooms();
+        let Some(state) = rooms.get_mut(room) else { return };
+        if to <= state.latest {
+            return;
+        }
+        state.latest = to;
+        let json = Outgoing::Gap { room, from, to }.to_json();
+        let _ = state.channel.send(Arc::new(self.delivery(to, json)));
     }
 
     /// How many rooms the hub holds.

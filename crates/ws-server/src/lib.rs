@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod envelope;
 pub mod http;

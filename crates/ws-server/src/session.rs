@@ -10,7 +10,7 @@ use crate::auth::Identity;
 use crate::config::SlowConsumer;
 use crate::envelope::{self, Envelope, EnvelopeError, Outgoing, Request};
 use crate::http::Server;
-use crate::hub::{Delivery, Replay};
+use crate::hub::{Delivery, Replay, Subscription};
 use crate::limits::{Permit, TokenBucket};
 use crate::metrics::Reason;
 use crate::pulse::{Listener, Signal};
@@ -45,6 +45,24 @@ struct Membership {
     gap: Option<(u64, u64)>,
 }
 
+/// What a request to the cluster brings back to the session.
+enum Done {
+    /// A message was published, or could not be.
+    Published { id: Option<String>, seq: Result<u64, EnvelopeError> },
+    /// The client joined `room` (anew, with its subscription, or again), or could not.
+    Joined { room: String, joined: Result<(Option<Subscription>, Option<Replay>), EnvelopeError> },
+}
+
+/// A request to the cluster in flight: the session reads nothing more from
+/// its client until it is done, so that answers keep the order of requests.
+struct Pending(Pin<Box<dyn Future<Output = Done> + Send>>);
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
+    }
+}
+
 /// One hub connection, and the future that serves it.
 ///
 /// A hand-written future rather than an `async` loop over `select!`: the
@@ -65,6 +83,8 @@ pub struct Session<S> {
     bucket: TokenBucket,
     /// Messages refused in a row for the rate limit.
     refused: u32,
+    /// A request to the cluster in flight.
+    pending: Option<Pending>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -82,6 +102,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             rooms: Vec::new(),
             last_heard: Instant::now(),
             refused: 0,
+            pending: None,
         };
         session.welcome();
         session
@@ -184,6 +205,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(i) = self.membership(&room) {
             // Already a member: what came after `delivered` is on its way in the stream.
             let delivered = self.rooms[i].delivered;
+            if let Some(cluster) = self.server.cluster.clone() {
+                self.pending = Some(Pending(Box::pin(async move {
+                    let replay = match since {
+                        Some(since) => cluster.replay(&room, since, delivered).await.map(Some),
+                        None => Ok(None),
+                    };
+                    Done::Joined { room, joined: replay.map(|replay| (None, replay)) }
+                })));
+                return Ok(());
+            }
             let replay = since.map(|since| {
                 let mut replay = self.server.hub.replay(&room, since);
                 replay.deliveries.retain(|d| d.seq <= delivered);
@@ -199,9 +230,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.rooms.len() >= limit {
             return Err(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
         }
+        if let Some(cluster) = self.server.cluster.clone() {
+            let member = self.identity.name.clone();
+            self.pending = Some(Pending(Box::pin(async move {
+                let joined = cluster.join(room.clone(), member, since).await;
+                Done::Joined { room, joined: joined.map(|(subscription, replay)| (Some(subscription), replay)) }
+            })));
+            return Ok(());
+        }
         let (subscription, replay) = (self.server.hub)
             .join(&room, &self.identity.name, since)
             .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
+        self.subscribed(subscription, replay);
+        Ok(())
+    }
+
+    /// Becomes a member of the subscription's room.
+    fn subscribed(&mut self, subscription: Subscription, replay: Option<Replay>) {
         // Most clients stay in one room: room for exactly one, then for more as needed.
         self.rooms.reserve_exact(1);
         self.rooms.push(Membership {
@@ -211,14 +256,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             gap: None,
         });
         self.joined(self.rooms.len() - 1, subscription.latest, replay);
-        Ok(())
+    }
+
+    /// A request to the cluster is done: its answer to the client.
+    fn done(&mut self, done: Done) {
+        match done {
+            Done::Published { id, seq: Ok(seq) } => self.acked(id.as_deref(), seq),
+            Done::Published { id, seq: Err(error) } => self.send_error(error.about(id)),
+            Done::Joined { joined: Ok((Some(subscription), replay)), .. } => self.subscribed(subscription, replay),
+            Done::Joined { room, joined: Ok((None, replay)) } => match self.membership(&room) {
+                Some(i) => self.joined(i, self.rooms[i].delivered, replay),
+                None => self.send_error(EnvelopeError::new("not_joined", format!("not in room {room}"))),
+            },
+            Done::Joined { joined: Err(error), .. } => self.send_error(error),
+        }
     }
 
     /// Tells the client it is in room `i`, then replays what it asked for.
     fn joined(&mut self, i: usize, latest: u64, replay: Option<Replay>) {
         let room = self.rooms[i].room.clone();
         let server = self.server.clone();
-        self.send(&Outgoing::Joined { room: &room, seq: latest, epoch: server.hub.epoch() });
+        self.send(&Outgoing::Joined { room: &room, seq: latest, epoch: &server.hub.epoch() });
         let Some(replay) = replay else { return };
         for delivery in &replay.deliveries {
             self.queue(i, delivery);
@@ -230,8 +288,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(i) = self.membership(&room) else {
             return Err(EnvelopeError::new("not_joined", format!("not in room {room}")));
         };
-        self.rooms.swap_remove(i);
+        let member = self.rooms.swap_remove(i);
         self.server.hub.leave(&room, &self.identity.name);
+        if let Some(cluster) = &self.server.cluster {
+            // Its receiver gone first, so that the room may be let go if it was the last here.
+            drop(member.deliveries);
+            cluster.left(member.room);
+        }
         self.send(&Outgoing::Left { room: &room });
         Ok(())
     }
@@ -251,13 +314,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} before sending to it")));
         }
         let client_id = id.map(|id| (self.identity.retry_origin(), id));
+        if let Some(cluster) = self.server.cluster.clone() {
+            let (sender, content, id) = (self.identity.name.clone(), content.to_owned(), id.map(str::to_owned));
+            let origin = self.identity.retry_origin().to_owned();
+            self.pending = Some(Pending(Box::pin(async move {
+                let client_id = id.as_deref().map(|id| (origin.as_str(), id));
+                let seq = cluster.publish(&room, &sender, &content, client_id).await;
+                Done::Published { id, seq }
+            })));
+            return Ok(());
+        }
         // The room exists while this client is in it: it cannot be full.
         let seq = (self.server.hub.publish(&room, &self.identity.name, content, client_id))
             .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
+        self.acked(id, seq);
+        Ok(())
+    }
+
+    /// Tells the client the seq its message got, if it gave an id.
+    fn acked(&mut self, id: Option<&str>, seq: u64) {
         if let Some(id) = id {
             self.send(&Outgoing::Ack { id: Some(id), seq });
         }
-        Ok(())
     }
 
     /// A message of room `i`, or word that the client fell more than the
@@ -375,22 +453,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Session<S> {
         let session = self.get_mut();
         loop {
             session.poll_pulse(cx);
-            match session.ws.poll_recv(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    session.receive(event);
+            if let Some(pending) = &mut session.pending {
+                if let Poll::Ready(done) = pending.0.as_mut().poll(cx) {
+                    session.pending = None;
+                    session.done(done);
                     continue;
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    info!(sender = %session.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
-                    return Poll::Ready(());
+                // Write errors come back to poll_recv once the request is done.
+                let _ = session.ws.poll_flush(cx);
+            } else {
+                match session.ws.poll_recv(cx) {
+                    Poll::Ready(Some(Ok(event))) => {
+                        session.receive(event);
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        info!(sender = %session.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(None) => {
+                        info!(sender = %session.identity.name, "connection closed");
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => {}
                 }
-                Poll::Ready(None) => {
-                    info!(sender = %session.identity.name, "connection closed");
-                    return Poll::Ready(());
-                }
-                Poll::Pending => {}
             }
-            let delivered = session.poll_deliveries(cx);
+            // While a request is in flight, the rooms' messages wait in their
+            // channels: a replay it brings goes out before them.
+            let delivered = session.pending.is_none() && session.poll_deliveries(cx);
             // Written out, the queue may have room again for the gap notices that wait.
             let reported = session.report_gaps();
             // What was queued goes out at the top of the loop.
@@ -403,8 +493,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Session<S> {
 
 impl<S> Drop for Session<S> {
     fn drop(&mut self) {
-        for member in &self.rooms {
+        for member in std::mem::take(&mut self.rooms) {
             self.server.hub.leave(&member.room, &self.identity.name);
+            if let Some(cluster) = &self.server.cluster {
+                drop(member.deliveries);
+                cluster.left(member.room);
+            }
         }
         if let Some(listener) = self.pulse.take() {
             listener.release(&self.server.pulse);

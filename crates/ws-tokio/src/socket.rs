@@ -206,6 +206,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
+    /// [`WebSocket::flush`] as a poll, for a hand-written future that
+    /// writes while it reads nothing.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_write(cx)
+    }
+
     /// A handle for other tasks to send on this WebSocket.
     pub fn sender(&mut self) -> Sender {
         let (tx, rx) = mpsc::channel(64);

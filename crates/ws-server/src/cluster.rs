@@ -1,0 +1,417 @@
+//! Several servers as one hub, through Redis (`--redis`).
+//!
+//! Each room has in Redis a seq counter, a stream of its last messages (the
+//! history; entry ids `<seq>-0`) and a pub/sub channel. One Lua script numbers
+//! a message, appends it and publishes it, atomically. Every server, the
+//! sender's included, delivers it from the channel to its own members; a
+//! server subscribes to a room's channel while it has members there.
+//!
+//! Each server delivers a room's seqs once and in order: a seq that jumps
+//! ahead (messages published while the link was down) is preceded by the
+//! missing ones, fetched from the stream, or by a `gap` notice for those the
+//! stream no longer holds. Across an outage the server keeps its
+//! connections, reconnects with backoff, subscribes again and catches up
+//! the same way. A publish or a join that Redis cannot serve is answered
+//! with an `unavailable` error, never dropped in silence.
+
+use crate::envelope::{self, EnvelopeError};
+use crate::hub::{Hub, Replay, RoomsFull, Subscription};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::{AsyncCommands, Msg, RedisResult, Script};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_stream::StreamExt;
+use tracing::{info, warn};
+
+/// How long a message id is remembered, so that a retry is not published twice.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(600);
+
+/// The longest a request to Redis may take before the client is told `unavailable`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first and the longest wait between attempts to reach Redis again.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Numbers, appends and publishes one message; a retry gets its first seq.
+/// KEYS: seq, history stream, retry key (the seq key when there is none).
+/// ARGV: envelope head and tail, history length, retry window (s, 0: none),
+/// channel, floor (the highest seq this server knows: a Redis that lost its
+/// data does not number from 1 again).
+const PUBLISH: &str = r"
+if ARGV[4] ~= '0' then
+  local earlier = redis.call('GET', KEYS[3])
+  if earlier then return tonumber(earlier) end
+end
+local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[6])) + 1
+redis.call('SET', KEYS[1], seq)
+local json = ARGV[1] .. seq .. ARGV[2]
+if ARGV[3] ~= '0' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 'm', json)
+end
+if ARGV[4] ~= '0' then redis.call('SET', KEYS[3], seq, 'EX', ARGV[4]) end
+redis.call('PUBLISH', ARGV[5], seq .. '\n' .. json)
+return seq
+";
+
+/// Raises a room's seq to a floor, and answers the seq. KEYS: seq; ARGV: floor.
+const FLOOR: &str = r"
+local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]))
+if seq > 0 then redis.call('SET', KEYS[1], seq) end
+return seq
+";
+
+fn seq_key(room: &str) -> String {
+    format!("ws:{{{room}}}:seq")
+}
+
+fn history_key(room: &str) -> String {
+    format!("ws:{{{room}}}:history")
+}
+
+fn channel(room: &str) -> String {
+    format!("ws:{{{room}}}:channel")
+}
+
+/// The room of a channel name.
+fn room_of(channel: &str) -> Option<&str> {
+    channel.strip_prefix("ws:{")?.strip_suffix("}:channel")
+}
+
+const EPOCH_KEY: &str = "ws:epoch";
+
+/// Redis could not serve a request.
+fn unavailable(e: impl std::fmt::Display) -> EnvelopeError {
+    EnvelopeError::new("unavailable", format!("the message store is unavailable: {e}"))
+}
+
+/// What sessions ask of the subscriber task.
+#[derive(Debug)]
+enum Control {
+    /// Join `room` as `member`, subscribing to its channel first if needed.
+    Join { room: String, member: Arc<str>, reply: oneshot::Sender<Result<Subscription, EnvelopeError>> },
+    /// A member left `room`: unsubscribe if it was the last here.
+    Left(Arc<str>),
+}
+
+/// This server's link to the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    hub: Arc<Hub>,
+    redis: ConnectionManager,
+    publish: Script,
+    control: mpsc::UnboundedSender<Control>,
+    history: usize,
+}
+
+impl Cluster {
+    /// Links `hub` to the Redis at `url`, keeping `history` messages per
+    /// room there. The link is made in the background, and made again
+    /// whenever it is lost; until then joins and publishes are `unavailable`.
+    pub fn start(url: &str, hub: Arc<Hub>, history: usize) -> RedisResult<Arc<Cluster>> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REQUEST_TIMEOUT))
+            .set_response_timeout(Some(REQUEST_TIMEOUT))
+            .set_min_delay(BACKOFF.0)
+            .set_max_delay(BACKOFF.1)
+            .set_number_of_retries(1);
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let (control, requests) = mpsc::unbounded_channel();
+        let subscriber = Subscriber { hub: hub.clone(), client, redis: redis.clone(), rooms: HashSet::new() };
+        tokio::spawn(subscriber.run(requests));
+        Ok(Arc::new(Cluster { hub, redis, publish: Script::new(PUBLISH), control, history }))
+    }
+
+    /// Publishes `content` from `sender` to `room` across the cluster; its seq.
+    /// `client_id` (who gave it, the id) makes a retry within [`RETRY_WINDOW`] harmless.
+    pub async fn publish(
+        &self,
+        room: &str,
+        sender: &str,
+        content: &str,
+        client_id: Option<(&str, &str)>,
+    ) -> Result<u64, EnvelopeError> {
+        let id = self.hub.message_id();
+        let (head, tail) = envelope::message_around_seq(&id, envelope::now_millis(), sender, content, room);
+        let retry_key = client_id.map(|(origin, id)| format!("ws:{{{room}}}:retry:{origin}\n{id}"));
+        let window = if retry_key.is_some() { RETRY_WINDOW.as_secs() } else { 0 };
+        let mut invocation = self.publish.prepare_invoke();
+        invocation.key(seq_key(room)).key(history_key(room)).key(retry_key.unwrap_or_else(|| seq_key(room)));
+        invocation.arg(head).arg(tail).arg(self.history).arg(window).arg(channel(room));
+        invocation.arg(self.hub.floor(room));
+        let published = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut self.redis.clone())).await;
+        let seq = published.map_err(unavailable)?.map_err(unavailable)?;
+        // Known before it is delivered here: a Redis that lost its data numbers on from it.
+        self.hub.numbered(room, seq);
+        Ok(seq)
+    }
+
+    /// Joins `room` as `member`; with `since`, also the messages after it
+    /// from the room's history in Redis, up to the subscription's start.
+    pub async fn join(
+        &self,
+        room: String,
+        member: Arc<str>,
+        since: Option<u64>,
+    ) -> Result<(Subscription, Option<Replay>), EnvelopeError> {
+        let (reply, joined) = oneshot::channel();
+        let request = Control::Join { room, member, reply };
+        self.control.send(request).map_err(|_| unavailable("the server is stopping"))?;
+        let subscription = joined.await.map_err(|_| unavailable("the server is stopping"))??;
+        let replay = match since {
+            Some(since) => Some(self.replay(&subscription.room, since, subscription.latest).await?),
+            None => None,
+        };
+        Ok((subscription, replay))
+    }
+
+    /// The messages of `room` after `since` up to `latest` that Redis holds.
+    /// A `since` past `latest` comes from another numbering: all is replayed,
+    /// and the replay is not complete.
+    pub async fn replay(&self, room: &str, since: u64, latest: u64) -> Result<Replay, EnvelopeError> {
+        let renumbered = since > latest;
+        let after = if renumbered { 0 } else { since };
+        let entries = timeout(REQUEST_TIMEOUT, history(&mut self.redis.clone(), room, after, latest)).await;
+        let entries = entries.map_err(unavailable)?.map_err(unavailable)?;
+        let complete = !renumbered && entries.first().map_or(after == latest, |(seq, _)| *seq == after + 1);
+        let deliveries = entries.into_iter().map(|(seq, json)| Arc::new(self.hub.delivery(seq, json))).collect();
+        Ok(Replay { deliveries, complete })
+    }
+
+    /// A member left `room` on this server.
+    pub fn left(&self, room: Arc<str>) {
+        // Fails only when the server stops, and its subscriptions with it.
+        let _ = self.control.send(Control::Left(room));
+    }
+}
+
+/// The messages of `room` with seqs `after + 1` to `upto` that the history holds, in order.
+async fn history(redis: &mut ConnectionManager, room: &str, after: u64, upto: u64) -> RedisResult<Vec<(u64, String)>> {
+    if upto <= after {
+        return Ok(Vec::new());
+    }
+    let range = redis::cmd("XRANGE").arg(history_key(room)).arg(after + 1).arg(upto).to_owned();
+    let entries: Vec<(String, Vec<String>)> = range.query_async(redis).await?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(id, mut fields)| Some((id.split('-').next()?.parse().ok()?, fields.pop()?)))
+        .collect())
+}
+
+/// The task that holds the subscriptions and delivers what they bring.
+struct Subscriber {
+    hub: Arc<Hub>,
+    client: redis::Client,
+    redis: ConnectionManager,
+    /// The rooms subscribed to: those with members here.
+    rooms: HashSet<Arc<str>>,
+}
+
+impl Subscriber {
+    /// Links to Redis, again and again, until the server stops.
+    async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
+        let mut backoff = BACKOFF.0;
+        loop {
+            match self.serve(&mut control).await {
+                Served::Stopped => return,
+                Served::Lost(e) => warn!("redis: link lost ({e}); members keep their connections, reconnecting"),
+                Served::Unreachable(e) => {
+                    warn!("redis: unreachable ({e}); retrying in {backoff:?}");
+                    if refuse_for(&mut control, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                    continue;
+                }
+            }
+            backoff = BACKOFF.0;
+        }
+    }
+
+    /// One link: subscribes again, catches up, then delivers until the link is lost.
+    async fn serve(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) -> Served {
+        let linked = timeout(REQUEST_TIMEOUT, self.link()).await;
+        let (mut sink, mut stream) = match linked.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            Ok(pair) => pair,
+            Err(e) => return Served::Unreachable(e),
+        };
+        if let Err(e) = self.resume(&mut sink).await {
+            return Served::Unreachable(e.to_string());
+        }
+        loop {
+            let outcome = tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => self.receive(message).await,
+                    None => return Served::Lost("the subscription ended".into()),
+                },
+                request = control.recv() => match request {
+                    Some(request) => self.handle(request, &mut sink).await,
+                    None => return Served::Stopped,
+                },
+            };
+            if let Err(e) = outcome {
+                return Served::Lost(e.to_string());
+            }
+        }
+    }
+
+    /// A subscription connection, and the cluster's epoch taken (or given, by the first server).
+    async fn link(&mut self) -> RedisResult<(PubSubSink, redis::aio::PubSubStream)> {
+        let pubsub = self.client.get_async_pubsub().await?;
+        let mine = self.hub.epoch();
+        let _: bool = self.redis.set_nx(EPOCH_KEY, &*mine).await?;
+        let epoch: String = self.redis.get(EPOCH_KEY).await?;
+        if *epoch != *mine {
+            info!(epoch, "redis: joined the cluster's numbering");
+            self.hub.set_epoch(&epoch);
+        }
+        Ok(pubsub.split())
+    }
+
+    /// After a new link: subscribes again to every room with members here
+    /// and delivers what they missed.
+    async fn resume(&mut self, sink: &mut PubSubSink) -> RedisResult<()> {
+        self.rooms.retain(|room| self.hub.has_members(room));
+        for room in self.rooms.clone() {
+            sink.subscribe(channel(&room)).await?;
+            let latest = self.floor(&room, self.hub.floor(&room)).await?;
+            self.fill(&room, self.hub.latest(&room).unwrap_or(0), latest).await?;
+        }
+        info!(rooms = self.rooms.len(), "redis: linked");
+        Ok(())
+    }
+
+    async fn handle(&mut self, request: Control, sink: &mut PubSubSink) -> RedisResult<()> {
+        match request {
+            Control::Join { room, member, reply } => {
+                let joined = self.join(&room, &member, sink).await;
+                let failed = joined.as_ref().err().map(|e| e.to_string());
+                let answer = match joined {
+                    Ok(Ok((subscription, _))) => Ok(subscription),
+                    Ok(Err(RoomsFull)) => {
+                        Err(EnvelopeError::new("room_limit", "the server holds all the rooms it can"))
+                    }
+                    Err(e) => Err(unavailable(e)),
+                };
+                // The session may be gone: then so is its subscription.
+                let _ = reply.send(answer);
+                match failed {
+                    Some(e) => Err(redis::RedisError::from(std::io::Error::other(e))),
+                    None => Ok(()),
+                }
+            }
+            Control::Left(room) => {
+                if !self.hub.has_members(&room) && self.rooms.remove(&room) {
+                    sink.unsubscribe(channel(&room)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Subscribes to `room` if needed, then joins it in the hub.
+    async fn join(
+        &mut self,
+        room: &str,
+        member: &Arc<str>,
+        sink: &mut PubSubSink,
+    ) -> RedisResult<Result<(Subscription, Option<Replay>), RoomsFull>> {
+        if !self.rooms.contains(room) {
+            sink.subscribe(channel(room)).await?;
+            let latest = self.floor(room, self.hub.floor(room)).await?;
+            if let Err(full) = self.hub.sync(room, latest) {
+                sink.unsubscribe(channel(room)).await?;
+                return Ok(Err(full));
+            }
+            self.rooms.insert(Arc::from(room));
+        }
+        Ok(self.hub.join(room, member, None))
+    }
+
+    /// The seq of `room` in Redis, raised to `known` first if Redis lost it.
+    async fn floor(&mut self, room: &str, known: u64) -> RedisResult<u64> {
+        Script::new(FLOOR).key(seq_key(room)).arg(known).invoke_async(&mut self.redis).await
+    }
+
+    /// One message from a channel: `<seq>\n<json>`.
+    async fn receive(&mut self, message: Msg) -> RedisResult<()> {
+        let Some(room) = room_of(message.get_channel_name()) else { return Ok(()) };
+        let payload = String::from_utf8_lossy(message.get_payload_bytes());
+        let Some((seq, json)) = payload.split_once('\n').and_then(|(s, j)| Some((s.parse::<u64>().ok()?, j))) else {
+            warn!(room, "redis: a message not in this server's format, ignored");
+            return Ok(());
+        };
+        if !self.rooms.contains(room) {
+            return Ok(());
+        }
+        let known = self.hub.latest(room).unwrap_or(0);
+        if seq <= known {
+            return Ok(());
+        }
+        self.fill(room, known, seq - 1).await?;
+        self.hub.deliver(room, seq, json.to_owned());
+        Ok(())
+    }
+
+    /// Delivers the seqs `after + 1` to `upto` of `room` from its history,
+    /// with a gap notice for those it no longer holds.
+    async fn fill(&mut self, room: &str, after: u64, upto: u64) -> RedisResult<()> {
+        for (seq, json) in history(&mut self.redis, room, after, upto).await? {
+            let known = self.hub.latest(room).unwrap_or(0);
+            if seq > known + 1 {
+                self.hub.gap(room, known + 1, seq - 1);
+            }
+            if seq > known {
+                self.hub.deliver(room, seq, json);
+            }
+        }
+        let known = self.hub.latest(room).unwrap_or(0);
+        if known < upto {
+            warn!(room, from = known + 1, to = upto, "redis: messages lost, members told of the gap");
+            self.hub.gap(room, known + 1, upto);
+        }
+        Ok(())
+    }
+}
+
+/// How a link ended.
+enum Served {
+    /// The server stops.
+    Stopped,
+    /// Redis could not be reached.
+    Unreachable(String),
+    /// The link was lost.
+    Lost(String),
+}
+
+/// Waits `delay` with no link, answering every join `unavailable`; true if the server stops.
+async fn refuse_for(control: &mut mpsc::UnboundedReceiver<Control>, delay: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        match tokio::time::timeout_at(deadline, control.recv()).await {
+            Err(_) => return false,
+            Ok(None) => return true,
+            Ok(Some(Control::Join { reply, .. })) => {
+                let _ = reply.send(Err(unavailable("no link to redis")));
+            }
+            Ok(Some(Control::Left(_))) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_comes_back_from_its_channel_name() {
+        for room in ["general", "", "a}:channel{b", "ü"] {
+            assert_eq!(room_of(&channel(room)), Some(room));
+        }
+        assert_eq!(room_of("other"), None);
+    }
+}
