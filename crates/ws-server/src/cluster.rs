@@ -16,6 +16,7 @@
 
 use crate::envelope::{self, EnvelopeError};
 use crate::hub::{Hub, Replay, RoomsFull, Subscription};
+use crate::metrics::ClusterMetrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{AsyncCommands, Msg, RedisResult, Script};
 use std::collections::HashSet;
@@ -56,6 +57,27 @@ redis.call('PUBLISH', ARGV[5], seq .. '\n' .. json)
 return seq
 ";
 
+/// How long a presence entry lives unless its server renews it, which it
+/// does every third of this: the members of a server that dies drop out.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
+
+/// Sets presence entries to expire `PRESENCE_TTL` from now (Redis's clock).
+/// KEYS: presence set; ARGV: TTL in ms, then the entries.
+const TOUCH: &str = r"
+local t = redis.call('TIME')
+local expires = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], expires, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return #ARGV - 1
+";
+
+/// Drops the expired presence entries and answers the others. KEYS: presence set.
+const PRESENT: &str = r"
+local t = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] * 1000 + math.floor(t[2] / 1000))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+";
+
 /// Raises a room's seq to a floor, and answers the seq. KEYS: seq; ARGV: floor.
 const FLOOR: &str = r"
 local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]))
@@ -69,6 +91,15 @@ fn seq_key(room: &str) -> String {
 
 fn history_key(room: &str) -> String {
     format!("ws:{{{room}}}:history")
+}
+
+fn presence_key(room: &str) -> String {
+    format!("ws:{{{room}}}:presence")
+}
+
+/// A presence entry: the member, then the server it is on.
+fn presence_entry(member: &str, instance: &str) -> String {
+    format!("{member}\n{instance}")
 }
 
 fn channel(room: &str) -> String {
@@ -92,8 +123,9 @@ fn unavailable(e: impl std::fmt::Display) -> EnvelopeError {
 enum Control {
     /// Join `room` as `member`, subscribing to its channel first if needed.
     Join { room: String, member: Arc<str>, reply: oneshot::Sender<Result<Subscription, EnvelopeError>> },
-    /// A member left `room`: unsubscribe if it was the last here.
-    Left(Arc<str>),
+    /// A connection of `member` left `room`: it leaves the presence if it was
+    /// its last here, and the server unsubscribes if it was the room's last.
+    Left { room: Arc<str>, member: Arc<str> },
 }
 
 /// This server's link to the cluster.
@@ -110,7 +142,7 @@ impl Cluster {
     /// Links `hub` to the Redis at `url`, keeping `history` messages per
     /// room there. The link is made in the background, and made again
     /// whenever it is lost; until then joins and publishes are `unavailable`.
-    pub fn start(url: &str, hub: Arc<Hub>, history: usize) -> RedisResult<Arc<Cluster>> {
+    pub fn start(url: &str, hub: Arc<Hub>, history: usize, metrics: ClusterMetrics) -> RedisResult<Arc<Cluster>> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REQUEST_TIMEOUT))
@@ -120,7 +152,8 @@ impl Cluster {
             .set_number_of_retries(1);
         let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let (control, requests) = mpsc::unbounded_channel();
-        let subscriber = Subscriber { hub: hub.clone(), client, redis: redis.clone(), rooms: HashSet::new() };
+        let subscriber =
+            Subscriber { hub: hub.clone(), client, redis: redis.clone(), rooms: HashSet::new(), metrics, down: false };
         tokio::spawn(subscriber.run(requests));
         Ok(Arc::new(Cluster { hub, redis, publish: Script::new(PUBLISH), control, history }))
     }
@@ -181,10 +214,25 @@ impl Cluster {
         Ok(Replay { deliveries, complete })
     }
 
-    /// A member left `room` on this server.
-    pub fn left(&self, room: Arc<str>) {
+    /// A connection of `member` left `room` on this server (its
+    /// subscription dropped first).
+    pub fn left(&self, room: Arc<str>, member: Arc<str>) {
         // Fails only when the server stops, and its subscriptions with it.
-        let _ = self.control.send(Control::Left(room));
+        let _ = self.control.send(Control::Left { room, member });
+    }
+
+    /// Who is in `room` on every server: how many, and up to `max` names, in order.
+    pub async fn presence(&self, room: &str, max: usize) -> Result<(usize, Vec<Arc<str>>), EnvelopeError> {
+        let (script, mut redis) = (Script::new(PRESENT), self.redis.clone());
+        let mut invocation = script.prepare_invoke();
+        let present = invocation.key(presence_key(room)).invoke_async(&mut redis);
+        let entries: Vec<String> =
+            timeout(REQUEST_TIMEOUT, present).await.map_err(unavailable)?.map_err(unavailable)?;
+        let mut names: Vec<&str> = entries.iter().filter_map(|e| Some(e.rsplit_once('\n')?.0)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let count = names.len();
+        Ok((count, names.into_iter().take(max).map(Arc::from).collect()))
     }
 }
 
@@ -208,6 +256,9 @@ struct Subscriber {
     redis: ConnectionManager,
     /// The rooms subscribed to: those with members here.
     rooms: HashSet<Arc<str>>,
+    metrics: ClusterMetrics,
+    /// Whether the outage going on is counted.
+    down: bool,
 }
 
 impl Subscriber {
@@ -217,10 +268,14 @@ impl Subscriber {
         loop {
             match self.serve(&mut control).await {
                 Served::Stopped => return,
-                Served::Lost(e) => warn!("redis: link lost ({e}); members keep their connections, reconnecting"),
+                Served::Lost(e) => {
+                    warn!("redis: link lost ({e}); members keep their connections, reconnecting");
+                    self.went_down();
+                }
                 Served::Unreachable(e) => {
                     warn!("redis: unreachable ({e}); retrying in {backoff:?}");
-                    if refuse_for(&mut control, backoff).await {
+                    self.went_down();
+                    if self.refuse_for(&mut control, backoff).await {
                         return;
                     }
                     backoff = (backoff * 2).min(BACKOFF.1);
@@ -228,6 +283,33 @@ impl Subscriber {
                 }
             }
             backoff = BACKOFF.0;
+        }
+    }
+
+    /// Counts an outage once, however many attempts it takes to end.
+    fn went_down(&mut self) {
+        self.metrics.up.set(0);
+        if !self.down {
+            self.down = true;
+            self.metrics.outages.inc();
+        }
+    }
+
+    /// Waits `delay` with no link, answering every join `unavailable`; true if the server stops.
+    async fn refuse_for(&self, control: &mut mpsc::UnboundedReceiver<Control>, delay: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            match tokio::time::timeout_at(deadline, control.recv()).await {
+                Err(_) => return false,
+                Ok(None) => return true,
+                Ok(Some(Control::Join { reply, .. })) => {
+                    let _ = reply.send(Err(unavailable("no link to redis")));
+                }
+                // Its presence entry expires on its own.
+                Ok(Some(Control::Left { room, member })) => {
+                    self.hub.leave(&room, &member);
+                }
+            }
         }
     }
 
@@ -242,8 +324,10 @@ impl Subscriber {
         if let Err(e) = self.resume(&mut sink).await {
             return Served::Unreachable(e.to_string());
         }
+        let mut renewals = tokio::time::interval(PRESENCE_TTL / 3);
         loop {
             let outcome = tokio::select! {
+                _ = renewals.tick() => self.renew().await,
                 message = stream.next() => match message {
                     Some(message) => self.receive(message).await,
                     None => return Served::Lost("the subscription ended".into()),
@@ -282,6 +366,8 @@ impl Subscriber {
             self.fill(&room, self.hub.latest(&room).unwrap_or(0), latest).await?;
         }
         info!(rooms = self.rooms.len(), "redis: linked");
+        self.down = false;
+        self.metrics.up.set(1);
         Ok(())
     }
 
@@ -304,7 +390,11 @@ impl Subscriber {
                     None => Ok(()),
                 }
             }
-            Control::Left(room) => {
+            Control::Left { room, member } => {
+                if self.hub.leave(&room, &member) {
+                    let entry = presence_entry(&member, self.hub.instance());
+                    let _: usize = self.redis.zrem(presence_key(&room), entry).await?;
+                }
                 if !self.hub.has_members(&room) && self.rooms.remove(&room) {
                     sink.unsubscribe(channel(&room)).await?;
                 }
@@ -329,7 +419,33 @@ impl Subscriber {
             }
             self.rooms.insert(Arc::from(room));
         }
-        Ok(self.hub.join(room, member, None))
+        let joined = self.hub.join(room, member, None);
+        if joined.is_ok() {
+            self.touch(room, std::slice::from_ref(member)).await?;
+        }
+        Ok(joined)
+    }
+
+    /// Renews the presence of `members` in `room`.
+    async fn touch(&mut self, room: &str, members: &[Arc<str>]) -> RedisResult<()> {
+        let script = Script::new(TOUCH);
+        let mut invocation = script.prepare_invoke();
+        invocation.key(presence_key(room)).arg(PRESENCE_TTL.as_millis() as u64);
+        for member in members {
+            invocation.arg(presence_entry(member, self.hub.instance()));
+        }
+        invocation.invoke_async(&mut self.redis).await
+    }
+
+    /// Renews the presence of every member here, before it expires.
+    async fn renew(&mut self) -> RedisResult<()> {
+        for room in self.rooms.clone() {
+            let (_, members) = self.hub.presence(&room, usize::MAX);
+            if !members.is_empty() {
+                self.touch(&room, &members).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The seq of `room` in Redis, raised to `known` first if Redis lost it.
@@ -372,6 +488,7 @@ impl Subscriber {
         let known = self.hub.latest(room).unwrap_or(0);
         if known < upto {
             warn!(room, from = known + 1, to = upto, "redis: messages lost, members told of the gap");
+            self.metrics.lost.inc_by(upto - known);
             self.hub.gap(room, known + 1, upto);
         }
         Ok(())
@@ -386,21 +503,6 @@ enum Served {
     Unreachable(String),
     /// The link was lost.
     Lost(String),
-}
-
-/// Waits `delay` with no link, answering every join `unavailable`; true if the server stops.
-async fn refuse_for(control: &mut mpsc::UnboundedReceiver<Control>, delay: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + delay;
-    loop {
-        match tokio::time::timeout_at(deadline, control.recv()).await {
-            Err(_) => return false,
-            Ok(None) => return true,
-            Ok(Some(Control::Join { reply, .. })) => {
-                let _ = reply.send(Err(unavailable("no link to redis")));
-            }
-            Ok(Some(Control::Left(_))) => {}
-        }
-    }
 }
 
 #[cfg(test)]

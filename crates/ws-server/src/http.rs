@@ -109,8 +109,11 @@ pub async fn serve_until(
         warn!("no JWT key configured (--jwt-secret or --jwt-public-key): the hub is open to anyone");
     }
     let hub = Arc::new(Hub::new(config.hub_settings()));
+    let metrics = Metrics::default();
     let cluster = match &config.redis {
-        Some(url) => Some(Cluster::start(url, hub.clone(), config.history).map_err(std::io::Error::other)?),
+        Some(url) => Some(
+            Cluster::start(url, hub.clone(), config.history, metrics.cluster.clone()).map_err(std::io::Error::other)?,
+        ),
         None => None,
     };
     let server = Arc::new(Server {
@@ -122,7 +125,7 @@ pub async fn serve_until(
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         pulse: Pulse::default(),
-        metrics: Metrics::default(),
+        metrics,
         tls,
         config,
     });

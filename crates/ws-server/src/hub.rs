@@ -82,7 +82,8 @@ struct Room {
 pub struct Hub {
     rooms: Mutex<HashMap<Arc<str>, Room>>,
     settings: HubSettings,
-    /// Makes message ids unique across restarts: the start time, in hex.
+    /// Names this server among others and makes message ids unique across
+    /// restarts: the start time and a random part, in hex.
     id_prefix: String,
     /// Names the numbering of every room: this server's start, or the
     /// cluster's when the rooms are numbered in Redis.
@@ -95,7 +96,7 @@ pub struct Hub {
 impl Hub {
     /// An empty hub.
     pub fn new(settings: HubSettings) -> Self {
-        let id_prefix = format!("{:x}", now_millis());
+        let id_prefix = format!("{:x}{:04x}", now_millis(), rand::random::<u16>());
         Hub {
             rooms: Mutex::default(),
             settings,
@@ -151,16 +152,17 @@ impl Hub {
         Ok((name, room))
     }
 
-    /// One connection of `member` left `room`.
-    pub fn leave(&self, room: &str, member: &str) {
+    /// One connection of `member` left `room`; true if it was its last there.
+    pub fn leave(&self, room: &str, member: &str) -> bool {
         let mut rooms = self.rooms();
-        let Some(room) = rooms.get_mut(room) else { return };
-        if let Some(count) = room.members.get_mut(member) {
-            *count -= 1;
-            if *count == 0 {
-                room.members.remove(member);
-            }
+        let Some(room) = rooms.get_mut(room) else { return false };
+        let Some(count) = room.members.get_mut(member) else { return false };
+        *count -= 1;
+        if *count > 0 {
+            return false;
         }
+        room.members.remove(member);
+        true
     }
 
     /// Who is in `room`: how many, and the names of up to `max` of them, in order.
@@ -214,6 +216,11 @@ impl Hub {
         // No receiver is not an error: the message is still in the history.
         let _ = state.channel.send(delivery);
         Ok(seq)
+    }
+
+    /// This server's name among others.
+    pub fn instance(&self) -> &str {
+        &self.id_prefix
     }
 
     /// A new message id, unique among every message of every start of this server.

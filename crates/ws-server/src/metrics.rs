@@ -41,6 +41,20 @@ pub struct Metrics {
     pub rooms: Gauge,
     /// Seconds from a message's publication to its queueing at a member.
     pub fanout_latency: Histogram,
+    /// The link to Redis, with `--redis`.
+    pub cluster: ClusterMetrics,
+}
+
+/// What the link to Redis reports: whether it is up, how often it went
+/// down, and the messages it could not recover (told as gaps).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMetrics {
+    /// 1 while the link is up.
+    pub up: Gauge,
+    /// Times the link was lost or could not be made.
+    pub outages: Counter,
+    /// Messages numbered in Redis that no longer were there to deliver.
+    pub lost: Counter,
 }
 
 impl Default for Metrics {
@@ -58,6 +72,7 @@ impl Default for Metrics {
             rooms: Gauge::default(),
             // 1 µs to about 4 s.
             fanout_latency: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
+            cluster: ClusterMetrics::default(),
         };
         metrics.registered()
     }
@@ -77,6 +92,14 @@ impl Metrics {
         r.register("rooms", "Rooms held now", self.rooms.clone());
         let latency = self.fanout_latency.clone();
         r.register_with_unit("fanout_latency", "From publication to queueing at a member", Unit::Seconds, latency);
+        let cluster = &self.cluster;
+        r.register("redis_up", "1 while the link to Redis (--redis) is up", cluster.up.clone());
+        r.register("redis_outages", "Times the link to Redis was lost or could not be made", cluster.outages.clone());
+        r.register(
+            "redis_lost_messages",
+            "Messages Redis no longer held to deliver: told as gaps",
+            cluster.lost.clone(),
+        );
         self
     }
 

@@ -51,6 +51,8 @@ enum Done {
     Published { id: Option<String>, seq: Result<u64, EnvelopeError> },
     /// The client joined `room` (anew, with its subscription, or again), or could not.
     Joined { room: String, joined: Result<(Option<Subscription>, Option<Replay>), EnvelopeError> },
+    /// Who is in `room`: how many, and names.
+    Presence { room: String, presence: Result<(usize, Vec<Arc<str>>), EnvelopeError> },
 }
 
 /// A request to the cluster in flight: the session reads nothing more from
@@ -269,6 +271,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 None => self.send_error(EnvelopeError::new("not_joined", format!("not in room {room}"))),
             },
             Done::Joined { joined: Err(error), .. } => self.send_error(error),
+            Done::Presence { room, presence: Ok(presence) } => self.present(&room, presence),
+            Done::Presence { presence: Err(error), .. } => self.send_error(error),
         }
     }
 
@@ -289,12 +293,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(EnvelopeError::new("not_joined", format!("not in room {room}")));
         };
         let member = self.rooms.swap_remove(i);
-        self.server.hub.leave(&room, &self.identity.name);
-        if let Some(cluster) = &self.server.cluster {
-            // Its receiver gone first, so that the room may be let go if it was the last here.
-            drop(member.deliveries);
-            cluster.left(member.room);
-        }
+        self.left(member);
         self.send(&Outgoing::Left { room: &room });
         Ok(())
     }
@@ -303,10 +302,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.membership(&room).is_none() {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} to see who is in it")));
         }
-        let (count, names) = self.server.hub.presence(&room, envelope::MAX_PRESENCE);
-        let members = names.iter().map(|n| &**n).collect();
-        self.send(&Outgoing::Presence { room: &room, count, members });
+        if let Some(cluster) = self.server.cluster.clone() {
+            self.pending = Some(Pending(Box::pin(async move {
+                let presence = cluster.presence(&room, envelope::MAX_PRESENCE).await;
+                Done::Presence { room, presence }
+            })));
+            return Ok(());
+        }
+        let presence = self.server.hub.presence(&room, envelope::MAX_PRESENCE);
+        self.present(&room, presence);
         Ok(())
+    }
+
+    /// Tells the client who is in `room`.
+    fn present(&mut self, room: &str, (count, names): (usize, Vec<Arc<str>>)) {
+        let members = names.iter().map(|n| &**n).collect();
+        self.send(&Outgoing::Presence { room, count, members });
     }
 
     fn publish(&mut self, room: String, content: &str, id: Option<&str>) -> Result<(), EnvelopeError> {
@@ -491,14 +502,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Session<S> {
     }
 }
 
+impl<S> Session<S> {
+    /// Lets go of a membership, with this connection's place in the room's presence.
+    fn left(&self, member: Membership) {
+        // Its receiver gone first, so that a cluster can let the room go if it was the last here.
+        drop(member.deliveries);
+        match &self.server.cluster {
+            Some(cluster) => cluster.left(member.room, self.identity.name.clone()),
+            None => {
+                self.server.hub.leave(&member.room, &self.identity.name);
+            }
+        }
+    }
+}
+
 impl<S> Drop for Session<S> {
     fn drop(&mut self) {
         for member in std::mem::take(&mut self.rooms) {
-            self.server.hub.leave(&member.room, &self.identity.name);
-            if let Some(cluster) = &self.server.cluster {
-                drop(member.deliveries);
-                cluster.left(member.room);
-            }
+            self.left(member);
         }
         if let Some(listener) = self.pulse.take() {
             listener.release(&self.server.pulse);

@@ -128,6 +128,25 @@ async fn server(redis: &Redis, flags: &[&str]) -> SocketAddr {
     ws_server::http::spawn(ServerConfig::parse_from(args.iter().chain(flags))).await.unwrap().addr
 }
 
+/// Sends one HTTP/1.1 request, `Connection: close`; the whole response.
+async fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}");
+    let request = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    timeout(PATIENCE, tcp.read_to_string(&mut response)).await.unwrap().unwrap();
+    response
+}
+
+/// The value of a metric at `/metrics`.
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let text = http(addr, "GET", "/metrics", "", "").await;
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("{name} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 struct Client {
     ws: WebSocket<TcpStream>,
 }
@@ -154,6 +173,18 @@ impl Client {
                 Event::Message(Message::Text(text)) => return serde_json::from_str(text.as_str()).unwrap(),
                 Event::Close(close) => panic!("closed: {close:?}"),
                 _ => {}
+            }
+        }
+    }
+
+    /// Who is in `general`: how many, and the names.
+    async fn presence(&mut self) -> (u64, Vec<String>) {
+        self.send(json!({"type": "presence", "room": "general"})).await;
+        loop {
+            let reply = self.next().await;
+            if reply["type"] == "presence" {
+                let names = reply["members"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_owned());
+                return (reply["count"].as_u64().unwrap(), names.collect());
             }
         }
     }
@@ -302,7 +333,8 @@ async fn a_retry_through_another_server_is_not_published_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jump_in_the_seqs_is_filled_from_the_history_or_told_as_a_gap() {
     let Some(redis) = Redis::start().await else { return };
-    let (mut member, _) = Client::connect(server(&redis, &[]).await).await;
+    let member_server = server(&redis, &[]).await;
+    let (mut member, _) = Client::connect(member_server).await;
     let mut publisher = Client::connect(server(&redis, &[]).await).await.0;
     assert_eq!(publisher.publish("p1", "one").await, Ok(1));
     // Seqs 2 and 3 are given out without a word on the channel, as while a
@@ -316,6 +348,47 @@ async fn a_jump_in_the_seqs_is_filled_from_the_history_or_told_as_a_gap() {
     let contents: Vec<_> = seen.contents.iter().map(|(seq, (c, n))| (*seq, c.as_str(), *n)).collect();
     assert_eq!(contents, [(1, "one", 1), (2, "two", 1), (4, "four", 1)]);
     assert_eq!(seen.gaps, [(3, 3)]);
+    assert_eq!(metric(member_server, "ws_redis_lost_messages_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_api_of_one_server_reaches_the_members_of_every_server() {
+    let Some(redis) = Redis::start().await else { return };
+    let (first, second) = (server(&redis, &["--api-key", "k"]).await, server(&redis, &["--api-key", "k"]).await);
+    let (mut member, _) = Client::connect(first).await;
+    let body = r#"{"type":"message","room":"general","content":"from a service","id":"s1"}"#;
+    for _ in 0..2 {
+        let response = http(second, "POST", "/api/publish", "Authorization: Bearer k\r\n", body).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with(r#"{"type":"ack","id":"s1","seq":1}"#), "a retry gets the first seq: {response}");
+    }
+    let message = member.next().await;
+    assert_eq!(
+        (&message["seq"], &message["sender"], &message["content"]),
+        (&json!(1), &json!("api"), &json!("from a service"))
+    );
+    assert_eq!(member.publish("after", "next").await, Ok(2), "the retry was not published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_the_servers_and_drops_what_no_server_renews() {
+    let Some(redis) = Redis::start().await else { return };
+    let (first, second) = (server(&redis, &[]).await, server(&redis, &[]).await);
+    let (mut alice, _) = Client::connect(first).await;
+    let (bob, _) = Client::connect(second).await;
+    let name = |client: &Client| client.ws.get_ref().local_addr().unwrap().to_string();
+    let (alice_name, bob_name) = (name(&alice), name(&bob));
+    // A server that died left these: one past its expiry, one not yet.
+    redis.command(&["ZADD", "ws:{general}:presence", "1", "expired\ndead"]).await;
+    redis.command(&["ZADD", "ws:{general}:presence", "99999999999999", "ghost\ndead"]).await;
+    let presence = alice.presence().await;
+    let mut expected = vec![alice_name.clone(), bob_name.clone(), "ghost".to_owned()];
+    expected.sort();
+    assert_eq!(presence, (3, expected));
+    drop(bob);
+    // Bob's server takes him out when his connection ends.
+    while alice.presence().await.1.contains(&bob_name) {}
+    assert_eq!(alice.presence().await, (2, vec![alice_name, "ghost".to_owned()]));
 }
 
 /// Publishes one message after another, keeping what was acked and counting what was refused.
@@ -380,6 +453,10 @@ async fn redis_killed_and_restarted_every_acked_message_arrives_once_or_as_a_gap
                 ),
             }
         }
+    }
+    for addr in servers {
+        assert!(metric(addr, "ws_redis_outages_total").await >= 1.0);
+        assert_eq!(metric(addr, "ws_redis_up").await, 1.0);
     }
     // The seqs went on from where they were: nothing numbered twice.
     assert!(acked.keys().zip(acked.keys().skip(1)).all(|(a, b)| a < b));
