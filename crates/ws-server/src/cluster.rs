@@ -40,7 +40,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 /// KEYS: seq, history stream, retry key (the seq key when there is none).
 /// ARGV: envelope head and tail, history length, retry window (s, 0: none),
 /// channel, floor (the highest seq this server knows: a Redis that lost its
-/// data does not number from 1 again).
+/// data does not number from 1 again), history age limit (ms, 0: none).
+/// Each history entry holds the envelope `m` and Redis's time `t` in ms.
 const PUBLISH: &str = r"
 if ARGV[4] ~= '0' then
   local earlier = redis.call('GET', KEYS[3])
@@ -50,7 +51,17 @@ local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[
 redis.call('SET', KEYS[1], seq)
 local json = ARGV[1] .. seq .. ARGV[2]
 if ARGV[3] ~= '0' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 'm', json)
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 'm', json, 't', now)
+  if ARGV[7] ~= '0' then
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 100)
+    for _, entry in ipairs(oldest) do
+      if tonumber(entry[2][4]) >= now - tonumber(ARGV[7]) then break end
+      redis.call('XDEL', KEYS[2], entry[1])
+    end
+    redis.call('PEXPIRE', KEYS[2], ARGV[7])
+  end
 end
 if ARGV[4] ~= '0' then redis.call('SET', KEYS[3], seq, 'EX', ARGV[4]) end
 redis.call('PUBLISH', ARGV[5], seq .. '\n' .. json)
@@ -136,13 +147,20 @@ pub struct Cluster {
     publish: Script,
     control: mpsc::UnboundedSender<Control>,
     history: usize,
+    history_max_age: Option<Duration>,
 }
 
 impl Cluster {
     /// Links `hub` to the Redis at `url`, keeping `history` messages per
-    /// room there. The link is made in the background, and made again
-    /// whenever it is lost; until then joins and publishes are `unavailable`.
-    pub fn start(url: &str, hub: Arc<Hub>, history: usize, metrics: ClusterMetrics) -> RedisResult<Arc<Cluster>> {
+    /// room there, none older than `history_max_age`. The link is made in
+    /// the background, and made again whenever it is lost; until then joins
+    /// and publishes are `unavailable`.
+    pub fn start(
+        url: &str,
+        hub: Arc<Hub>,
+        (history, history_max_age): (usize, Option<Duration>),
+        metrics: ClusterMetrics,
+    ) -> RedisResult<Arc<Cluster>> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REQUEST_TIMEOUT))
@@ -155,7 +173,8 @@ impl Cluster {
         let subscriber =
             Subscriber { hub: hub.clone(), client, redis: redis.clone(), rooms: HashSet::new(), metrics, down: false };
         tokio::spawn(subscriber.run(requests));
-        Ok(Arc::new(Cluster { hub, redis, publish: Script::new(PUBLISH), control, history }))
+        let publish = Script::new(PUBLISH);
+        Ok(Arc::new(Cluster { hub, redis, publish, control, history, history_max_age }))
     }
 
     /// Publishes `content` from `sender` to `room` across the cluster; its seq.
@@ -174,7 +193,7 @@ impl Cluster {
         let mut invocation = self.publish.prepare_invoke();
         invocation.key(seq_key(room)).key(history_key(room)).key(retry_key.unwrap_or_else(|| seq_key(room)));
         invocation.arg(head).arg(tail).arg(self.history).arg(window).arg(channel(room));
-        invocation.arg(self.hub.floor(room));
+        invocation.arg(self.hub.floor(room)).arg(self.history_max_age.map_or(0, |age| age.as_millis() as u64));
         let published = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut self.redis.clone())).await;
         let seq = published.map_err(unavailable)?.map_err(unavailable)?;
         // Known before it is delivered here: a Redis that lost its data numbers on from it.
@@ -208,9 +227,14 @@ impl Cluster {
         let renumbered = since > latest;
         let after = if renumbered { 0 } else { since };
         let entries = timeout(REQUEST_TIMEOUT, history(&mut self.redis.clone(), room, after, latest)).await;
-        let entries = entries.map_err(unavailable)?.map_err(unavailable)?;
-        let complete = !renumbered && entries.first().map_or(after == latest, |(seq, _)| *seq == after + 1);
-        let deliveries = entries.into_iter().map(|(seq, json)| Arc::new(self.hub.delivery(seq, json))).collect();
+        let mut entries = entries.map_err(unavailable)?.map_err(unavailable)?;
+        if let Some(age) = self.history_max_age {
+            // Aged while no message came to trim them.
+            let oldest = envelope::now_millis().saturating_sub(age.as_millis() as u64);
+            entries.retain(|entry| entry.time >= oldest);
+        }
+        let complete = !renumbered && entries.first().map_or(after == latest, |entry| entry.seq == after + 1);
+        let deliveries = entries.into_iter().map(|entry| Arc::new(self.hub.delivery(entry.seq, entry.json))).collect();
         Ok(Replay { deliveries, complete })
     }
 
@@ -236,17 +260,37 @@ impl Cluster {
     }
 }
 
+/// A message of a room's history in Redis.
+struct Entry {
+    seq: u64,
+    json: String,
+    /// When it was appended, in ms since the Unix epoch.
+    time: u64,
+}
+
 /// The messages of `room` with seqs `after + 1` to `upto` that the history holds, in order.
-async fn history(redis: &mut ConnectionManager, room: &str, after: u64, upto: u64) -> RedisResult<Vec<(u64, String)>> {
+async fn history(redis: &mut ConnectionManager, room: &str, after: u64, upto: u64) -> RedisResult<Vec<Entry>> {
     if upto <= after {
         return Ok(Vec::new());
     }
     let range = redis::cmd("XRANGE").arg(history_key(room)).arg(after + 1).arg(upto).to_owned();
     let entries: Vec<(String, Vec<String>)> = range.query_async(redis).await?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|(id, mut fields)| Some((id.split('-').next()?.parse().ok()?, fields.pop()?)))
-        .collect())
+    Ok(entries.into_iter().filter_map(|(id, fields)| entry(&id, fields)).collect())
+}
+
+/// An entry from its id, `<seq>-0`, and its fields, `m` and `t`.
+fn entry(id: &str, fields: Vec<String>) -> Option<Entry> {
+    let seq = id.split('-').next()?.parse().ok()?;
+    let mut fields = fields.into_iter();
+    let (mut json, mut time) = (None, 0);
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match name.as_str() {
+            "m" => json = Some(value),
+            "t" => time = value.parse().ok()?,
+            _ => {}
+        }
+    }
+    Some(Entry { seq, json: json?, time })
 }
 
 /// The task that holds the subscriptions and delivers what they bring.
@@ -476,7 +520,7 @@ impl Subscriber {
     /// Delivers the seqs `after + 1` to `upto` of `room` from its history,
     /// with a gap notice for those it no longer holds.
     async fn fill(&mut self, room: &str, after: u64, upto: u64) -> RedisResult<()> {
-        for (seq, json) in history(&mut self.redis, room, after, upto).await? {
+        for Entry { seq, json, .. } in history(&mut self.redis, room, after, upto).await? {
             let known = self.hub.latest(room).unwrap_or(0);
             if seq > known + 1 {
                 self.hub.gap(room, known + 1, seq - 1);

@@ -95,6 +95,11 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_HISTORY", default_value_t = 100, value_name = "MESSAGES")]
     pub history: usize,
 
+    /// Seconds a room keeps a message for recovery at most, however few
+    /// came after it. Without it, as long as `--history` allows.
+    #[arg(long, env = "WS_HISTORY_MAX_AGE", value_name = "SECONDS", value_parser = seconds)]
+    pub history_max_age: Option<Duration>,
+
     /// Messages a member may fall behind in a room's channel before it is a
     /// slow consumer.
     #[arg(long, env = "WS_ROOM_BUFFER", default_value_t = 256, value_name = "MESSAGES")]
@@ -259,7 +264,13 @@ impl ServerConfig {
         let deflate = self.socket_options().deflate.filter(|d| d.no_context_takeover);
         // With Redis, the history is kept there.
         let history = if self.redis.is_some() { 0 } else { self.history };
-        HubSettings { history, room_buffer: self.room_buffer, max_rooms: self.max_rooms, deflate }
+        let history_max_age = self.history_settings().1;
+        HubSettings { history, history_max_age, room_buffer: self.room_buffer, max_rooms: self.max_rooms, deflate }
+    }
+
+    /// The messages each room keeps for recovery, and for how long at most.
+    pub fn history_settings(&self) -> (usize, Option<Duration>) {
+        (self.history, self.history_max_age)
     }
 
     /// The settings of every WebSocket this server accepts.
@@ -339,6 +350,7 @@ mod tests {
             no-deflate = false
             heartbeat-interval = 2.5
             slow-consumer = "skip"
+            redis = "redis://127.0.0.1:6379"
         "#;
         let config = load_with_file("sets", toml, &["--max-connections-per-ip", "3"]).expect("valid");
         assert_eq!(config.listen.port(), 9000);
@@ -348,6 +360,7 @@ mod tests {
         assert!(!config.no_deflate);
         assert_eq!(config.heartbeat_interval, Duration::from_millis(2500));
         assert_eq!(config.slow_consumer, SlowConsumer::Skip);
+        assert_eq!(config.redis.as_deref(), Some("redis://127.0.0.1:6379"));
         assert_eq!(config.history, 100, "defaults stay");
     }
 

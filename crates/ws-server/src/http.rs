@@ -112,7 +112,8 @@ pub async fn serve_until(
     let metrics = Metrics::default();
     let cluster = match &config.redis {
         Some(url) => Some(
-            Cluster::start(url, hub.clone(), config.history, metrics.cluster.clone()).map_err(std::io::Error::other)?,
+            Cluster::start(url, hub.clone(), config.history_settings(), metrics.cluster.clone())
+                .map_err(std::io::Error::other)?,
         ),
         None => None,
     };

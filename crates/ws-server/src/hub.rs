@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use ws_proto::{DeflateConfig, Message, SharedMessage};
 
@@ -33,6 +33,8 @@ pub struct Delivery {
 pub struct HubSettings {
     /// Messages each room keeps for recovery.
     pub history: usize,
+    /// How long each room keeps a message for recovery at most.
+    pub history_max_age: Option<Duration>,
     /// Messages a member may fall behind in the room's channel before it lags.
     pub room_buffer: usize,
     /// Rooms held at most; when full, rooms without members are let go.
@@ -125,7 +127,8 @@ impl Hub {
         let (name, room) = self.room(&mut rooms, room)?;
         *room.members.entry(member.clone()).or_default() += 1;
         let subscription = Subscription { room: name, receiver: room.channel.subscribe(), latest: room.latest };
-        Ok((subscription, since.map(|since| room.replay(since))))
+        let replay = since.map(|since| room.replay(since, self.settings.history_max_age));
+        Ok((subscription, replay))
     }
 
     /// The room named `name`, made if needed: its shared name and state.
@@ -178,7 +181,7 @@ impl Hub {
     /// The held messages of `room` after `since`, for a member that asks again.
     pub fn replay(&self, room: &str, since: u64) -> Replay {
         match self.rooms().get(room) {
-            Some(room) => room.replay(since),
+            Some(room) => room.replay(since, self.settings.history_max_age),
             None => Replay { deliveries: Vec::new(), complete: since == 0 },
         }
     }
@@ -212,6 +215,11 @@ impl Hub {
                 state.history.pop_front();
             }
             state.history.push_back(delivery.clone());
+        }
+        if let Some(age) = self.settings.history_max_age {
+            while state.history.front().is_some_and(|d| d.published.elapsed() > age) {
+                state.history.pop_front();
+            }
         }
         // No receiver is not an error: the message is still in the history.
         let _ = state.channel.send(delivery);
@@ -311,14 +319,16 @@ impl Hub {
 }
 
 impl Room {
-    /// The held messages after `since`. A `since` past the latest seq comes
-    /// from another run of the room's numbering: everything held is
-    /// replayed, and the replay is not complete.
-    fn replay(&self, since: u64) -> Replay {
+    /// The held messages after `since`, none older than `max_age`. A `since`
+    /// past the latest seq comes from another run of the room's numbering:
+    /// everything held is replayed, and the replay is not complete.
+    fn replay(&self, since: u64, max_age: Option<Duration>) -> Replay {
         let renumbered = since > self.latest;
         let after = if renumbered { 0 } else { since };
-        let first_held = self.history.front().map_or(self.latest + 1, |d| d.seq);
-        let deliveries = self.history.iter().filter(|d| d.seq > after).cloned().collect();
+        let young = |d: &&Arc<Delivery>| max_age.is_none_or(|age| d.published.elapsed() <= age);
+        let held: Vec<_> = self.history.iter().filter(young).collect();
+        let first_held = held.first().map_or(self.latest + 1, |d| d.seq);
+        let deliveries = held.into_iter().filter(|d| d.seq > after).cloned().collect();
         Replay { deliveries, complete: !renumbered && after + 1 >= first_held }
     }
 }
@@ -328,7 +338,7 @@ mod tests {
     use super::*;
 
     fn hub(history: usize, max_rooms: usize) -> Hub {
-        Hub::new(HubSettings { history, room_buffer: 16, max_rooms, deflate: None })
+        Hub::new(HubSettings { history, history_max_age: None, room_buffer: 16, max_rooms, deflate: None })
     }
 
     fn seqs(replay: &Replay) -> Vec<u64> {
@@ -385,6 +395,26 @@ mod tests {
         assert!(member.receiver.try_recv().is_err(), "the retry reached no one");
         // Out of the history (2 messages), the pair is new again.
         assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 4);
+    }
+
+    #[test]
+    fn messages_past_the_age_limit_are_not_replayed() {
+        let age = Duration::from_micros(1);
+        let hub = Hub::new(HubSettings {
+            history: 10,
+            history_max_age: Some(age),
+            room_buffer: 16,
+            max_rooms: 10,
+            deflate: None,
+        });
+        let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
+        hub.publish("r", "u", "old", None).unwrap();
+        // The clock moves past the limit: an event, not a measure of speed.
+        let published = Instant::now();
+        while published.elapsed() <= age {}
+        let replay = hub.replay("r", 0);
+        assert_eq!((seqs(&replay), replay.complete), (vec![], false));
+        assert!(hub.replay("r", 1).complete, "nothing after seq 1 was missed");
     }
 
     #[test]
