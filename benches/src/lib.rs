@@ -1,9 +1,40 @@
 //! Benchmarks of the WebSocket stack; run them with `cargo bench -p ws-benches`.
-//! This library holds the inputs the benches share.
+//! This library holds the inputs the benches share, and the start of a
+//! `ws-server` for the load binaries.
 
 #![forbid(unsafe_code)]
 
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 use ws_proto::frame::{FrameHeader, OpCode, encode_frame};
+
+/// What the load binaries fail with.
+pub type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+/// Starts `target/release/ws-server` on a free port with its limits lifted
+/// and `args` besides; the process (killed when dropped) and its address.
+pub async fn start_server(args: &[&str]) -> Result<(Child, String), Failure> {
+    let binary = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/ws-server");
+    let mut server = Command::new(binary)
+        .args(["--listen", "127.0.0.1:0", "--max-connections", "0", "--max-connections-per-ip", "0"])
+        .args(["--rate-limit", "0", "--room-buffer", "4096"])
+        .args(args)
+        .env("RUST_LOG", "warn,ws_server=info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{binary}: {e} (build it with cargo build --release -p ws-server)"))?;
+    let mut log = BufReader::new(server.stderr.take().ok_or("no stderr")?).lines();
+    let addr = loop {
+        let line = log.next_line().await?.ok_or("the server exited")?;
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().ok_or("no address")?.to_owned();
+        }
+    };
+    // Keep reading the log so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    Ok((server, addr))
+}
 
 /// `count` masked binary frames of `size` bytes each, as a client sends them.
 pub fn masked_frames(size: usize, count: usize) -> Vec<u8> {

@@ -13,21 +13,18 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use ws_benches::{Failure, start_server};
 use ws_proto::{Event, Message};
 use ws_tokio::WebSocket;
 use ws_tokio::client::connect;
-
-type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
     let mut args = std::env::args().skip(1);
     let members: u64 = args.next().map_or(Ok(1000), |a| a.parse())?;
     let messages: u64 = args.next().map_or(Ok((2_000_000 / members).max(1)), |a| a.parse())?;
-    let (mut server, addr) = start_server().await?;
+    let (mut server, addr) = start_server(&[]).await?;
     let pid = server.id().ok_or("the server exited")?;
     let url = format!("ws://{addr}/ws");
 
@@ -92,29 +89,6 @@ async fn main() -> Result<(), Failure> {
     }
     server.kill().await?;
     Ok(())
-}
-
-/// Starts `target/release/ws-server` on a free port with its limits lifted.
-async fn start_server() -> Result<(Child, String), Failure> {
-    let binary = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/ws-server");
-    let mut server = Command::new(binary)
-        .args(["--listen", "127.0.0.1:0", "--max-connections", "0", "--max-connections-per-ip", "0"])
-        .args(["--rate-limit", "0", "--room-buffer", "4096"])
-        .env("RUST_LOG", "warn,ws_server=info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("{binary}: {e} (build it with cargo build --release -p ws-server)"))?;
-    let mut log = BufReader::new(server.stderr.take().ok_or("no stderr")?).lines();
-    let addr = loop {
-        let line = log.next_line().await?.ok_or("the server exited")?;
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().ok_or("no address")?.to_owned();
-        }
-    };
-    // Keep reading the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-    Ok((server, addr))
 }
 
 /// Reads the welcome and the default room's `joined`.

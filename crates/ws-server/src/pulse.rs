@@ -71,7 +71,7 @@ impl Pulse {
                 slots.wakers.len() - 1
             }
         };
-        Listener { slot, heard: self.beats.load(Ordering::Acquire) & !SHUTDOWN, waker: None }
+        Listener { slot: slot as u32, heard: heard(self.beats.load(Ordering::Acquire) & !SHUTDOWN), waker: None }
     }
 
     fn register(&self, slot: usize, waker: &Waker) {
@@ -89,9 +89,9 @@ impl Pulse {
 /// with [`Listener::release`].
 #[derive(Debug)]
 pub struct Listener {
-    slot: usize,
-    /// The beat count last reported.
-    heard: u64,
+    slot: u32,
+    /// The beat count last reported, as [`heard`] keeps it.
+    heard: u32,
     /// The waker registered in the slot, to register again only when the task's changes.
     waker: Option<Waker>,
 }
@@ -102,21 +102,27 @@ impl Listener {
     pub fn poll(&mut self, pulse: &Pulse, cx: &mut Context<'_>) -> Option<Signal> {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             // Registered before the count is read, so a beat in between still wakes the task.
-            pulse.register(self.slot, cx.waker());
+            pulse.register(self.slot as usize, cx.waker());
             self.waker = Some(cx.waker().clone());
         }
-        let beats = pulse.beats.load(Ordering::Acquire);
+        let beats = heard(pulse.beats.load(Ordering::Acquire));
         if beats == self.heard {
             return None;
         }
         self.heard = beats;
-        Some(if beats & SHUTDOWN != 0 { Signal::Shutdown } else { Signal::Beat })
+        Some(if beats & heard(SHUTDOWN) != 0 { Signal::Shutdown } else { Signal::Beat })
     }
 
     /// Gives the slot back.
     pub fn release(self, pulse: &Pulse) {
-        pulse.release(self.slot);
+        pulse.release(self.slot as usize);
     }
+}
+
+/// A beat count in 32 bits, for a smaller session: the count modulo 2^31
+/// (68 years of beats a second), and the shutdown in the top bit.
+fn heard(beats: u64) -> u32 {
+    (beats as u32 & !(1 << 31)) | ((beats >> 32) as u32 & (1 << 31))
 }
 
 #[cfg(test)]
@@ -176,5 +182,12 @@ mod tests {
         let slot = first.slot;
         first.release(&pulse);
         assert_eq!(pulse.listen().slot, slot);
+    }
+
+    #[test]
+    fn a_beat_count_keeps_its_shutdown_in_32_bits() {
+        assert_eq!(heard(5), 5);
+        assert_eq!(heard(5 | SHUTDOWN), 5 | 1 << 31);
+        assert_eq!(heard((1 << 31) + 7), 7, "the count wraps below the shutdown bit");
     }
 }

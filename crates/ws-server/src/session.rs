@@ -85,8 +85,9 @@ pub struct Session<S> {
     bucket: TokenBucket,
     /// Messages refused in a row for the rate limit.
     refused: u32,
-    /// A request to the cluster in flight.
-    pending: Option<Pending>,
+    /// A request to the cluster in flight (boxed twice: a thin pointer
+    /// keeps the session, and so every connection's task, smaller).
+    pending: Option<Box<Pending>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -208,13 +209,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // Already a member: what came after `delivered` is on its way in the stream.
             let delivered = self.rooms[i].delivered;
             if let Some(cluster) = self.server.cluster.clone() {
-                self.pending = Some(Pending(Box::pin(async move {
+                self.pending = Some(Box::new(Pending(Box::pin(async move {
                     let replay = match since {
                         Some(since) => cluster.replay(&room, since, delivered).await.map(Some),
                         None => Ok(None),
                     };
                     Done::Joined { room, joined: replay.map(|replay| (None, replay)) }
-                })));
+                }))));
                 return Ok(());
             }
             let replay = since.map(|since| {
@@ -234,10 +235,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if let Some(cluster) = self.server.cluster.clone() {
             let member = self.identity.name.clone();
-            self.pending = Some(Pending(Box::pin(async move {
+            self.pending = Some(Box::new(Pending(Box::pin(async move {
                 let joined = cluster.join(room.clone(), member, since).await;
                 Done::Joined { room, joined: joined.map(|(subscription, replay)| (Some(subscription), replay)) }
-            })));
+            }))));
             return Ok(());
         }
         let (subscription, replay) = (self.server.hub)
@@ -303,10 +304,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} to see who is in it")));
         }
         if let Some(cluster) = self.server.cluster.clone() {
-            self.pending = Some(Pending(Box::pin(async move {
+            self.pending = Some(Box::new(Pending(Box::pin(async move {
                 let presence = cluster.presence(&room, envelope::MAX_PRESENCE).await;
                 Done::Presence { room, presence }
-            })));
+            }))));
             return Ok(());
         }
         let presence = self.server.hub.presence(&room, envelope::MAX_PRESENCE);
@@ -328,11 +329,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(cluster) = self.server.cluster.clone() {
             let (sender, content, id) = (self.identity.name.clone(), content.to_owned(), id.map(str::to_owned));
             let origin = self.identity.retry_origin().to_owned();
-            self.pending = Some(Pending(Box::pin(async move {
+            self.pending = Some(Box::new(Pending(Box::pin(async move {
                 let client_id = id.as_deref().map(|id| (origin.as_str(), id));
                 let seq = cluster.publish(&room, &sender, &content, client_id).await;
                 Done::Published { id, seq }
-            })));
+            }))));
             return Ok(());
         }
         // The room exists while this client is in it: it cannot be full.

@@ -1,0 +1,174 @@
+//! Messages across servers joined through Redis, beside one server in
+//! memory: messages published per second, deliveries per second, and the
+//! latency from a publish to each member's receipt (p50, p99).
+//!
+//! Run: `cargo build --release -p ws-server && cargo run --release -p ws-benches --bin cluster-load`
+//!
+//! Arguments: members (default 100), messages (default 20000), window
+//! (default 64): one publisher on the first server keeps up to that many
+//! messages in flight (unacked); 1 measures the latency of a lone message.
+//! The members are split between the servers. It starts its own `redis-server`
+//! (Debian's package) on a free port, without persistence. Clients and
+//! servers share the machine's cores: the figures are for comparing the
+//! two set-ups in the same run, not absolute.
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+use ws_benches::{Failure, start_server};
+use ws_proto::{Event, Message};
+use ws_tokio::WebSocket;
+use ws_tokio::client::connect;
+
+#[tokio::main]
+async fn main() -> Result<(), Failure> {
+    let mut args = std::env::args().skip(1);
+    let members: usize = args.next().map_or(Ok(100), |a| a.parse())?;
+    let messages: usize = args.next().map_or(Ok(20_000), |a| a.parse())?;
+    let window: usize = args.next().map_or(Ok(64), |a| a.parse())?;
+    println!("{members} members in one room, {messages} messages, {window} in flight");
+    println!("{:<34} {:>12} {:>16} {:>10} {:>10}", "set-up", "messages/s", "deliveries/s", "p50 (ms)", "p99 (ms)");
+
+    let memory = start_server(&[]).await?;
+    report("one server, in memory", &run(std::slice::from_ref(&memory.1), members, messages, window).await?);
+    drop(memory);
+
+    let redis = Redis::start().await?;
+    let url = redis.url();
+    let first = start_server(&["--redis", &url]).await?;
+    let second = start_server(&["--redis", &url]).await?;
+    let report_two = run(&[first.1.clone(), second.1.clone()], members, messages, window).await?;
+    report("two servers through Redis", &report_two);
+    Ok(())
+}
+
+/// What one run measured.
+struct Report {
+    messages: usize,
+    deliveries: u64,
+    wall: Duration,
+    latency: Histogram<u64>,
+}
+
+fn report(setup: &str, r: &Report) {
+    let per_second = |n: f64| n / r.wall.as_secs_f64();
+    let ms = |q: f64| r.latency.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{setup:<34} {:>12.0} {:>16.0} {:>10.2} {:>10.2}",
+        per_second(r.messages as f64),
+        per_second(r.deliveries as f64),
+        ms(0.5),
+        ms(0.99)
+    );
+}
+
+/// Members split between `servers`, a publisher on the first: every message to every member.
+async fn run(servers: &[String], members: usize, messages: usize, window: usize) -> Result<Report, Failure> {
+    let base = Instant::now();
+    let mut readers = Vec::new();
+    for i in 0..members {
+        let ws = join(&servers[i % servers.len()]).await?;
+        readers.push(tokio::spawn(read(ws, base, messages)));
+    }
+    let mut publisher = join(&servers[0]).await?;
+    let window = Arc::new(Semaphore::new(window));
+    let sender = publisher.sender();
+    let acks = window.clone();
+    // The publisher's reader: its acks open the window; its own copies are dropped.
+    let draining = tokio::spawn(async move {
+        while let Some(Ok(event)) = publisher.recv().await {
+            if let Event::Message(Message::Text(text)) = event {
+                if text.as_str().starts_with(r#"{"type":"ack""#) {
+                    acks.add_permits(1);
+                } else if text.as_str().starts_with(r#"{"type":"error""#) {
+                    return Err(format!("the publish failed: {}", text.as_str()));
+                }
+            }
+        }
+        Ok(())
+    });
+    let start = Instant::now();
+    for i in 0..messages {
+        window.acquire().await?.forget();
+        let sent = base.elapsed().as_micros();
+        let envelope = json!({"type": "message", "room": "general", "id": i.to_string(), "content": sent.to_string()});
+        sender.send(Message::from(envelope.to_string())).await?;
+    }
+    let mut latency = Histogram::<u64>::new(3)?;
+    let mut deliveries = 0;
+    for reader in readers {
+        let histogram = reader.await??;
+        deliveries += histogram.len();
+        latency.add(&histogram)?;
+    }
+    let wall = start.elapsed();
+    draining.abort();
+    Ok(Report { messages, deliveries, wall, latency })
+}
+
+/// A member: connected, welcomed, and in the default room.
+async fn join(addr: &str) -> Result<WebSocket<TcpStream>, Failure> {
+    let (mut ws, _) = connect(&format!("ws://{addr}/ws")).await?;
+    loop {
+        let Some(event) = ws.recv().await else { return Err("closed before joining".into()) };
+        if let Event::Message(Message::Text(text)) = event? {
+            if text.as_str().starts_with(r#"{"type":"joined""#) {
+                return Ok(ws);
+            }
+        }
+    }
+}
+
+/// Reads `messages` room messages: the latency of each, in microseconds.
+async fn read(mut ws: WebSocket<TcpStream>, base: Instant, messages: usize) -> Result<Histogram<u64>, Failure> {
+    let mut latency = Histogram::<u64>::new(3)?;
+    while (latency.len() as usize) < messages {
+        let Some(event) = ws.recv().await else { return Err("a member was closed".into()) };
+        let Event::Message(Message::Text(text)) = event? else { continue };
+        let envelope: Value = serde_json::from_str(text.as_str())?;
+        match envelope["type"].as_str() {
+            Some("message") => {
+                let sent: u64 = envelope["content"].as_str().ok_or("no content")?.parse()?;
+                latency.record((base.elapsed().as_micros() as u64).saturating_sub(sent))?;
+            }
+            Some("gap") => return Err(format!("a member missed messages: {envelope}").into()),
+            _ => {}
+        }
+    }
+    Ok(latency)
+}
+
+/// A `redis-server` of this run, on a free port, without persistence.
+struct Redis {
+    _child: Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start() -> Result<Redis, Failure> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if Instant::now() > deadline {
+                return Err("redis-server did not start".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Redis { _child: child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
