@@ -170,8 +170,15 @@ impl Cluster {
             .set_number_of_retries(1);
         let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let (control, requests) = mpsc::unbounded_channel();
-        let subscriber =
-            Subscriber { hub: hub.clone(), client, redis: redis.clone(), rooms: HashSet::new(), metrics, down: false };
+        let subscriber = Subscriber {
+            hub: hub.clone(),
+            client,
+            redis: redis.clone(),
+            rooms: HashSet::new(),
+            metrics,
+            down: false,
+            held: Vec::new(),
+        };
         tokio::spawn(subscriber.run(requests));
         let publish = Script::new(PUBLISH);
         Ok(Arc::new(Cluster { hub, redis, publish, control, history, history_max_age }))
@@ -212,7 +219,9 @@ impl Cluster {
         let (reply, joined) = oneshot::channel();
         let request = Control::Join { room, member, reply };
         self.control.send(request).map_err(|_| unavailable("the server is stopping"))?;
-        let subscription = joined.await.map_err(|_| unavailable("the server is stopping"))??;
+        // Held while there is no link, for as long as a request may take.
+        let joined = timeout(REQUEST_TIMEOUT, joined).await.map_err(|_| unavailable("no link to redis"))?;
+        let subscription = joined.map_err(|_| unavailable("the server is stopping"))??;
         let replay = match since {
             Some(since) => Some(self.replay(&subscription.room, since, subscription.latest).await?),
             None => None,
@@ -303,6 +312,8 @@ struct Subscriber {
     metrics: ClusterMetrics,
     /// Whether the outage going on is counted.
     down: bool,
+    /// Joins that came while there was no link.
+    held: Vec<Control>,
 }
 
 impl Subscriber {
@@ -319,7 +330,7 @@ impl Subscriber {
                 Served::Unreachable(e) => {
                     warn!("redis: unreachable ({e}); retrying in {backoff:?}");
                     self.went_down();
-                    if self.refuse_for(&mut control, backoff).await {
+                    if self.hold_for(&mut control, backoff).await {
                         return;
                     }
                     backoff = (backoff * 2).min(BACKOFF.1);
@@ -339,16 +350,16 @@ impl Subscriber {
         }
     }
 
-    /// Waits `delay` with no link, answering every join `unavailable`; true if the server stops.
-    async fn refuse_for(&self, control: &mut mpsc::UnboundedReceiver<Control>, delay: Duration) -> bool {
+    /// Waits `delay` with no link, holding the joins for the next link
+    /// (their sessions give up after [`REQUEST_TIMEOUT`]); true if the server stops.
+    async fn hold_for(&mut self, control: &mut mpsc::UnboundedReceiver<Control>, delay: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + delay;
         loop {
             match tokio::time::timeout_at(deadline, control.recv()).await {
                 Err(_) => return false,
                 Ok(None) => return true,
-                Ok(Some(Control::Join { reply, .. })) => {
-                    let _ = reply.send(Err(unavailable("no link to redis")));
-                }
+                Ok(Some(Control::Join { reply, .. })) if reply.is_closed() => {}
+                Ok(Some(join @ Control::Join { .. })) => self.held.push(join),
                 // Its presence entry expires on its own.
                 Ok(Some(Control::Left { room, member })) => {
                     self.hub.leave(&room, &member);
@@ -367,6 +378,11 @@ impl Subscriber {
         };
         if let Err(e) = self.resume(&mut sink).await {
             return Served::Unreachable(e.to_string());
+        }
+        for join in std::mem::take(&mut self.held) {
+            if let Err(e) = self.handle(join, &mut sink).await {
+                return Served::Lost(e.to_string());
+            }
         }
         let mut renewals = tokio::time::interval(PRESENCE_TTL / 3);
         loop {
@@ -418,33 +434,37 @@ impl Subscriber {
     async fn handle(&mut self, request: Control, sink: &mut PubSubSink) -> RedisResult<()> {
         match request {
             Control::Join { room, member, reply } => {
-                let joined = self.join(&room, &member, sink).await;
-                let failed = joined.as_ref().err().map(|e| e.to_string());
-                let answer = match joined {
-                    Ok(Ok((subscription, _))) => Ok(subscription),
+                if reply.is_closed() {
+                    return Ok(());
+                }
+                let (answer, failure) = match self.join(&room, &member, sink).await {
+                    Ok(Ok((subscription, _))) => (Ok(subscription), None),
                     Ok(Err(RoomsFull)) => {
-                        Err(EnvelopeError::new("room_limit", "the server holds all the rooms it can"))
+                        (Err(EnvelopeError::new("room_limit", "the server holds all the rooms it can")), None)
                     }
-                    Err(e) => Err(unavailable(e)),
+                    Err(e) => (Err(unavailable(&e)), Some(e)),
                 };
-                // The session may be gone: then so is its subscription.
-                let _ = reply.send(answer);
-                match failed {
-                    Some(e) => Err(redis::RedisError::from(std::io::Error::other(e))),
-                    None => Ok(()),
+                if let Err(Ok(subscription)) = reply.send(answer) {
+                    // The session is gone: so is its place in the room.
+                    drop(subscription);
+                    self.leave(&room, &member, sink).await?;
                 }
+                failure.map_or(Ok(()), Err)
             }
-            Control::Left { room, member } => {
-                if self.hub.leave(&room, &member) {
-                    let entry = presence_entry(&member, self.hub.instance());
-                    let _: usize = self.redis.zrem(presence_key(&room), entry).await?;
-                }
-                if !self.hub.has_members(&room) && self.rooms.remove(&room) {
-                    sink.unsubscribe(channel(&room)).await?;
-                }
-                Ok(())
-            }
+            Control::Left { room, member } => self.leave(&room, &member, sink).await,
         }
+    }
+
+    /// A connection of `member` left `room` (its subscription dropped).
+    async fn leave(&mut self, room: &str, member: &str, sink: &mut PubSubSink) -> RedisResult<()> {
+        if self.hub.leave(room, member) {
+            let entry = presence_entry(member, self.hub.instance());
+            let _: usize = self.redis.zrem(presence_key(room), entry).await?;
+        }
+        if !self.hub.has_members(room) && self.rooms.remove(room) {
+            sink.unsubscribe(channel(room)).await?;
+        }
+        Ok(())
     }
 
     /// Subscribes to `room` if needed, then joins it in the hub.

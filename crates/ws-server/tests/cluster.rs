@@ -419,6 +419,19 @@ async fn the_history_in_redis_keeps_no_message_past_its_age_limit() {
     assert_eq!(complete, json!(false));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_while_redis_is_down_waits_for_it() {
+    let Some(mut redis) = Redis::start().await else { return };
+    redis.kill();
+    let addr = server(&redis, &[]).await;
+    // The welcome comes at once; the default room's join waits for the link.
+    let joining = tokio::spawn(Client::connect(addr));
+    redis.restart().await;
+    let (mut client, joined) = joining.await.unwrap();
+    assert_eq!(joined["seq"], 0);
+    assert_eq!(client.publish("first", "hello").await, Ok(1));
+}
+
 /// Publishes one message after another, keeping what was acked and counting what was refused.
 #[derive(Default)]
 struct Publisher {
