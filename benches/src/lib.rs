@@ -17,7 +17,7 @@ pub async fn start_server(args: &[&str]) -> Result<(Child, String), Failure> {
     let binary = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/ws-server");
     let mut server = Command::new(binary)
         .args(["--listen", "127.0.0.1:0", "--max-connections", "0", "--max-connections-per-ip", "0"])
-        .args(["--rate-limit", "0", "--room-buffer", "4096"])
+        .args(["--rate-limit", "0"])
         .args(args)
         .env("RUST_LOG", "warn,ws_server=info")
         .stderr(std::process::Stdio::piped())

@@ -10,8 +10,8 @@
 //! the latency of a lone message. Members and publishers are spread over
 //! the servers. It starts its own `redis-server`
 //! (Debian's package) on a free port, without persistence. The servers
-//! queue up to 256 MiB per client, so that a member behind a burst is not
-//! closed as a slow consumer. Clients and servers share the machine's
+//! queue up to 256 MiB and 65536 messages per client, so that a member
+//! behind a burst is not closed as a slow consumer. Clients and servers share the machine's
 //! cores: the figures are for comparing the two set-ups in the same run,
 //! not absolute.
 
@@ -29,8 +29,9 @@ use ws_tokio::WebSocket;
 use ws_tokio::client::connect;
 
 /// Room for members that fall behind a burst: the run measures throughput,
-/// not the slow-consumer policy, which would close them at 1 MiB.
-const QUEUE: [&str; 2] = ["--max-queue-bytes", "268435456"];
+/// not the slow-consumer policy, which would close them at 1 MiB queued or
+/// 256 messages behind.
+const QUEUE: [&str; 4] = ["--max-queue-bytes", "268435456", "--room-buffer", "65536"];
 
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
@@ -100,8 +101,9 @@ async fn run(
         let ids = (p..messages).step_by(publishers);
         publishing.push(tokio::spawn(publish(ws, ids, window, base)));
     }
+    let mut acks = Vec::new();
     for publisher in publishing {
-        publisher.await??;
+        acks.push(publisher.await??);
     }
     let mut latency = Histogram::<u64>::new(3)?;
     let mut deliveries = 0;
@@ -111,22 +113,26 @@ async fn run(
         latency.add(&histogram)?;
     }
     let wall = start.elapsed();
+    for reader in acks {
+        reader.abort();
+    }
     Ok(Report { messages, deliveries, wall, latency })
 }
 
 /// Publishes the messages `ids`, with up to `window` unacked; each
 /// message's content is when it was sent, in microseconds after `base`.
 /// A refused message ends the run (the members would wait for it forever).
+/// Returns the task that reads the acks, to stop once the run is over.
 async fn publish(
     mut ws: WebSocket<TcpStream>,
     ids: impl Iterator<Item = usize>,
     window: usize,
     base: Instant,
-) -> Result<(), Failure> {
+) -> Result<tokio::task::JoinHandle<()>, Failure> {
     let window = Arc::new(Semaphore::new(window));
     let (sender, acks) = (ws.sender(), window.clone());
     // Its acks open the window; its own copies of the room's messages are dropped.
-    tokio::spawn(async move {
+    let reading = tokio::spawn(async move {
         while let Some(Ok(event)) = ws.recv().await {
             let Event::Message(Message::Text(text)) = event else { continue };
             if text.as_str().starts_with(r#"{"type":"ack""#) {
@@ -136,6 +142,8 @@ async fn publish(
                 std::process::exit(1);
             }
         }
+        eprintln!("cluster-load: a publisher's connection ended");
+        std::process::exit(1);
     });
     for id in ids {
         window.acquire().await?.forget();
@@ -143,7 +151,7 @@ async fn publish(
         let envelope = json!({"type": "message", "room": "general", "id": id.to_string(), "content": sent});
         sender.send(Message::from(envelope.to_string())).await?;
     }
-    Ok(())
+    Ok(reading)
 }
 
 /// A member: connected, welcomed, and in the default room.

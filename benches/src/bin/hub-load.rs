@@ -24,7 +24,7 @@ async fn main() -> Result<(), Failure> {
     let mut args = std::env::args().skip(1);
     let members: u64 = args.next().map_or(Ok(1000), |a| a.parse())?;
     let messages: u64 = args.next().map_or(Ok((2_000_000 / members).max(1)), |a| a.parse())?;
-    let (mut server, addr) = start_server(&[]).await?;
+    let (mut server, addr) = start_server(&["--room-buffer", "4096"]).await?;
     let pid = server.id().ok_or("the server exited")?;
     let url = format!("ws://{addr}/ws");
 

@@ -14,6 +14,7 @@ use crate::hub::{Delivery, Replay, Subscription};
 use crate::limits::{Permit, TokenBucket};
 use crate::metrics::Reason;
 use crate::pulse::{Listener, Signal};
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -57,7 +58,11 @@ enum Done {
 
 /// A request to the cluster in flight: the session reads nothing more from
 /// its client until it is done, so that answers keep the order of requests.
-struct Pending(Pin<Box<dyn Future<Output = Done> + Send>>);
+struct Pending {
+    future: Pin<Box<dyn Future<Output = Done> + Send>>,
+    /// A room whose messages wait until it is done: the replay it brings goes out first.
+    holds: Option<String>,
+}
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,7 +135,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn poll_deliveries(&mut self, cx: &mut Context<'_>) -> bool {
         let mut any = false;
         let mut i = 0;
+        let holds = self.pending.as_ref().and_then(|p| p.holds.clone());
         while i < self.rooms.len() {
+            if holds.as_deref() == Some(&*self.rooms[i].room) {
+                i += 1;
+                continue;
+            }
             for _ in 0..BATCH {
                 match Pin::new(&mut self.rooms[i].deliveries).poll_next(cx) {
                     Poll::Ready(Some(delivery)) => self.deliver(i, delivery),
@@ -141,6 +151,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             i += 1;
         }
         any
+    }
+
+    /// Serves the client: the answer of the request in flight, or up to a
+    /// batch of its envelopes, so that its rooms' messages get their turn.
+    /// Break when the connection ends; otherwise whether anything was done.
+    fn poll_client(&mut self, cx: &mut Context<'_>) -> ControlFlow<(), bool> {
+        let mut served = false;
+        for _ in 0..BATCH {
+            if let Some(pending) = &mut self.pending {
+                let Poll::Ready(done) = pending.future.as_mut().poll(cx) else {
+                    // Write errors come back to poll_recv once the request is done.
+                    let _ = self.ws.poll_flush(cx);
+                    return ControlFlow::Continue(served);
+                };
+                self.pending = None;
+                self.done(done);
+                served = true;
+            }
+            match self.ws.poll_recv(cx) {
+                Poll::Ready(Some(Ok(event))) => self.receive(event),
+                Poll::Ready(Some(Err(e))) => {
+                    info!(sender = %self.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
+                    return ControlFlow::Break(());
+                }
+                Poll::Ready(None) => {
+                    info!(sender = %self.identity.name, "connection closed");
+                    return ControlFlow::Break(());
+                }
+                Poll::Pending => return ControlFlow::Continue(served),
+            }
+            served = true;
+        }
+        ControlFlow::Continue(served)
     }
 
     /// The server's pulse: a heartbeat, or the word to close with 1001.
@@ -209,13 +252,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // Already a member: what came after `delivered` is on its way in the stream.
             let delivered = self.rooms[i].delivered;
             if let Some(cluster) = self.server.cluster.clone() {
-                self.pending = Some(Box::new(Pending(Box::pin(async move {
+                let holds = since.is_some().then(|| room.clone());
+                self.wait_for(holds, async move {
                     let replay = match since {
                         Some(since) => cluster.replay(&room, since, delivered).await.map(Some),
                         None => Ok(None),
                     };
                     Done::Joined { room, joined: replay.map(|replay| (None, replay)) }
-                }))));
+                });
                 return Ok(());
             }
             let replay = since.map(|since| {
@@ -235,10 +279,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if let Some(cluster) = self.server.cluster.clone() {
             let member = self.identity.name.clone();
-            self.pending = Some(Box::new(Pending(Box::pin(async move {
+            self.wait_for(None, async move {
                 let joined = cluster.join(room.clone(), member, since).await;
                 Done::Joined { room, joined: joined.map(|(subscription, replay)| (Some(subscription), replay)) }
-            }))));
+            });
             return Ok(());
         }
         let (subscription, replay) = (self.server.hub)
@@ -246,6 +290,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
         self.subscribed(subscription, replay);
         Ok(())
+    }
+
+    /// Reads nothing more from the client until `future`, a request to the
+    /// cluster, is done; the messages of room `holds`, if any, wait too.
+    fn wait_for(&mut self, holds: Option<String>, future: impl Future<Output = Done> + Send + 'static) {
+        self.pending = Some(Box::new(Pending { future: Box::pin(future), holds }));
     }
 
     /// Becomes a member of the subscription's room.
@@ -304,10 +354,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} to see who is in it")));
         }
         if let Some(cluster) = self.server.cluster.clone() {
-            self.pending = Some(Box::new(Pending(Box::pin(async move {
+            self.wait_for(None, async move {
                 let presence = cluster.presence(&room, envelope::MAX_PRESENCE).await;
                 Done::Presence { room, presence }
-            }))));
+            });
             return Ok(());
         }
         let presence = self.server.hub.presence(&room, envelope::MAX_PRESENCE);
@@ -329,11 +379,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(cluster) = self.server.cluster.clone() {
             let (sender, content, id) = (self.identity.name.clone(), content.to_owned(), id.map(str::to_owned));
             let origin = self.identity.retry_origin().to_owned();
-            self.pending = Some(Box::new(Pending(Box::pin(async move {
+            self.wait_for(None, async move {
                 let client_id = id.as_deref().map(|id| (origin.as_str(), id));
                 let seq = cluster.publish(&room, &sender, &content, client_id).await;
                 Done::Published { id, seq }
-            }))));
+            });
             return Ok(());
         }
         // The room exists while this client is in it: it cannot be full.
@@ -465,38 +515,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Session<S> {
         let session = self.get_mut();
         loop {
             session.poll_pulse(cx);
-            if let Some(pending) = &mut session.pending {
-                if let Poll::Ready(done) = pending.0.as_mut().poll(cx) {
-                    session.pending = None;
-                    session.done(done);
-                    continue;
-                }
-                // Write errors come back to poll_recv once the request is done.
-                let _ = session.ws.poll_flush(cx);
-            } else {
-                match session.ws.poll_recv(cx) {
-                    Poll::Ready(Some(Ok(event))) => {
-                        session.receive(event);
-                        continue;
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        info!(sender = %session.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
-                        return Poll::Ready(());
-                    }
-                    Poll::Ready(None) => {
-                        info!(sender = %session.identity.name, "connection closed");
-                        return Poll::Ready(());
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            // While a request is in flight, the rooms' messages wait in their
-            // channels: a replay it brings goes out before them.
-            let delivered = session.pending.is_none() && session.poll_deliveries(cx);
+            let ControlFlow::Continue(served) = session.poll_client(cx) else { return Poll::Ready(()) };
+            let delivered = session.poll_deliveries(cx);
             // Written out, the queue may have room again for the gap notices that wait.
             let reported = session.report_gaps();
             // What was queued goes out at the top of the loop.
-            if !delivered && !reported {
+            if !served && !delivered && !reported {
                 return Poll::Pending;
             }
         }

@@ -54,6 +54,18 @@ impl Redis {
 
     /// Sends one command, in RESP, and reads the first line of the reply.
     async fn command(&self, args: &[&str]) -> String {
+        self.reply_lines(args, 1).await.remove(0)
+    }
+
+    /// How many connections are subscribed to the channel of `room`.
+    async fn subscribers(&self, room: &str) -> u64 {
+        // *2, $len, the channel, then :count.
+        let reply = self.reply_lines(&["PUBSUB", "NUMSUB", &format!("ws:{{{room}}}:channel")], 4).await;
+        reply[3].trim().trim_start_matches(':').parse().unwrap()
+    }
+
+    /// Sends one command, in RESP, and reads `lines` lines of the reply.
+    async fn reply_lines(&self, args: &[&str], lines: usize) -> Vec<String> {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let mut request = format!("*{}\r\n", args.len());
         for arg in args {
@@ -61,9 +73,13 @@ impl Redis {
         }
         let mut tcp = BufReader::new(TcpStream::connect(("127.0.0.1", self.port)).await.unwrap());
         tcp.get_mut().write_all(request.as_bytes()).await.unwrap();
-        let mut reply = String::new();
-        tcp.read_line(&mut reply).await.unwrap();
-        assert!(!reply.starts_with('-'), "{args:?}: {reply}");
+        let mut reply = Vec::new();
+        for _ in 0..lines {
+            let mut line = String::new();
+            tcp.read_line(&mut line).await.unwrap();
+            assert!(!line.starts_with('-'), "{args:?}: {line}");
+            reply.push(line);
+        }
         reply
     }
 
@@ -349,6 +365,44 @@ async fn a_jump_in_the_seqs_is_filled_from_the_history_or_told_as_a_gap() {
     assert_eq!(contents, [(1, "one", 1), (2, "two", 1), (4, "four", 1)]);
     assert_eq!(seen.gaps, [(3, 3)]);
     assert_eq!(metric(member_server, "ws_redis_lost_messages_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_publishes_without_pause_still_gets_the_rooms_messages() {
+    let Some(redis) = Redis::start().await else { return };
+    // A room buffer far smaller than the burst: the session must take the
+    // room's messages between its requests to Redis, not after all of them.
+    let (mut client, _) = Client::connect(server(&redis, &["--room-buffer", "16"]).await).await;
+    for i in 0..300 {
+        client.send(json!({"type": "message", "room": "general", "id": i.to_string(), "content": "x"})).await;
+    }
+    let (mut acks, mut seen) = (0, Seen::default());
+    while acks < 300 || seen.last < 300 {
+        let envelope = client.next().await;
+        acks += usize::from(envelope["type"] == "ack");
+        seen.take(&envelope);
+    }
+    assert!(seen.gaps.is_empty() && seen.contents.len() == 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_listens_to_a_room_while_it_has_members_there() {
+    let Some(redis) = Redis::start().await else { return };
+    let (first, second) = (server(&redis, &[]).await, server(&redis, &[]).await);
+    let (mut a, _) = Client::connect(first).await;
+    let (mut b, _) = Client::connect(second).await;
+    assert_eq!(redis.subscribers("general").await, 2);
+    assert_eq!(redis.subscribers("side").await, 0);
+    a.send(json!({"type": "join", "room": "side"})).await;
+    assert_eq!(a.next().await["type"], "joined");
+    assert_eq!(redis.subscribers("side").await, 1);
+    a.send(json!({"type": "leave", "room": "side"})).await;
+    assert_eq!(a.next().await["type"], "left");
+    // The server lets the channel go after the member's leave: wait for it.
+    while redis.subscribers("side").await != 0 {}
+    drop(b.ws.close(ws_proto::CloseCode::NORMAL, "").await);
+    while redis.subscribers("general").await != 1 {}
+    assert_eq!(a.publish("still", "here").await, Ok(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
