@@ -223,7 +223,7 @@ impl Cluster {
         let joined = timeout(REQUEST_TIMEOUT, joined).await.map_err(|_| unavailable("no link to redis"))?;
         let subscription = joined.map_err(|_| unavailable("the server is stopping"))??;
         let replay = match since {
-            Some(since) => Some(self.replay(&subscription.room, since, subscription.latest).await?),
+            Some(since) => Some(self.replay(subscription.member.room(), since, subscription.latest).await?),
             None => None,
         };
         Ok((subscription, replay))

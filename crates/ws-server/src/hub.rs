@@ -1,4 +1,4 @@
-//! The hub: rooms, each a tokio broadcast channel with a numbered history.
+//! The hub: rooms, each a fan-out to its members with a numbered history.
 //!
 //! A published message gets the next seq of its room, is serialized to JSON
 //! once and encoded as a frame once (and compressed once, when the server
@@ -7,12 +7,12 @@
 //! with `since` misses nothing that is still held.
 
 use crate::envelope::{Outgoing, now_millis};
+use crate::fanout::{Fanout, Member};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 use ws_proto::{DeflateConfig, Message, SharedMessage};
 
 /// One message of a room, encoded once for every member.
@@ -35,7 +35,7 @@ pub struct HubSettings {
     pub history: usize,
     /// How long each room keeps a message for recovery at most.
     pub history_max_age: Option<Duration>,
-    /// Messages a member may fall behind in the room's channel before it lags.
+    /// Messages a member may fall behind in the room's fan-out before it lags.
     pub room_buffer: usize,
     /// Rooms held at most; when full, rooms without members are let go.
     pub max_rooms: usize,
@@ -47,10 +47,8 @@ pub struct HubSettings {
 /// A member's view of a room it just joined.
 #[derive(Debug)]
 pub struct Subscription {
-    /// The room's name, shared with the hub.
-    pub room: Arc<str>,
-    /// What is published from now on.
-    pub receiver: broadcast::Receiver<Arc<Delivery>>,
+    /// What is published from now on; it knows the room's name, shared with the hub.
+    pub member: Member,
     /// The room's latest seq at the time of joining (0: none yet).
     pub latest: u64,
 }
@@ -70,7 +68,7 @@ pub struct RoomsFull;
 
 #[derive(Debug)]
 struct Room {
-    channel: broadcast::Sender<Arc<Delivery>>,
+    fanout: Arc<Fanout>,
     latest: u64,
     /// The highest seq known to be given, delivered here or not yet (numbered elsewhere).
     numbered: u64,
@@ -124,9 +122,9 @@ impl Hub {
         since: Option<u64>,
     ) -> Result<(Subscription, Option<Replay>), RoomsFull> {
         let mut rooms = self.rooms();
-        let (name, room) = self.room(&mut rooms, room)?;
+        let room = self.room(&mut rooms, room)?.1;
         *room.members.entry(member.clone()).or_default() += 1;
-        let subscription = Subscription { room: name, receiver: room.channel.subscribe(), latest: room.latest };
+        let subscription = Subscription { member: room.fanout.subscribe(room.latest), latest: room.latest };
         let replay = since.map(|since| room.replay(since, self.settings.history_max_age));
         Ok((subscription, replay))
     }
@@ -138,7 +136,7 @@ impl Hub {
         name: &str,
     ) -> Result<(Arc<str>, &'a mut Room), RoomsFull> {
         if !rooms.contains_key(name) && rooms.len() >= self.settings.max_rooms {
-            rooms.retain(|_, r| r.channel.receiver_count() > 0);
+            rooms.retain(|_, r| r.fanout.members() > 0);
             if rooms.len() >= self.settings.max_rooms {
                 return Err(RoomsFull);
             }
@@ -146,7 +144,7 @@ impl Hub {
         let buffer = self.settings.room_buffer.max(1);
         let name = rooms.get_key_value(name).map_or_else(|| Arc::from(name), |(name, _)| name.clone());
         let room = rooms.entry(name.clone()).or_insert_with(|| Room {
-            channel: broadcast::channel(buffer).0,
+            fanout: Fanout::new(name.clone(), buffer),
             latest: 0,
             numbered: 0,
             history: VecDeque::new(),
@@ -221,8 +219,7 @@ impl Hub {
                 state.history.pop_front();
             }
         }
-        // No receiver is not an error: the message is still in the history.
-        let _ = state.channel.send(delivery);
+        state.fanout.send(delivery);
         Ok(seq)
     }
 
@@ -272,7 +269,7 @@ impl Hub {
 
     /// Whether `room` has members on this server.
     pub fn has_members(&self, room: &str) -> bool {
-        self.rooms().get(room).is_some_and(|room| room.channel.receiver_count() > 0)
+        self.rooms().get(room).is_some_and(|room| room.fanout.members() > 0)
     }
 
     /// Numbered elsewhere, `room` is at `latest` at least: made if needed,
@@ -294,8 +291,7 @@ impl Hub {
             return false;
         }
         state.latest = seq;
-        // No receiver is not an error: the members have just left.
-        let _ = state.channel.send(Arc::new(self.delivery(seq, json)));
+        state.fanout.send(Arc::new(self.delivery(seq, json)));
         true
     }
 
@@ -309,7 +305,7 @@ impl Hub {
         }
         state.latest = to;
         let json = Outgoing::Gap { room, from, to }.to_json();
-        let _ = state.channel.send(Arc::new(self.delivery(to, json)));
+        state.fanout.send(Arc::new(self.delivery(to, json)));
     }
 
     /// How many rooms the hub holds.
@@ -341,6 +337,14 @@ mod tests {
         Hub::new(HubSettings { history, history_max_age: None, room_buffer: 16, max_rooms, deflate: None })
     }
 
+    /// The next delivery that is there, if any.
+    fn recv(member: &mut Member) -> Option<Arc<Delivery>> {
+        match member.poll_recv(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(delivery) => delivery.ok(),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     fn seqs(replay: &Replay) -> Vec<u64> {
         replay.deliveries.iter().map(|d| d.seq).collect()
     }
@@ -352,7 +356,7 @@ mod tests {
         for i in 1..=5 {
             assert_eq!(hub.publish("r", "u", &format!("m{i}"), None).unwrap(), i);
         }
-        assert_eq!((1..=5).map(|_| member.receiver.try_recv().unwrap().seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!((1..=5).map(|_| recv(&mut member.member).unwrap().seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         // Held: 3 to 5.
         let cases: [(u64, &[u64], bool); 5] = [
             (5, &[], true),
@@ -379,8 +383,8 @@ mod tests {
         let (mut late, replay) = hub.join("r", &Arc::from("u"), Some(0)).unwrap();
         assert_eq!((late.latest, seqs(&replay.unwrap())), (2, vec![1, 2]));
         hub.publish("r", "u", "three", None).unwrap();
-        assert_eq!(late.receiver.try_recv().unwrap().seq, 3);
-        assert!(late.receiver.try_recv().is_err());
+        assert_eq!(recv(&mut late.member).unwrap().seq, 3);
+        assert!(recv(&mut late.member).is_none());
     }
 
     #[test]
@@ -391,8 +395,8 @@ mod tests {
         assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 1, "a retry gets the first seq");
         assert_eq!(hub.publish("r", "v", "hello", Some(("v", "c1"))).unwrap(), 2, "another sender's id is its own");
         assert_eq!(hub.publish("r", "u", "hello", None).unwrap(), 3);
-        assert_eq!((1..=3).map(|_| member.receiver.try_recv().unwrap().seq).collect::<Vec<_>>(), [1, 2, 3]);
-        assert!(member.receiver.try_recv().is_err(), "the retry reached no one");
+        assert_eq!((1..=3).map(|_| recv(&mut member.member).unwrap().seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(recv(&mut member.member).is_none(), "the retry reached no one");
         // Out of the history (2 messages), the pair is new again.
         assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 4);
     }

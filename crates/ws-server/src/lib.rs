@@ -28,6 +28,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod envelope;
+pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -9,6 +9,7 @@
 use crate::auth::Identity;
 use crate::config::SlowConsumer;
 use crate::envelope::{self, Envelope, EnvelopeError, Outgoing, Request};
+use crate::fanout::{Lagged, Member};
 use crate::http::Server;
 use crate::hub::{Delivery, Replay, Subscription};
 use crate::limits::{Permit, TokenBucket};
@@ -20,9 +21,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tracing::{info, warn};
 use ws_proto::{CloseCode, Event, Message, State};
 use ws_tokio::WebSocket;
@@ -36,10 +34,8 @@ const BATCH: usize = 64;
 /// A room the client is in.
 #[derive(Debug)]
 struct Membership {
-    /// The room's name, shared with the hub.
-    room: Arc<str>,
-    /// What the room publishes.
-    deliveries: BroadcastStream<Arc<Delivery>>,
+    /// Its place in the room's fan-out, which knows the room's name.
+    member: Member,
     /// The last seq sent to the client, or skipped past.
     delivered: u64,
     /// Seqs skipped and not yet reported: first and last.
@@ -67,6 +63,13 @@ struct Pending {
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Pending")
+    }
+}
+
+impl Membership {
+    /// The room's name, shared with the hub.
+    fn room(&self) -> &Arc<str> {
+        self.member.room()
     }
 }
 
@@ -137,14 +140,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut i = 0;
         let holds = self.pending.as_ref().and_then(|p| p.holds.clone());
         while i < self.rooms.len() {
-            if holds.as_deref() == Some(&*self.rooms[i].room) {
+            if holds.as_deref() == Some(&**self.rooms[i].room()) {
                 i += 1;
                 continue;
             }
             for _ in 0..BATCH {
-                match Pin::new(&mut self.rooms[i].deliveries).poll_next(cx) {
-                    Poll::Ready(Some(delivery)) => self.deliver(i, delivery),
-                    Poll::Ready(None) | Poll::Pending => break,
+                match self.rooms[i].member.poll_recv(cx) {
+                    Poll::Ready(delivery) => self.deliver(i, delivery),
+                    Poll::Pending => break,
                 }
                 any = true;
             }
@@ -244,7 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn membership(&self, room: &str) -> Option<usize> {
-        self.rooms.iter().position(|m| *m.room == *room)
+        self.rooms.iter().position(|m| &**m.room() == room)
     }
 
     fn join(&mut self, room: String, since: Option<u64>) -> Result<(), EnvelopeError> {
@@ -302,12 +305,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn subscribed(&mut self, subscription: Subscription, replay: Option<Replay>) {
         // Most clients stay in one room: room for exactly one, then for more as needed.
         self.rooms.reserve_exact(1);
-        self.rooms.push(Membership {
-            room: subscription.room,
-            deliveries: BroadcastStream::new(subscription.receiver),
-            delivered: subscription.latest,
-            gap: None,
-        });
+        self.rooms.push(Membership { member: subscription.member, delivered: subscription.latest, gap: None });
         self.joined(self.rooms.len() - 1, subscription.latest, replay);
     }
 
@@ -329,7 +327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Tells the client it is in room `i`, then replays what it asked for.
     fn joined(&mut self, i: usize, latest: u64, replay: Option<Replay>) {
-        let room = self.rooms[i].room.clone();
+        let room = self.rooms[i].room().clone();
         let server = self.server.clone();
         self.send(&Outgoing::Joined { room: &room, seq: latest, epoch: &server.hub.epoch() });
         let Some(replay) = replay else { return };
@@ -402,7 +400,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// A message of room `i`, or word that the client fell more than the
     /// room's buffer behind.
-    fn deliver(&mut self, i: usize, delivery: Result<Arc<Delivery>, BroadcastStreamRecvError>) {
+    fn deliver(&mut self, i: usize, delivery: Result<Arc<Delivery>, Lagged>) {
         match delivery {
             Ok(delivery) => {
                 if delivery.seq > self.rooms[i].delivered {
@@ -410,9 +408,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.queue(i, &delivery);
                 }
             }
-            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+            Err(Lagged { upto }) => {
                 let delivered = self.rooms[i].delivered;
-                self.skip(i, delivered + 1, delivered + missed);
+                if upto > delivered {
+                    self.skip(i, delivered + 1, upto);
+                }
             }
         }
     }
@@ -440,7 +440,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match self.server.config.slow_consumer {
             SlowConsumer::Disconnect => {
                 if self.ws.queue_close(CloseCode::POLICY_VIOLATION, "slow consumer").is_ok() {
-                    warn!(sender = %self.identity.name, room = &*self.rooms[i].room, "slow consumer: disconnected");
+                    warn!(sender = %self.identity.name, room = &**self.rooms[i].room(), "slow consumer: disconnected");
                     self.server.metrics.slow_consumers.get_or_create(&Reason { reason: "disconnect" }).inc();
                 }
             }
@@ -471,7 +471,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn send_gap(&mut self, i: usize, from: u64, to: u64) {
-        let room = self.rooms[i].room.clone();
+        let room = self.rooms[i].room().clone();
         warn!(sender = %self.identity.name, room = &*room, from, to, "slow consumer: skipped messages");
         self.send(&Outgoing::Gap { room: &room, from, to });
     }
@@ -531,11 +531,12 @@ impl<S> Session<S> {
     /// Lets go of a membership, with this connection's place in the room's presence.
     fn left(&self, member: Membership) {
         // Its receiver gone first, so that a cluster can let the room go if it was the last here.
-        drop(member.deliveries);
+        let room = member.room().clone();
+        drop(member);
         match &self.server.cluster {
-            Some(cluster) => cluster.left(member.room, self.identity.name.clone()),
+            Some(cluster) => cluster.left(room, self.identity.name.clone()),
             None => {
-                self.server.hub.leave(&member.room, &self.identity.name);
+                self.server.hub.leave(&room, &self.identity.name);
             }
         }
     }
