@@ -69,8 +69,7 @@ async fn publish_body(body: &[u8], server: &Server) -> Result<String, (u16, Enve
     let client_id = envelope.id.as_deref().map(|id| (SENDER, id));
     let seq = match &server.cluster {
         Some(cluster) => cluster.publish(&room, SENDER, &content, client_id).await,
-        None => (server.hub.publish(&room, SENDER, &content, client_id))
-            .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can")),
+        None => server.hub.publish(&room, SENDER, &content, client_id).map_err(EnvelopeError::from),
     };
     let seq = seq.map_err(|e| (503, e.about(envelope.id.clone())))?;
     info!(room, seq, "published through the API");

@@ -438,10 +438,8 @@ impl Subscriber {
                     return Ok(());
                 }
                 let (answer, failure) = match self.join(&room, &member, sink).await {
-                    Ok(Ok((subscription, _))) => (Ok(subscription), None),
-                    Ok(Err(RoomsFull)) => {
-                        (Err(EnvelopeError::new("room_limit", "the server holds all the rooms it can")), None)
-                    }
+                    Ok(Ok(subscription)) => (Ok(subscription), None),
+                    Ok(Err(full)) => (Err(full.into()), None),
                     Err(e) => (Err(unavailable(&e)), Some(e)),
                 };
                 if let Err(Ok(subscription)) = reply.send(answer) {
@@ -473,7 +471,7 @@ impl Subscriber {
         room: &str,
         member: &Arc<str>,
         sink: &mut PubSubSink,
-    ) -> RedisResult<Result<(Subscription, Option<Replay>), RoomsFull>> {
+    ) -> RedisResult<Result<Subscription, RoomsFull>> {
         if !self.rooms.contains(room) {
             sink.subscribe(channel(room)).await?;
             let latest = self.floor(room, self.hub.floor(room)).await?;
@@ -483,7 +481,7 @@ impl Subscriber {
             }
             self.rooms.insert(Arc::from(room));
         }
-        let joined = self.hub.join(room, member, None);
+        let joined = self.hub.join(room, member, None).map(|(subscription, _)| subscription);
         if joined.is_ok() {
             self.touch(room, std::slice::from_ref(member)).await?;
         }

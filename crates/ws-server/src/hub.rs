@@ -6,7 +6,7 @@
 //! [`Delivery`]. Each room keeps its last messages so that a client joining
 //! with `since` misses nothing that is still held.
 
-use crate::envelope::{Outgoing, now_millis};
+use crate::envelope::{EnvelopeError, Outgoing, now_millis};
 use crate::fanout::{Fanout, Member};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -65,6 +65,12 @@ pub struct Replay {
 /// The hub refused to make a room: it holds `max_rooms`, all with members.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomsFull;
+
+impl From<RoomsFull> for EnvelopeError {
+    fn from(_: RoomsFull) -> Self {
+        EnvelopeError::new("room_limit", "the server holds all the rooms it can")
+    }
+}
 
 #[derive(Debug)]
 struct Room {

@@ -138,9 +138,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn poll_deliveries(&mut self, cx: &mut Context<'_>) -> bool {
         let mut any = false;
         let mut i = 0;
-        let holds = self.pending.as_ref().and_then(|p| p.holds.clone());
+        let held = self.pending.as_ref().and_then(|p| p.holds.as_deref()).and_then(|room| self.membership(room));
         while i < self.rooms.len() {
-            if holds.as_deref() == Some(&**self.rooms[i].room()) {
+            if held == Some(i) {
                 i += 1;
                 continue;
             }
@@ -288,9 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             });
             return Ok(());
         }
-        let (subscription, replay) = (self.server.hub)
-            .join(&room, &self.identity.name, since)
-            .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
+        let (subscription, replay) = self.server.hub.join(&room, &self.identity.name, since)?;
         self.subscribed(subscription, replay);
         Ok(())
     }
@@ -385,8 +383,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(());
         }
         // The room exists while this client is in it: it cannot be full.
-        let seq = (self.server.hub.publish(&room, &self.identity.name, content, client_id))
-            .map_err(|_| EnvelopeError::new("room_limit", "the server holds all the rooms it can"))?;
+        let seq = self.server.hub.publish(&room, &self.identity.name, content, client_id)?;
         self.acked(id, seq);
         Ok(())
     }
