@@ -88,3 +88,24 @@ pub fn json_text(len: usize, seed: u64) -> String {
     out.truncate(len);
     out
 }
+
+/// The resident set of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> Result<u64, Failure> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or("no VmRSS")?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+/// The user and system CPU time process `pid` has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64, Failure> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which ends with the last ')': utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').ok_or("bad stat")?.1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use ws_benches::{Failure, start_server};
+use ws_benches::{Failure, cpu_seconds, rss_bytes, start_server};
 use ws_proto::{Event, Message};
 use ws_tokio::WebSocket;
 use ws_tokio::client::connect;
@@ -109,25 +109,4 @@ async fn count_messages(mut ws: WebSocket<TcpStream>, received: Arc<AtomicU64>) 
             received.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-/// The resident set of process `pid`, in bytes.
-fn rss_bytes(pid: u32) -> Result<u64, Failure> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .ok_or("no VmRSS")?
-        .parse()?;
-    Ok(kib * 1024)
-}
-
-/// The user and system CPU time process `pid` has used, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64, Failure> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which ends with the last ')': utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')').ok_or("bad stat")?.1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
 }

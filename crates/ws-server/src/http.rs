@@ -249,7 +249,7 @@ async fn route<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     drop(permit);
     match handshake.request().path() {
         "/ws" => hub_session(handshake, peer, server).await,
-        "/echo" if config.echo => echo(handshake, peer, &server.shutdown).await,
+        "/echo" if config.echo => echo_session(handshake, peer, server).await,
         "/api/publish" => crate::api::publish(handshake, server).await,
         "/" => handshake.respond(&http_response(200, "", "text/html; charset=utf-8", DEMO_PAGE.as_bytes())).await,
         "/healthz" => handshake.respond(&http_response(200, "", "text/plain; charset=utf-8", b"ok\n")).await,
@@ -309,17 +309,25 @@ async fn hub_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     Ok(())
 }
 
-/// Sends every message back as it came; writes are batched by `recv`.
-/// It takes messages up to ws-proto's default limits (64 MiB), as the
-/// Autobahn testsuite and benchmarks need. At shutdown it closes with 1001.
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+/// Accepts an echo connection and runs its echo as a task of its own, as a
+/// hub session does: a fraction of this future's size for as long as the
+/// connection lives. It takes messages up to ws-proto's default limits
+/// (64 MiB), as the Autobahn testsuite and benchmarks need.
+async fn echo_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     handshake: Handshake<S>,
     peer: SocketAddr,
-    shutdown: &CancellationToken,
+    server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
     let options = Options { config: ws_proto::Config::default(), ..*handshake.options() };
-    let mut ws: WebSocket<S> = handshake.with_options(options).accept(|_| None).await?;
+    let ws: WebSocket<S> = handshake.with_options(options).accept(|_| None).await?;
     info!(%peer, "echo connection open");
+    server.tasks.spawn(echo(ws, peer, server.shutdown.clone()));
+    Ok(())
+}
+
+/// Sends every message back as it came; writes are batched by `recv`.
+/// At shutdown it closes with 1001.
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>, peer: SocketAddr, shutdown: CancellationToken) {
     loop {
         let event = tokio::select! {
             event = ws.recv() => event,
@@ -337,11 +345,11 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
             Some(Ok(_)) => {}
             Some(Err(e)) => {
                 info!(%peer, code = ?e.close_code().map(|c| c.0), "echo connection failed: {e}");
-                return Ok(());
+                return;
             }
             None => {
                 info!(%peer, "echo connection closed");
-                return Ok(());
+                return;
             }
         }
     }

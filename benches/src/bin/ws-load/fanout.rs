@@ -1,0 +1,171 @@
+//! Fan-out: `members` connections in the server's default room, and a
+//! publisher that sends `tick <n> <time>` messages to the room, flat out with
+//! at most `window` messages not yet delivered to everyone, or at a fixed
+//! rate. Every delivery is counted, the publisher's own copy included, with
+//! its latency from the publish.
+//!
+//! A member is ready once it has a frame that says `"joined"`; the publisher
+//! starts when every member is.
+
+use crate::wire::{CLOSE, Conn, Reader, Target, client_frame, close_reason};
+use crate::{Run, Shared, open_all};
+use serde_json::{Value, json};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+use ws_benches::Failure;
+use ws_proto::frame::OpCode;
+
+/// The fan-out mode's options.
+#[derive(clap::Args)]
+pub(crate) struct Options {
+    /// The hub endpoint.
+    #[arg(long)]
+    url: String,
+    /// Members of the room, besides the publisher.
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// Messages the publisher sends per second; flat out without it.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Flat out: messages published but not yet delivered to everyone, at most.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Characters of content per message.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+}
+
+/// What members and publisher share: how many are ready, and how many
+/// receivers each recent message has reached.
+struct Room {
+    ready: Cell<usize>,
+    reached: Vec<Cell<usize>>,
+    progress: Notify,
+    start: Instant,
+}
+
+/// Slots of `reached` per message of the window.
+const RING_PER_WINDOW: usize = 2;
+
+/// How long the publisher waits for the room to move before giving up.
+const STALL: Duration = Duration::from_secs(30);
+
+pub(crate) async fn run(options: &Options, run: &Run) -> Result<Value, Failure> {
+    let target = Target::parse(&options.url)?;
+    let ring = options.window.max(1) * RING_PER_WINDOW;
+    let room = Rc::new(Room {
+        ready: Cell::new(0),
+        reached: (0..ring).map(|_| Cell::new(0)).collect(),
+        progress: Notify::new(),
+        start: Instant::now(),
+    });
+    println!("fanout: {} members and a publisher", options.members);
+    open_all(&target, options.members, 100, run, |conn| member(conn.into_reader(), room.clone(), run.shared.clone()))
+        .await?;
+    room.wait(|| room.ready.get() == options.members).await.map_err(|_| "members never all joined")?;
+    let publisher = Conn::open(&target).await?;
+    let reader = member(publisher.reader, room.clone(), run.shared.clone());
+    let shared = run.shared.clone();
+    tokio::task::spawn_local(async move { reader.await.unwrap_or_else(|e| shared.fail(e)) });
+    room.wait(|| room.ready.get() == options.members + 1).await.map_err(|_| "the publisher never joined")?;
+    let pacing = Pacing {
+        receivers: options.members + 1,
+        rate: options.rate,
+        window: options.window.max(1) as u64,
+        padding: "x".repeat(options.size.saturating_sub(32)),
+    };
+    let publishing = publish(publisher.writer, pacing, room.clone(), run.shared.clone());
+    let shared = run.shared.clone();
+    tokio::task::spawn_local(async move { publishing.await.unwrap_or_else(|e| shared.fail(e)) });
+    let mut report = run.measure("deliveries", "delivery").await?;
+    report["mode"] = "fanout".into();
+    report["members"] = json!(options.members);
+    Ok(report)
+}
+
+impl Room {
+    /// Waits until `done` holds, or fails after `STALL` without progress.
+    async fn wait(&self, done: impl Fn() -> bool) -> Result<(), tokio::time::error::Elapsed> {
+        while !done() {
+            tokio::time::timeout(STALL, self.progress.notified()).await?;
+        }
+        Ok(())
+    }
+
+    fn reached(&self, n: u64) -> &Cell<usize> {
+        &self.reached[n as usize % self.reached.len()]
+    }
+}
+
+/// Reads one receiver's frames: ready at `"joined"`, then every tick counted.
+async fn member(mut reader: Reader, room: Rc<Room>, shared: Rc<Shared>) -> Result<(), Failure> {
+    while !reader.frame().await?.payload.windows(8).any(|w| w == b"\"joined\"") {}
+    room.ready.set(room.ready.get() + 1);
+    room.progress.notify_one();
+    while !shared.stopped() {
+        if !reader.fill().await? {
+            return Err("the server ended a member's connection".into());
+        }
+        while let Some(frame) = reader.next_frame() {
+            if frame.opcode == CLOSE {
+                return Err(close_reason(&frame).into());
+            }
+            if let Some((n, sent)) = frame.is_data().then(|| tick(&frame.payload)).flatten() {
+                let reached = room.reached(n);
+                reached.set(reached.get() + 1);
+                shared.record(room.start.elapsed().saturating_sub(Duration::from_nanos(sent)));
+            }
+        }
+        room.progress.notify_one();
+    }
+    Ok(())
+}
+
+/// The number and the send time of a tick message.
+fn tick(payload: &[u8]) -> Option<(u64, u64)> {
+    let at = payload.windows(5).position(|w| w == b"tick ")? + 5;
+    let mut numbers = payload[at..].split(|&b| b == b' ').map(|n| std::str::from_utf8(n).ok()?.parse().ok());
+    Some((numbers.next()??, numbers.next()??))
+}
+
+/// How the publisher goes: at a rate, or flat out within a window.
+struct Pacing {
+    receivers: usize,
+    rate: Option<f64>,
+    window: u64,
+    padding: String,
+}
+
+/// Publishes ticks until the run stops.
+async fn publish(
+    mut writer: OwnedWriteHalf,
+    pacing: Pacing,
+    room: Rc<Room>,
+    shared: Rc<Shared>,
+) -> Result<(), Failure> {
+    let Pacing { receivers, rate, window, padding } = pacing;
+    let mut pace = rate.map(|rate| tokio::time::interval(Duration::from_secs_f64(1.0 / rate)));
+    for n in 0u64.. {
+        if shared.stopped() {
+            break;
+        }
+        match &mut pace {
+            Some(pace) => _ = pace.tick().await,
+            None if n >= window => {
+                let behind = room.reached(n - window);
+                room.wait(|| behind.get() >= receivers).await.map_err(|_| format!("message {} stalled", n - window))?;
+            }
+            None => {}
+        }
+        room.reached(n).set(0);
+        let sent = room.start.elapsed().as_nanos();
+        let content = format!("tick {n} {sent} {padding}");
+        let envelope = json!({"type": "message", "room": "general", "content": content});
+        writer.write_all(&client_frame(OpCode::Text, envelope.to_string().as_bytes())).await?;
+    }
+    Ok(())
+}
