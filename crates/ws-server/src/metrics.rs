@@ -39,7 +39,8 @@ pub struct Metrics {
     pub slow_consumers: Family<Reason, Counter>,
     /// Rooms held now.
     pub rooms: Gauge,
-    /// Seconds from a message's publication to its queueing at a member.
+    /// Seconds from a message's publication to its queueing at a member, for
+    /// the first (oldest) message of each batch a member takes at once.
     pub fanout_latency: Histogram,
     /// The link to Redis, with `--redis`.
     pub cluster: ClusterMetrics,
@@ -91,7 +92,12 @@ impl Metrics {
         r.register("slow_consumers", "Slow consumers, by action", self.slow_consumers.clone());
         r.register("rooms", "Rooms held now", self.rooms.clone());
         let latency = self.fanout_latency.clone();
-        r.register_with_unit("fanout_latency", "From publication to queueing at a member", Unit::Seconds, latency);
+        r.register_with_unit(
+            "fanout_latency",
+            "From publication to queueing, the oldest of a batch",
+            Unit::Seconds,
+            latency,
+        );
         let cluster = &self.cluster;
         r.register("redis_up", "1 while the link to Redis (--redis) is up", cluster.up.clone());
         r.register("redis_outages", "Times the link to Redis was lost or could not be made", cluster.outages.clone());
