@@ -110,6 +110,7 @@ impl Connection {
     /// A protocol error fails the connection: the close frame with the
     /// error's code is queued, the error returned once, and every byte after
     /// it ignored. Bytes after the peer's close are ignored as well.
+    #[inline]
     pub fn receive(&mut self, input: &[u8]) -> Result<(usize, Option<Event>), Error> {
         if self.state == State::Closed {
             return Ok((input.len(), None));
@@ -117,38 +118,43 @@ impl Connection {
         self.read(input).inspect_err(|e| self.fail(e))
     }
 
+    /// Reads frames from `input` until one completes an event or the input
+    /// runs out. A frame whose payload is all in `input` goes from header to
+    /// event in one pass; only a frame cut by the end of `input` is kept in
+    /// `self.reading`. Kept out of line so that `receive`, inlined into its
+    /// caller, leaves the event to be written once, into the caller's slot.
+    #[inline(never)]
     fn read(&mut self, input: &[u8]) -> Result<(usize, Option<Event>), Error> {
         let mut pos = 0;
         loop {
-            match &mut self.reading {
+            let (header, offset) = match &mut self.reading {
                 Reading::Header { buf, len } => {
                     let Some((header, used)) = read_header(buf, len, &input[pos..])? else {
                         return Ok((input.len(), None));
                     };
                     pos += used;
-                    self.start_frame(header)?;
+                    self.start_frame(&header)?;
+                    (header, 0)
                 }
-                Reading::Payload { header, received } => {
-                    let header = *header;
-                    let take = (header.payload_len - *received).min((input.len() - pos) as u64) as usize;
-                    let offset = *received;
-                    *received += take as u64;
-                    let done = *received == header.payload_len;
-                    self.payload(&header, &input[pos..pos + take], offset)?;
-                    pos += take;
-                    if !done {
-                        return Ok((pos, None));
-                    }
-                    self.reading = NO_HEADER;
-                    if let Some(event) = self.end_frame(&header)? {
-                        return Ok((pos, Some(event)));
-                    }
-                }
+                Reading::Payload { header, received } => (*header, *received),
+            };
+            let take = (header.payload_len - offset).min((input.len() - pos) as u64) as usize;
+            self.payload(&header, &input[pos..pos + take], offset)?;
+            pos += take;
+            let received = offset + take as u64;
+            if received < header.payload_len {
+                self.reading = Reading::Payload { header, received };
+                return Ok((pos, None));
+            }
+            self.reading = NO_HEADER;
+            if let Some(event) = self.end_frame(&header)? {
+                return Ok((pos, Some(event)));
             }
         }
     }
 
-    fn start_frame(&mut self, header: FrameHeader) -> Result<(), Error> {
+    /// Checks a new frame's header against the role and the message so far.
+    fn start_frame(&mut self, header: &FrameHeader) -> Result<(), Error> {
         match (self.role, header.mask) {
             (Role::Server, None) => return Err(Error::UnmaskedFrame),
             (Role::Client, Some(_)) => return Err(Error::MaskedFrame),
@@ -159,11 +165,10 @@ impl Connection {
                 return Err(Error::ReservedBits(header.rsv));
             }
             self.control.clear();
+            Ok(())
         } else {
-            self.message.start_frame(&header, &self.config)?;
+            self.message.start_frame(header, &self.config)
         }
-        self.reading = Reading::Payload { header, received: 0 };
-        Ok(())
     }
 
     fn payload(&mut self, header: &FrameHeader, data: &[u8], offset: u64) -> Result<(), Error> {
@@ -212,6 +217,7 @@ impl Connection {
 
     /// Fails the connection: queues a close with the error's code, unless a
     /// close was already sent, and stops reading.
+    #[cold]
     fn fail(&mut self, error: &Error) {
         if self.state == State::Open {
             if let Some(code) = error.close_code() {

@@ -67,6 +67,7 @@ impl FrameHeader {
     /// needed, else the header and its length in bytes. Rejects reserved
     /// opcodes, a 64-bit length with its top bit set, and control frames that
     /// are fragmented or longer than 125 bytes.
+    #[inline]
     pub fn decode(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Error> {
         let [b0, b1, ..] = *buf else { return Ok(None) };
         let opcode = OpCode::from_bits(b0 & 0x0F)?;

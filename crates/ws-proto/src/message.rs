@@ -5,8 +5,9 @@
 
 use crate::deflate::{Compressor, DeflateConfig, DeflateParams, Inflater};
 use crate::frame::{FrameHeader, OpCode, RSV1, encode_frame};
+use crate::mask::{apply_mask, copy_masked};
 use crate::utf8::{Utf8Bytes, Utf8Validator};
-use crate::{Config, Error, Role, mask::apply_mask};
+use crate::{Config, Error, Role};
 use bytes::{Bytes, BytesMut};
 
 /// A complete data message.
@@ -133,23 +134,14 @@ impl Reassembly {
     ) -> Result<(), Error> {
         let start = self.payload.len();
         match self.inflater.as_mut().filter(|_| self.compressed) {
-            Some(inflater) => {
-                for (i, chunk) in data.chunks(UNMASK_CHUNK).enumerate() {
-                    let mut buf = [0; UNMASK_CHUNK];
-                    let buf = &mut buf[..chunk.len()];
-                    buf.copy_from_slice(chunk);
-                    if let Some(key) = mask {
-                        apply_mask(buf, key, offset as usize + i * UNMASK_CHUNK);
-                    }
-                    inflater.inflate(buf, &mut self.payload, limit)?;
+            Some(inflater) => inflate_masked(inflater, data, mask, offset, &mut self.payload, limit)?,
+            None => match mask {
+                Some(key) => {
+                    self.payload.resize(start + data.len(), 0);
+                    copy_masked(&mut self.payload[start..], data, key, offset as usize);
                 }
-            }
-            None => {
-                self.payload.extend_from_slice(data);
-                if let Some(key) = mask {
-                    apply_mask(&mut self.payload[start..], key, offset as usize);
-                }
-            }
+                None => self.payload.extend_from_slice(data),
+            },
         }
         self.validate_from(start)
     }
@@ -187,6 +179,30 @@ impl Reassembly {
             _ => Ok(Message::Binary(payload)),
         }
     }
+}
+
+/// Unmasks compressed bytes, bytes `offset..` of their frame, through a
+/// buffer on the stack and inflates them into `payload`, bounded by `limit`.
+/// Not inlined, so the buffer stays off the stack of uncompressed messages.
+#[inline(never)]
+fn inflate_masked(
+    inflater: &mut Inflater,
+    data: &[u8],
+    mask: Option<[u8; 4]>,
+    offset: u64,
+    payload: &mut BytesMut,
+    limit: usize,
+) -> Result<(), Error> {
+    for (i, chunk) in data.chunks(UNMASK_CHUNK).enumerate() {
+        let mut buf = [0; UNMASK_CHUNK];
+        let buf = &mut buf[..chunk.len()];
+        buf.copy_from_slice(chunk);
+        if let Some(key) = mask {
+            apply_mask(buf, key, offset as usize + i * UNMASK_CHUNK);
+        }
+        inflater.inflate(buf, payload, limit)?;
+    }
+    Ok(())
 }
 
 /// A message encoded once as a server frame, to be sent as it is on many
