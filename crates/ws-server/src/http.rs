@@ -6,6 +6,7 @@
 use crate::auth::{Authenticator, Identity, origin_allowed};
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
+use crate::echo::Echo;
 use crate::hub::Hub;
 use crate::limits::{ConnectionLimits, Permit, client_address};
 use crate::metrics::Metrics;
@@ -17,11 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use ws_proto::handshake::server::http_response;
-use ws_proto::{CloseCode, Event, State};
 use ws_tokio::server::{Handshake, read_request};
 use ws_tokio::{Options, WebSocket};
 
@@ -42,9 +41,7 @@ pub struct Server {
     pub handshakes: Arc<ConnectionLimits>,
     /// Every connection's task, to wait for at shutdown.
     pub tasks: TaskTracker,
-    /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
-    /// The hub sessions' heartbeat, and their word to shut down.
+    /// The hub sessions' heartbeat, and the word to shut down to every connection.
     pub pulse: Pulse,
     /// What `/metrics` reports.
     pub metrics: Metrics,
@@ -124,7 +121,6 @@ pub async fn serve_until(
         limits: Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip)),
         handshakes: Arc::new(ConnectionLimits::new(0, config.max_connections_per_ip)),
         tasks: TaskTracker::new(),
-        shutdown: CancellationToken::new(),
         pulse: Pulse::default(),
         metrics,
         tls,
@@ -160,7 +156,6 @@ pub async fn serve_until(
     }
     drop(listener);
     info!(connections = server.limits.count(), "shutting down: closing every connection with 1001");
-    server.shutdown.cancel();
     server.pulse.shut_down();
     server.tasks.close();
     if tokio::time::timeout(server.config.shutdown_timeout, server.tasks.wait()).await.is_err() {
@@ -309,10 +304,9 @@ async fn hub_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     Ok(())
 }
 
-/// Accepts an echo connection and runs its echo as a task of its own, as a
-/// hub session does: a fraction of this future's size for as long as the
-/// connection lives. It takes messages up to ws-proto's default limits
-/// (64 MiB), as the Autobahn testsuite and benchmarks need.
+/// Accepts an echo connection and runs it as a task of its own, as a hub
+/// session runs. It takes messages up to ws-proto's default limits (64 MiB),
+/// as the Autobahn testsuite and benchmarks need.
 async fn echo_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     handshake: Handshake<S>,
     peer: SocketAddr,
@@ -320,37 +314,6 @@ async fn echo_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 ) -> Result<(), ws_tokio::Error> {
     let options = Options { config: ws_proto::Config::default(), ..*handshake.options() };
     let ws: WebSocket<S> = handshake.with_options(options).accept(|_| None).await?;
-    info!(%peer, "echo connection open");
-    server.tasks.spawn(echo(ws, peer, server.shutdown.clone()));
+    server.tasks.spawn(Echo::new(ws, peer, server.clone()));
     Ok(())
-}
-
-/// Sends every message back as it came; writes are batched by `recv`.
-/// At shutdown it closes with 1001.
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>, peer: SocketAddr, shutdown: CancellationToken) {
-    loop {
-        let event = tokio::select! {
-            event = ws.recv() => event,
-            () = shutdown.cancelled(), if ws.connection().state() == State::Open => {
-                // Fails only if the connection is closing already.
-                let _ = ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
-                continue;
-            }
-        };
-        match event {
-            Some(Ok(Event::Message(message))) => {
-                // Fails only once the closing handshake began; the message is then dropped.
-                let _ = ws.queue(&message);
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                info!(%peer, code = ?e.close_code().map(|c| c.0), "echo connection failed: {e}");
-                return;
-            }
-            None => {
-                info!(%peer, "echo connection closed");
-                return;
-            }
-        }
-    }
 }

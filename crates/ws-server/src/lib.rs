@@ -27,6 +27,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod echo;
 pub mod envelope;
 pub mod fanout;
 pub mod http;

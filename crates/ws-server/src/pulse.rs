@@ -71,7 +71,11 @@ impl Pulse {
                 slots.wakers.len() - 1
             }
         };
-        Listener { slot: slot as u32, heard: heard(self.beats.load(Ordering::Acquire) & !SHUTDOWN), waker: None }
+        Listener {
+            slot: slot as u32,
+            heard: heard(self.beats.load(Ordering::Acquire) & !SHUTDOWN),
+            waker: Waker::noop().clone(),
+        }
     }
 
     fn register(&self, slot: usize, waker: &Waker) {
@@ -92,18 +96,20 @@ pub struct Listener {
     slot: u32,
     /// The beat count last reported, as [`heard`] keeps it.
     heard: u32,
-    /// The waker registered in the slot, to register again only when the task's changes.
-    waker: Option<Waker>,
+    /// The waker registered in the slot, to register again only when the
+    /// task's changes; a no-op one before the first poll (not an `Option`,
+    /// so that an `Option<Listener>` takes no more room than a listener).
+    waker: Waker,
 }
 
 impl Listener {
     /// What happened since the last call, if anything; otherwise the task of
     /// `cx` is woken at the next beat or shutdown.
     pub fn poll(&mut self, pulse: &Pulse, cx: &mut Context<'_>) -> Option<Signal> {
-        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !self.waker.will_wake(cx.waker()) {
             // Registered before the count is read, so a beat in between still wakes the task.
             pulse.register(self.slot as usize, cx.waker());
-            self.waker = Some(cx.waker().clone());
+            self.waker = cx.waker().clone();
         }
         let beats = heard(pulse.beats.load(Ordering::Acquire));
         if beats == self.heard {

@@ -33,10 +33,12 @@ thread_local! {
 pub struct Options {
     /// The protocol limits.
     pub config: Config,
-    /// How long the closing handshake, and then the peer's closing of TCP, may take.
+    /// How long the closing handshake, and then the peer's closing of TCP,
+    /// may take; kept to the millisecond, 49 days at most.
     pub close_timeout: Duration,
     /// While more than this many bytes wait to be written, the socket is not
-    /// read: a peer that sends without reading cannot grow what we queue for it.
+    /// read: a peer that sends without reading cannot grow what we queue for
+    /// it. 4 GiB at most.
     pub max_output: usize,
     /// permessage-deflate (RFC 7692): a server accepts a client's offer with
     /// these settings, a client offers it; `None` turns it off.
@@ -96,10 +98,11 @@ impl Sender {
 pub struct WebSocket<S> {
     io: S,
     conn: Connection,
-    /// How long the closing handshake and the TCP close may take.
-    close_timeout: Duration,
+    /// How long the closing handshake and the TCP close may take, in
+    /// milliseconds (32 bits keep the WebSocket, held per connection, small).
+    close_timeout_ms: u32,
     /// Output past which the socket is not read.
-    max_output: usize,
+    max_output: u32,
     leftover: BytesMut,
     needs_flush: bool,
     commands: Option<mpsc::Receiver<Command>>,
@@ -120,8 +123,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         WebSocket {
             io,
             conn,
-            close_timeout: options.close_timeout,
-            max_output: options.max_output,
+            close_timeout_ms: u32::try_from(options.close_timeout.as_millis()).unwrap_or(u32::MAX),
+            max_output: u32::try_from(options.max_output).unwrap_or(u32::MAX),
             leftover,
             needs_flush: false,
             commands: None,
@@ -255,7 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 self.shut_down = true;
             }
-            if self.conn.output().len() > self.max_output {
+            if self.conn.output().len() > self.max_output as usize {
                 return Poll::Pending;
             }
             if self.poll_commands(cx) {
@@ -359,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The closing handshake and the TCP close must end within `close_timeout`.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let timeout = self.close_timeout;
+        let timeout = Duration::from_millis(self.close_timeout_ms.into());
         let deadline =
             self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
         deadline.as_mut().poll(cx)
