@@ -47,9 +47,11 @@ impl Machine {
     }
 }
 
-/// Writes the section into `path`, in place of the last one or at the end.
+/// Prints the section and writes it into `path`, in place of the last one
+/// or at the end: the file holds what the run printed.
 pub(crate) fn write(path: &Path, machine: &Machine, samples: &Samples, micro: &[Pair]) -> Result<(), Failure> {
     let section = section(machine, samples, micro);
+    println!("{section}");
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let new = match (old.find(BEGIN), old.find(END)) {
         (Some(begin), Some(end)) => format!("{}{section}{}", &old[..begin], &old[end + END.len()..]),
