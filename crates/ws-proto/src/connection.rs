@@ -44,17 +44,19 @@ pub enum Event {
     Close(Option<CloseFrame>),
 }
 
-/// Where the reader is in the current frame.
+/// A frame cut by the end of an input, kept until the rest of it comes.
+/// Boxed, and only while a frame is cut or a control frame is read: a
+/// connection between frames keeps the pointer alone.
 #[derive(Debug)]
-enum Reading {
+enum Cut {
+    /// The first bytes of a header.
     Header { buf: [u8; MAX_HEADER_LEN], len: usize },
-    Payload { header: FrameHeader, received: u64 },
+    /// A header, how much of its payload came, and a control frame's payload so far.
+    Payload { header: FrameHeader, received: u64, control: BytesMut },
 }
 
 /// From this payload size on, a server queues a message's bytes rather than copy them.
 const SHARE_PAYLOAD_FROM: usize = 4 << 10;
-
-const NO_HEADER: Reading = Reading::Header { buf: [0; MAX_HEADER_LEN], len: 0 };
 
 /// The protocol state of one WebSocket connection, with no I/O.
 #[derive(Debug)]
@@ -62,12 +64,11 @@ pub struct Connection {
     role: Role,
     config: Config,
     state: State,
-    reading: Reading,
+    cut: Option<Box<Cut>>,
     message: Reassembly,
-    control: BytesMut,
     output: Output,
-    /// Set when permessage-deflate was negotiated.
-    compressor: Option<Compressor>,
+    /// Set when permessage-deflate was negotiated; boxed, as it is not always.
+    compressor: Option<Box<Compressor>>,
 }
 
 impl Connection {
@@ -77,9 +78,8 @@ impl Connection {
             role,
             config,
             state: State::Open,
-            reading: NO_HEADER,
+            cut: None,
             message: Reassembly::default(),
-            control: BytesMut::new(),
             output: Output::default(),
             compressor: None,
         }
@@ -88,7 +88,7 @@ impl Connection {
     /// Turns on permessage-deflate (RFC 7692) with the parameters agreed in
     /// the handshake and this end's settings.
     pub fn with_deflate(mut self, params: &DeflateParams, config: &DeflateConfig) -> Self {
-        self.compressor = Some(Compressor::new(self.role, params, config));
+        self.compressor = Some(Box::new(Compressor::new(self.role, params, config)));
         self.message.set_inflater(Inflater::new(self.role, params));
         self
     }
@@ -119,37 +119,69 @@ impl Connection {
     }
 
     /// Reads frames from `input` until one completes an event or the input
-    /// runs out. A frame whose payload is all in `input` goes from header to
-    /// event in one pass; only a frame cut by the end of `input` is kept in
-    /// `self.reading`. Kept out of line so that `receive`, inlined into its
-    /// caller, leaves the event to be written once, into the caller's slot.
+    /// runs out. A data frame whose payload is all in `input` goes from
+    /// header to event in one pass; only a frame cut by the end of `input`
+    /// is kept in `self.cut`. Kept out of line so that `receive`, inlined
+    /// into its caller, leaves the event to be written once, into the
+    /// caller's slot.
     #[inline(never)]
     fn read(&mut self, input: &[u8]) -> Result<(usize, Option<Event>), Error> {
         let mut pos = 0;
         loop {
-            let (header, offset) = match &mut self.reading {
-                Reading::Header { buf, len } => {
-                    let Some((header, used)) = read_header(buf, len, &input[pos..])? else {
+            let (header, offset) = match self.cut.as_deref() {
+                Some(Cut::Payload { header, received, .. }) => (*header, *received),
+                _ => {
+                    let Some((header, used)) = self.read_header(&input[pos..])? else {
                         return Ok((input.len(), None));
                     };
                     pos += used;
                     self.start_frame(&header)?;
                     (header, 0)
                 }
-                Reading::Payload { header, received } => (*header, *received),
             };
             let take = (header.payload_len - offset).min((input.len() - pos) as u64) as usize;
             self.payload(&header, &input[pos..pos + take], offset)?;
             pos += take;
             let received = offset + take as u64;
             if received < header.payload_len {
-                self.reading = Reading::Payload { header, received };
+                self.cut_at(header, received);
                 return Ok((pos, None));
             }
-            self.reading = NO_HEADER;
             if let Some(event) = self.end_frame(&header)? {
                 return Ok((pos, Some(event)));
             }
+        }
+    }
+
+    /// Completes a frame header from the bytes kept of it, if any, and
+    /// `input`: the header and how many bytes of `input` it used, or `None`
+    /// after keeping every byte of an `input` too short to finish it.
+    fn read_header(&mut self, input: &[u8]) -> Result<Option<(FrameHeader, usize)>, Error> {
+        let Some(Cut::Header { buf, len }) = self.cut.as_deref_mut() else {
+            let decoded = FrameHeader::decode(input)?;
+            if decoded.is_none() {
+                let mut buf = [0; MAX_HEADER_LEN];
+                buf[..input.len()].copy_from_slice(input);
+                self.cut = Some(Box::new(Cut::Header { buf, len: input.len() }));
+            }
+            return Ok(decoded);
+        };
+        let kept = *len;
+        let copied = (MAX_HEADER_LEN - kept).min(input.len());
+        buf[kept..kept + copied].copy_from_slice(&input[..copied]);
+        let Some((header, header_len)) = FrameHeader::decode(&buf[..kept + copied])? else {
+            *len = kept + copied;
+            return Ok(None);
+        };
+        self.cut = None;
+        Ok(Some((header, header_len - kept)))
+    }
+
+    /// Keeps the frame, cut after `received` bytes of its payload.
+    fn cut_at(&mut self, header: FrameHeader, received: u64) {
+        match self.cut.as_deref_mut() {
+            Some(Cut::Payload { received: kept, .. }) => *kept = received,
+            _ => self.cut = Some(Box::new(Cut::Payload { header, received, control: BytesMut::new() })),
         }
     }
 
@@ -164,42 +196,52 @@ impl Connection {
             if header.rsv != 0 {
                 return Err(Error::ReservedBits(header.rsv));
             }
-            self.control.clear();
             Ok(())
         } else {
             self.message.start_frame(header, &self.config)
         }
     }
 
+    /// Takes payload bytes `offset..` of a frame: a data frame's into its
+    /// message, a control frame's into the cut that keeps them.
     fn payload(&mut self, header: &FrameHeader, data: &[u8], offset: u64) -> Result<(), Error> {
         if !header.opcode.is_control() {
             return self.message.extend(data, header.mask, offset, self.config.max_message_size);
         }
-        let start = self.control.len();
-        self.control.extend_from_slice(data);
-        if let Some(key) = header.mask {
-            apply_mask(&mut self.control[start..], key, offset as usize);
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.cut_at(*header, offset);
+        if let Some(Cut::Payload { control, .. }) = self.cut.as_deref_mut() {
+            let start = control.len();
+            control.extend_from_slice(data);
+            if let Some(key) = header.mask {
+                apply_mask(&mut control[start..], key, offset as usize);
+            }
         }
         Ok(())
     }
 
     fn end_frame(&mut self, header: &FrameHeader) -> Result<Option<Event>, Error> {
+        let control = match self.cut.take().map(|cut| *cut) {
+            Some(Cut::Payload { control, .. }) => control.freeze(),
+            _ => Bytes::new(),
+        };
         if !header.opcode.is_control() {
             return Ok(match header.fin {
                 true => Some(Event::Message(self.message.finish(self.config.max_message_size)?)),
                 false => None,
             });
         }
-        let payload = self.control.split().freeze();
         Ok(Some(match header.opcode {
             OpCode::Ping => {
                 if self.state == State::Open {
-                    self.push(OpCode::Pong, true, &payload);
+                    self.push(OpCode::Pong, true, &control);
                 }
-                Event::Ping(payload)
+                Event::Ping(control)
             }
-            OpCode::Pong => Event::Pong(payload),
-            _ => Event::Close(self.receive_close(payload)?),
+            OpCode::Pong => Event::Pong(control),
+            _ => Event::Close(self.receive_close(control)?),
         }))
     }
 
@@ -260,7 +302,7 @@ impl Connection {
     pub fn send_shared(&mut self, message: &SharedMessage) -> Result<(), Error> {
         debug_assert_eq!(self.role, Role::Server, "a client's frames are masked, never shared");
         self.check_open()?;
-        self.output.push_shared(message.frame_for(self.compressor.as_ref()));
+        self.output.push_shared(message.frame_for(self.compressor.as_deref()));
         Ok(())
     }
 
@@ -331,34 +373,6 @@ impl Connection {
     /// The output, to report what was written with [`Output::advance`].
     pub fn output_mut(&mut self) -> &mut Output {
         &mut self.output
-    }
-}
-
-/// Completes a frame header from the bytes kept from earlier reads and the
-/// new `input`: the header and how many bytes of `input` it used, or `None`
-/// after keeping every byte of an `input` too short to finish it.
-fn read_header(
-    buf: &mut [u8; MAX_HEADER_LEN],
-    len: &mut usize,
-    input: &[u8],
-) -> Result<Option<(FrameHeader, usize)>, Error> {
-    if *len == 0 {
-        if let Some(decoded) = FrameHeader::decode(input)? {
-            return Ok(Some(decoded));
-        }
-    }
-    let kept = *len;
-    let copied = (MAX_HEADER_LEN - kept).min(input.len());
-    buf[kept..kept + copied].copy_from_slice(&input[..copied]);
-    match FrameHeader::decode(&buf[..kept + copied])? {
-        Some((header, header_len)) => {
-            *len = 0;
-            Ok(Some((header, header_len - kept)))
-        }
-        None => {
-            *len = kept + copied;
-            Ok(None)
-        }
     }
 }
 

@@ -79,8 +79,8 @@ pub(crate) struct Reassembly {
     opcode: Option<OpCode>,
     payload: BytesMut,
     utf8: Utf8Validator,
-    /// Set when permessage-deflate was negotiated.
-    inflater: Option<Inflater>,
+    /// Set when permessage-deflate was negotiated; boxed, as it is not always.
+    inflater: Option<Box<Inflater>>,
     /// The message in progress had RSV1 on its first frame.
     compressed: bool,
 }
@@ -88,7 +88,7 @@ pub(crate) struct Reassembly {
 impl Reassembly {
     /// Receives compressed messages with the agreed parameters.
     pub(crate) fn set_inflater(&mut self, inflater: Inflater) {
-        self.inflater = Some(inflater);
+        self.inflater = Some(Box::new(inflater));
     }
 
     /// Checks a data frame's header against the message so far, the
