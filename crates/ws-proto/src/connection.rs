@@ -62,7 +62,9 @@ const SHARE_PAYLOAD_FROM: usize = 4 << 10;
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// The limits of [`Config`] that apply once the handshake is done.
+    max_frame_size: usize,
+    max_message_size: usize,
     state: State,
     cut: Option<Box<Cut>>,
     message: Reassembly,
@@ -76,7 +78,8 @@ impl Connection {
     pub fn new(role: Role, config: Config) -> Self {
         Connection {
             role,
-            config,
+            max_frame_size: config.max_frame_size,
+            max_message_size: config.max_message_size,
             state: State::Open,
             cut: None,
             message: Reassembly::default(),
@@ -198,7 +201,7 @@ impl Connection {
             }
             Ok(())
         } else {
-            self.message.start_frame(header, &self.config)
+            self.message.start_frame(header, self.max_frame_size, self.max_message_size)
         }
     }
 
@@ -206,7 +209,7 @@ impl Connection {
     /// message, a control frame's into the cut that keeps them.
     fn payload(&mut self, header: &FrameHeader, data: &[u8], offset: u64) -> Result<(), Error> {
         if !header.opcode.is_control() {
-            return self.message.extend(data, header.mask, offset, self.config.max_message_size);
+            return self.message.extend(data, header.mask, offset, self.max_message_size);
         }
         if data.is_empty() {
             return Ok(());
@@ -229,7 +232,7 @@ impl Connection {
         };
         if !header.opcode.is_control() {
             return Ok(match header.fin {
-                true => Some(Event::Message(self.message.finish(self.config.max_message_size)?)),
+                true => Some(Event::Message(self.message.finish(self.max_message_size)?)),
                 false => None,
             });
         }

@@ -7,7 +7,7 @@ use crate::deflate::{Compressor, DeflateConfig, DeflateParams, Inflater};
 use crate::frame::{FrameHeader, OpCode, RSV1, encode_frame};
 use crate::mask::{apply_mask, copy_masked};
 use crate::utf8::{Utf8Bytes, Utf8Validator};
-use crate::{Config, Error, Role};
+use crate::{Error, Role};
 use bytes::{Bytes, BytesMut};
 
 /// A complete data message.
@@ -94,7 +94,12 @@ impl Reassembly {
     /// Checks a data frame's header against the message so far, the
     /// extension and the limits. RSV1 may mark the first frame of a message
     /// as compressed when permessage-deflate is on; no other RSV bit is defined.
-    pub(crate) fn start_frame(&mut self, header: &FrameHeader, config: &Config) -> Result<(), Error> {
+    pub(crate) fn start_frame(
+        &mut self,
+        header: &FrameHeader,
+        max_frame_size: usize,
+        max_message_size: usize,
+    ) -> Result<(), Error> {
         let first = header.opcode != OpCode::Continuation;
         let allowed = if first && self.inflater.is_some() { RSV1 } else { 0 };
         if header.rsv & !allowed != 0 {
@@ -109,13 +114,13 @@ impl Reassembly {
                 self.compressed = header.rsv & RSV1 != 0;
             }
         }
-        if header.payload_len > config.max_frame_size as u64 {
-            return Err(Error::FrameTooLarge { size: header.payload_len, limit: config.max_frame_size });
+        if header.payload_len > max_frame_size as u64 {
+            return Err(Error::FrameTooLarge { size: header.payload_len, limit: max_frame_size });
         }
         if !self.compressed {
             let size = self.payload.len() as u64 + header.payload_len;
-            if size > config.max_message_size as u64 {
-                return Err(Error::MessageTooLarge { size, limit: config.max_message_size });
+            if size > max_message_size as u64 {
+                return Err(Error::MessageTooLarge { size, limit: max_message_size });
             }
             self.payload.reserve(header.payload_len.min(RESERVE_AHEAD) as usize);
         }

@@ -14,7 +14,6 @@ use std::io::IoSlice;
 pub struct Output {
     /// Boxed, and only while something waits: an idle connection keeps the pointer alone.
     chunks: Option<Box<Chunks>>,
-    len: usize,
 }
 
 /// The chunks of an [`Output`]: shared payloads sealed in order, then the
@@ -23,22 +22,24 @@ pub struct Output {
 struct Chunks {
     sealed: VecDeque<Bytes>,
     tail: BytesMut,
+    /// The bytes waiting in all of them.
+    len: usize,
 }
 
 impl Output {
     /// The number of bytes waiting.
     pub fn len(&self) -> usize {
-        self.len
+        self.chunks.as_ref().map_or(0, |chunks| chunks.len)
     }
 
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Fills `dst` with the waiting chunks, in order; returns how many it filled.
     pub fn io_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let Some(Chunks { sealed, tail }) = self.chunks.as_deref() else { return 0 };
+        let Some(Chunks { sealed, tail, .. }) = self.chunks.as_deref() else { return 0 };
         let chunks = sealed.iter().map(|b| &b[..]).chain(Some(&tail[..]));
         let mut n = 0;
         for (slot, chunk) in dst.iter_mut().zip(chunks.filter(|c| !c.is_empty())) {
@@ -52,13 +53,13 @@ impl Output {
     /// everything is written the buffers are let go: an idle connection
     /// holds no output memory.
     pub fn advance(&mut self, mut n: usize) {
-        assert!(n <= self.len, "advanced past the output");
-        self.len -= n;
-        if self.len == 0 {
+        assert!(n <= self.len(), "advanced past the output");
+        let Some(Chunks { sealed, tail, len }) = self.chunks.as_deref_mut() else { return };
+        *len -= n;
+        if *len == 0 {
             self.chunks = None;
             return;
         }
-        let Some(Chunks { sealed, tail }) = self.chunks.as_deref_mut() else { return };
         while let Some(front) = sealed.front_mut() {
             if n < front.len() {
                 front.advance(n);
@@ -72,16 +73,16 @@ impl Output {
 
     /// Encodes a frame after everything before it, copying the payload.
     pub(crate) fn push_frame(&mut self, header: FrameHeader, payload: &[u8]) {
-        let tail = &mut self.chunks().tail;
+        let Chunks { tail, len, .. } = self.chunks();
         let before = tail.len();
         encode_frame(header, payload, tail);
-        self.len += tail.len() - before;
+        *len += tail.len() - before;
     }
 
     /// Queues bytes already encoded as whole frames, without a copy.
     pub(crate) fn push_shared(&mut self, frames: Bytes) {
-        self.len += frames.len();
-        let Chunks { sealed, tail } = self.chunks();
+        let Chunks { sealed, tail, len } = self.chunks();
+        *len += frames.len();
         if !tail.is_empty() {
             sealed.push_back(tail.split().freeze());
         }
@@ -91,8 +92,9 @@ impl Output {
     /// Encodes an unmasked frame whose payload is queued as it is, without a copy.
     pub(crate) fn push_shared_frame(&mut self, header: FrameHeader, payload: Bytes) {
         debug_assert!(header.mask.is_none() && header.payload_len == payload.len() as u64);
-        header.encode(&mut self.chunks().tail);
-        self.len += header.encoded_len();
+        let chunks = self.chunks();
+        header.encode(&mut chunks.tail);
+        chunks.len += header.encoded_len();
         self.push_shared(payload);
     }
 

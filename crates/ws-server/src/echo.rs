@@ -20,7 +20,7 @@ pub struct Echo<S> {
     ws: WebSocket<S>,
     server: Arc<Server>,
     /// Taken when the echo is dropped, to give its slot back.
-    pulse: Option<Listener>,
+    pulse: Listener,
     peer: SocketAddr,
 }
 
@@ -28,15 +28,14 @@ impl<S> Echo<S> {
     /// The echo of `ws`, whose client is `peer`.
     pub fn new(ws: WebSocket<S>, peer: SocketAddr, server: Arc<Server>) -> Self {
         info!(%peer, "echo connection open");
-        Echo { ws, pulse: Some(server.pulse.listen()), server, peer }
+        Echo { ws, pulse: server.pulse.listen(), server, peer }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Echo<S> {
     /// At shutdown, the closing handshake with 1001.
     fn poll_pulse(&mut self, cx: &mut Context<'_>) {
-        let Some(listener) = &mut self.pulse else { return };
-        if listener.poll(&self.server.pulse, cx) == Some(Signal::Shutdown)
+        if self.pulse.poll(&self.server.pulse, cx) == Some(Signal::Shutdown)
             && self.ws.connection().state() == State::Open
         {
             // Fails only if the connection is closing already.
@@ -71,8 +70,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Echo<S> {
 
 impl<S> Drop for Echo<S> {
     fn drop(&mut self) {
-        if let Some(listener) = self.pulse.take() {
-            listener.release(&self.server.pulse);
-        }
+        self.pulse.release(&self.server.pulse);
     }
 }

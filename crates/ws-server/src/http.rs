@@ -47,6 +47,8 @@ pub struct Server {
     pub metrics: Metrics,
     /// TLS, when a certificate is configured.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// When the server started: the clock of the sessions' rate limits.
+    pub started: std::time::Instant,
 }
 
 /// Accepts connections until the task is dropped, serving each on its own
@@ -125,6 +127,7 @@ pub async fn serve_until(
         metrics,
         tls,
         config,
+        started: std::time::Instant::now(),
     });
     let mut shutdown = std::pin::pin!(shutdown);
     let mut beats = heartbeat(server.config.heartbeat_interval);

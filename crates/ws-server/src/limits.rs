@@ -4,51 +4,49 @@
 
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A token bucket: `rate` tokens a second, holding at most one second's worth
-/// (and at least one), so a burst up to the rate passes and a steady flood
-/// is held to it. Single precision: every connection keeps one, and a
-/// rate needs no more than seven digits.
-#[derive(Debug, Clone)]
+/// A token bucket of `rate` tokens a second, holding at most one second's
+/// worth (and at least one), so a burst up to the rate passes and a steady
+/// flood is held to it; a rate of 0 never runs dry. Every connection keeps
+/// one, so it is kept in one word, as the generic cell rate algorithm
+/// does: the time at which the bucket is full again. Times are durations
+/// since any fixed start, the same for every call.
+#[derive(Debug, Clone, Default)]
 pub struct TokenBucket {
-    rate: f32,
-    tokens: f32,
-    last: Instant,
+    /// When the bucket is full again, in nanoseconds since the start.
+    full_at: u64,
 }
 
 impl TokenBucket {
-    /// A full bucket refilled at `rate` tokens a second; a rate of 0 never runs dry.
-    pub fn new(rate: f64, now: Instant) -> Self {
-        let rate = rate as f32;
-        TokenBucket { rate, tokens: rate.max(1.0), last: now }
-    }
-
     /// Takes a token if there is one at `now`.
-    pub fn take(&mut self, now: Instant) -> bool {
-        if self.rate <= 0.0 {
-            return true;
+    pub fn take(&mut self, rate: f64, now: Duration) -> bool {
+        let Some((interval, window)) = Self::spans(rate) else { return true };
+        let now = nanos(now);
+        let full_at = self.full_at.max(now);
+        if full_at + interval > now + window {
+            return false;
         }
-        let refill = now.saturating_duration_since(self.last).as_secs_f32() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.rate.max(1.0));
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.full_at = full_at + interval;
+        true
     }
 
-    /// How long until the next token, for telling a client when to retry.
-    pub fn wait(&self) -> Duration {
-        if self.rate <= 0.0 || self.tokens >= 1.0 {
-            return Duration::ZERO;
-        }
-        Duration::from_secs_f32((1.0 - self.tokens) / self.rate)
+    /// How long from `now` until the next token, for telling a client when to retry.
+    pub fn wait(&self, rate: f64, now: Duration) -> Duration {
+        let Some((interval, window)) = Self::spans(rate) else { return Duration::ZERO };
+        Duration::from_nanos((self.full_at + interval).saturating_sub(nanos(now) + window))
     }
+
+    /// Nanoseconds a token takes to come back, and that a full bucket takes to fill.
+    fn spans(rate: f64) -> Option<(u64, u64)> {
+        (rate > 0.0).then(|| (1e9 / rate, rate.max(1.0) * 1e9 / rate)).map(|(i, w)| (i as u64, w as u64))
+    }
+}
+
+fn nanos(time: Duration) -> u64 {
+    u64::try_from(time.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -57,15 +55,16 @@ mod tests {
 
     #[test]
     fn a_burst_up_to_the_rate_then_the_rate() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::new(10.0, start);
-        assert_eq!((0..15).filter(|_| bucket.take(start)).count(), 10);
-        assert!(bucket.wait() > Duration::ZERO);
+        let start = Duration::from_secs(1000);
+        let mut bucket = TokenBucket::default();
+        assert_eq!((0..15).filter(|_| bucket.take(10.0, start)).count(), 10);
+        assert_eq!(bucket.wait(10.0, start), Duration::from_millis(100));
         // A tenth of a second later, one more token; a second later, ten (not more).
-        assert!(bucket.take(start + Duration::from_millis(100)));
-        assert!(!bucket.take(start + Duration::from_millis(100)));
+        assert!(bucket.take(10.0, start + Duration::from_millis(100)));
+        assert!(!bucket.take(10.0, start + Duration::from_millis(100)));
         let later = start + Duration::from_secs(5);
-        assert_eq!((0..15).filter(|_| bucket.take(later)).count(), 10);
+        assert_eq!((0..15).filter(|_| bucket.take(10.0, later)).count(), 10);
+        assert_eq!(bucket.wait(10.0, later + Duration::from_secs(1)), Duration::ZERO);
     }
 
     #[test]
@@ -84,6 +83,18 @@ mod tests {
         let unlimited = Arc::new(ConnectionLimits::new(0, 0));
         let permits: Vec<_> = (0..100).map(|_| unlimited.admit(a).unwrap()).collect();
         assert_eq!(unlimited.count(), permits.len());
+        drop(permits);
+        assert_eq!(unlimited.count(), 0);
+    }
+
+    #[test]
+    fn an_ipv4_client_on_a_dual_stack_socket_counts_as_its_ipv4_address() {
+        let limits = Arc::new(ConnectionLimits::new(0, 1));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let permit = limits.admit(mapped).unwrap();
+        assert_eq!(limits.admit("10.0.0.1".parse().unwrap()).unwrap_err(), Refusal::TooManyFromAddress);
+        drop(permit);
+        let _again = limits.admit("10.0.0.1".parse().unwrap()).unwrap();
     }
 
     #[test]
@@ -103,13 +114,14 @@ mod tests {
 
     #[test]
     fn rate_zero_is_unlimited_and_fractions_work() {
-        let start = Instant::now();
-        let mut unlimited = TokenBucket::new(0.0, start);
-        assert!((0..10_000).all(|_| unlimited.take(start)));
-        let mut slow = TokenBucket::new(0.5, start);
-        assert!(slow.take(start));
-        assert!(!slow.take(start + Duration::from_secs(1)));
-        assert!(slow.take(start + Duration::from_secs(2)));
+        let start = Duration::ZERO;
+        let mut unlimited = TokenBucket::default();
+        assert!((0..10_000).all(|_| unlimited.take(0.0, start)));
+        let mut slow = TokenBucket::default();
+        assert!(slow.take(0.5, start));
+        assert!(!slow.take(0.5, start + Duration::from_secs(1)));
+        assert_eq!(slow.wait(0.5, start + Duration::from_secs(1)), Duration::from_secs(1));
+        assert!(slow.take(0.5, start + Duration::from_secs(2)));
     }
 }
 
@@ -160,7 +172,8 @@ pub struct ConnectionLimits {
 #[derive(Debug)]
 pub struct Permit {
     limits: Arc<ConnectionLimits>,
-    address: IpAddr,
+    /// The address counted, IPv4 as mapped into IPv6 (24 bytes for the permit, not 32).
+    address: Ipv6Addr,
 }
 
 impl ConnectionLimits {
@@ -177,6 +190,8 @@ impl ConnectionLimits {
 
     /// Counts a connection from `address` in, if both limits allow it.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Permit, Refusal> {
+        // An IPv4 client on a dual-stack socket counts as the same IPv4 address.
+        let address = address.to_canonical();
         let mut open = self.open();
         let from_address = open.1.get(&address).copied().unwrap_or(0);
         if self.max_per_address > 0 && from_address >= self.max_per_address {
@@ -187,6 +202,10 @@ impl ConnectionLimits {
         }
         open.0 += 1;
         open.1.insert(address, from_address + 1);
+        let address = match address {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
         Ok(Permit { limits: self.clone(), address })
     }
 
@@ -198,12 +217,13 @@ impl ConnectionLimits {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        let address = self.address.to_canonical();
         let mut open = self.limits.open();
         open.0 -= 1;
-        if let Some(count) = open.1.get_mut(&self.address) {
+        if let Some(count) = open.1.get_mut(&address) {
             *count -= 1;
             if *count == 0 {
-                open.1.remove(&self.address);
+                open.1.remove(&address);
             }
         }
     }

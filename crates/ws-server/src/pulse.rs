@@ -60,6 +60,16 @@ impl Pulse {
         }
     }
 
+    /// The beats so far, in 31 bits: the count modulo 2^31.
+    pub fn beats(&self) -> u32 {
+        heard(self.beats.load(Ordering::Acquire) & !SHUTDOWN)
+    }
+
+    /// The beats since [`Pulse::beats`] gave `then`.
+    pub fn beats_since(&self, then: u32) -> u32 {
+        self.beats().wrapping_sub(then) & !(1 << 31)
+    }
+
     /// A new listener, which has heard no beat yet but hears a shutdown
     /// that came before it.
     pub fn listen(&self) -> Listener {
@@ -71,11 +81,7 @@ impl Pulse {
                 slots.wakers.len() - 1
             }
         };
-        Listener {
-            slot: slot as u32,
-            heard: heard(self.beats.load(Ordering::Acquire) & !SHUTDOWN),
-            waker: Waker::noop().clone(),
-        }
+        Listener { slot: slot as u32, heard: self.beats(), waker: Waker::noop().clone() }
     }
 
     fn register(&self, slot: usize, waker: &Waker) {
@@ -97,8 +103,7 @@ pub struct Listener {
     /// The beat count last reported, as [`heard`] keeps it.
     heard: u32,
     /// The waker registered in the slot, to register again only when the
-    /// task's changes; a no-op one before the first poll (not an `Option`,
-    /// so that an `Option<Listener>` takes no more room than a listener).
+    /// task's changes; a no-op one before the first poll.
     waker: Waker,
 }
 
@@ -119,8 +124,8 @@ impl Listener {
         Some(if beats & heard(SHUTDOWN) != 0 { Signal::Shutdown } else { Signal::Beat })
     }
 
-    /// Gives the slot back.
-    pub fn release(self, pulse: &Pulse) {
+    /// Gives the slot back, once, as the listener's holder ends.
+    pub fn release(&self, pulse: &Pulse) {
         pulse.release(self.slot as usize);
     }
 }
@@ -188,6 +193,18 @@ mod tests {
         let slot = first.slot;
         first.release(&pulse);
         assert_eq!(pulse.listen().slot, slot);
+    }
+
+    #[test]
+    fn beats_are_counted_since_a_time() {
+        let pulse = Pulse::default();
+        let then = pulse.beats();
+        pulse.beat();
+        pulse.beat();
+        assert_eq!(pulse.beats_since(then), 2);
+        pulse.shut_down();
+        assert_eq!(pulse.beats_since(then), 2, "the shutdown is no beat");
+        assert_eq!(pulse.beats_since((1 << 31) - 1), 3, "the count wraps in 31 bits");
     }
 
     #[test]

@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 use tracing::{info, warn};
 use ws_proto::{CloseCode, Event, Message, State};
 use ws_tokio::WebSocket;
@@ -86,10 +85,12 @@ pub struct Session<S> {
     _permit: Permit,
     /// Who the client is: its name, as other members see it, and the rooms it may join.
     identity: Identity,
-    rooms: Vec<Membership>,
+    /// A boxed slice, not a `Vec`: joins and leaves are rare, sessions many.
+    rooms: Box<[Membership]>,
     /// Its place among the listeners of the server's pulse: heartbeat and shutdown.
-    pulse: Option<Listener>,
-    last_heard: Instant,
+    pulse: Listener,
+    /// The pulse's beat count when the client last sent anything.
+    heard_at: u32,
     bucket: TokenBucket,
     /// Messages refused in a row for the rate limit.
     refused: u32,
@@ -98,6 +99,12 @@ pub struct Session<S> {
     pending: Option<Box<Pending>>,
 }
 
+/// The most a plain session may take: tokio rounds a task to 128 bytes, and
+/// with its own 96, the task tracker's 8 and this, the task of an idle
+/// connection stays at 384 bytes rather than 512 (docs/benchmarks.md). A
+/// field that must be added is paid for by another made smaller or boxed.
+const _: () = assert!(size_of::<Session<tokio::net::TcpStream>>() <= 280);
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A session for `ws` of `server`, whose client is `identity`, admitted
     /// with `permit`: welcomed and in the default room, ready to be spawned.
@@ -105,13 +112,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         server.metrics.connections.inc();
         let mut session = Session {
             ws,
-            bucket: TokenBucket::new(server.config.rate_limit, std::time::Instant::now()),
-            pulse: Some(server.pulse.listen()),
+            bucket: TokenBucket::default(),
+            pulse: server.pulse.listen(),
+            heard_at: server.pulse.beats(),
             server,
             _permit: permit,
             identity,
-            rooms: Vec::new(),
-            last_heard: Instant::now(),
+            rooms: Box::default(),
             refused: 0,
             pending: None,
         };
@@ -191,8 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// The server's pulse: a heartbeat, or the word to close with 1001.
     fn poll_pulse(&mut self, cx: &mut Context<'_>) {
-        let Some(listener) = &mut self.pulse else { return };
-        match listener.poll(&self.server.pulse, cx) {
+        match self.pulse.poll(&self.server.pulse, cx) {
             Some(Signal::Beat) => self.heartbeat(),
             Some(Signal::Shutdown) if self.ws.connection().state() == State::Open => {
                 // Fails only if the connection is closing already.
@@ -203,11 +209,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn receive(&mut self, event: Event) {
-        self.last_heard = Instant::now();
+        self.heard_at = self.server.pulse.beats();
         let Event::Message(message) = event else { return };
         self.server.metrics.messages_received.inc();
         self.server.metrics.bytes_received.inc_by(message.payload().len() as u64);
-        if !self.bucket.take(self.last_heard.into_std()) {
+        if !self.bucket.take(self.server.config.rate_limit, self.server.started.elapsed()) {
             return self.refuse();
         }
         self.refused = 0;
@@ -239,7 +245,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             return;
         }
-        let (rate, wait) = (self.server.config.rate_limit, self.bucket.wait().as_millis());
+        let rate = self.server.config.rate_limit;
+        let wait = self.bucket.wait(rate, self.server.started.elapsed()).as_millis();
         self.send_error(EnvelopeError::new(
             "rate_limited",
             format!("over {rate} messages a second; retry in {wait} ms"),
@@ -301,9 +308,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Becomes a member of the subscription's room.
     fn subscribed(&mut self, subscription: Subscription, replay: Option<Replay>) {
-        // Most clients stay in one room: room for exactly one, then for more as needed.
-        self.rooms.reserve_exact(1);
-        self.rooms.push(Membership { member: subscription.member, delivered: subscription.latest, gap: None });
+        let mut rooms = std::mem::take(&mut self.rooms).into_vec();
+        rooms.reserve_exact(1);
+        rooms.push(Membership { member: subscription.member, delivered: subscription.latest, gap: None });
+        self.rooms = rooms.into_boxed_slice();
         self.joined(self.rooms.len() - 1, subscription.latest, replay);
     }
 
@@ -339,7 +347,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(i) = self.membership(&room) else {
             return Err(EnvelopeError::new("not_joined", format!("not in room {room}")));
         };
-        let member = self.rooms.swap_remove(i);
+        let mut rooms = std::mem::take(&mut self.rooms).into_vec();
+        let member = rooms.swap_remove(i);
+        self.rooms = rooms.into_boxed_slice();
         self.left(member);
         self.send(&Outgoing::Left { room: &room });
         Ok(())
@@ -476,9 +486,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.send(&Outgoing::Gap { room: &room, from, to });
     }
 
-    /// Pings, or closes a client that has sent nothing, pong included, for too long.
+    /// Pings, or closes a client that has sent nothing, pong included, for too long:
+    /// for as many beats, after the one in whose interval it was last heard, as
+    /// make the timeout.
     fn heartbeat(&mut self) {
-        if self.last_heard.elapsed() > self.server.config.heartbeat_timeout {
+        let silent = self.server.pulse.beats_since(self.heard_at);
+        let config = &self.server.config;
+        if config.heartbeat_interval.checked_mul(silent.saturating_sub(1)).is_none_or(|s| s >= config.heartbeat_timeout)
+        {
             if self.ws.queue_close(CloseCode::GOING_AWAY, "heartbeat timeout").is_ok() {
                 info!(sender = %self.identity.name, "heartbeat timeout");
             }
@@ -547,9 +562,7 @@ impl<S> Drop for Session<S> {
         for member in std::mem::take(&mut self.rooms) {
             self.left(member);
         }
-        if let Some(listener) = self.pulse.take() {
-            listener.release(&self.server.pulse);
-        }
+        self.pulse.release(&self.server.pulse);
         self.server.metrics.connections.dec();
     }
 }

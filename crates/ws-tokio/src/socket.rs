@@ -93,6 +93,25 @@ impl Sender {
     }
 }
 
+/// What a WebSocket holds only at times.
+#[derive(Debug, Default)]
+struct Rare {
+    /// Bytes read after the last event returned: the next frames'.
+    leftover: BytesMut,
+    /// What other tasks send, once a [`Sender`] was made.
+    commands: Option<mpsc::Receiver<Command>>,
+    /// When the closing handshake must be over, once it began.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Why the connection failed, until `recv` returns it.
+    failure: Option<Error>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.leftover.capacity() == 0 && self.commands.is_none() && self.deadline.is_none() && self.failure.is_none()
+    }
+}
+
 /// A WebSocket connection on a socket `S`, for either role.
 #[derive(Debug)]
 pub struct WebSocket<S> {
@@ -103,12 +122,9 @@ pub struct WebSocket<S> {
     close_timeout_ms: u32,
     /// Output past which the socket is not read.
     max_output: u32,
-    leftover: BytesMut,
+    /// Boxed, and only while any of it is there: an idle WebSocket keeps the pointer alone.
+    rare: Option<Box<Rare>>,
     needs_flush: bool,
-    commands: Option<mpsc::Receiver<Command>>,
-    deadline: Option<Pin<Box<Sleep>>>,
-    /// Boxed: a connection that has not failed keeps only the pointer.
-    failure: Option<Box<Error>>,
     /// This end has sent its FIN.
     shut_down: bool,
     /// The connection is over: `recv` returns `None` (after the failure, if any).
@@ -125,11 +141,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             conn,
             close_timeout_ms: u32::try_from(options.close_timeout.as_millis()).unwrap_or(u32::MAX),
             max_output: u32::try_from(options.max_output).unwrap_or(u32::MAX),
-            leftover,
+            rare: (leftover.capacity() > 0).then(|| Box::new(Rare { leftover, ..Rare::default() })),
             needs_flush: false,
-            commands: None,
-            deadline: None,
-            failure: None,
             shut_down: false,
             done: false,
         }
@@ -218,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// A handle for other tasks to send on this WebSocket.
     pub fn sender(&mut self) -> Sender {
         let (tx, rx) = mpsc::channel(64);
-        self.commands = Some(rx);
+        self.rare().commands = Some(rx);
         Sender { commands: tx }
     }
 
@@ -232,9 +245,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
                     self.shut_down = true;
                 }
-                return Poll::Ready(self.failure.take().map(|e| Err(*e)));
+                return Poll::Ready(self.take_failure().map(Err));
             }
-            if !self.leftover.is_empty() {
+            if self.rare.as_ref().is_some_and(|rare| !rare.leftover.is_empty()) {
                 if let Some(event) = self.receive_leftover() {
                     return Poll::Ready(Some(Ok(event)));
                 }
@@ -274,23 +287,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Feeds the bytes kept from an earlier read.
     fn receive_leftover(&mut self) -> Option<Event> {
-        match self.conn.receive(&self.leftover) {
+        let rare = self.rare.as_deref_mut()?;
+        match self.conn.receive(&rare.leftover) {
             Ok((used, event)) => {
-                self.leftover.advance(used);
+                rare.leftover.advance(used);
                 event
             }
             Err(e) => {
-                self.leftover.clear();
-                self.failure = Some(Box::new(e.into()));
+                rare.leftover.clear();
+                rare.failure = Some(e.into());
                 None
             }
         }
     }
 
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
+    fn take_failure(&mut self) -> Option<Error> {
+        self.rare.as_mut()?.failure.take()
+    }
+
+    fn has_failed(&self) -> bool {
+        self.rare.as_ref().is_some_and(|rare| rare.failure.is_some())
+    }
+
     /// Reads once and feeds what came. `Ok(None)` when the bytes completed no event.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
-        if self.leftover.capacity() > 0 {
-            self.leftover = BytesMut::new();
+        if let Some(rare) = &mut self.rare {
+            rare.leftover = BytesMut::new();
+            if rare.is_empty() {
+                self.rare = None;
+            }
         }
         SCRATCH.with_borrow_mut(|scratch| {
             let mut buf = ReadBuf::new(scratch);
@@ -301,11 +330,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             match self.conn.receive(input) {
                 Ok((used, event)) => {
-                    self.leftover.extend_from_slice(&input[used..]);
+                    if used < input.len() {
+                        self.rare().leftover.extend_from_slice(&input[used..]);
+                    }
                     Poll::Ready(Ok(event))
                 }
                 Err(e) => {
-                    self.failure = Some(Box::new(e.into()));
+                    self.rare().failure = Some(e.into());
                     Poll::Ready(Ok(None))
                 }
             }
@@ -314,8 +345,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The peer closed TCP: the end after a closing handshake, abnormal before it.
     fn read_eof(&mut self) -> Result<Option<Event>, Error> {
-        if self.conn.state() != State::Closed && self.failure.is_none() {
-            self.failure = Some(Box::new(Error::Abnormal));
+        if self.conn.state() != State::Closed && !self.has_failed() {
+            self.rare().failure = Some(Error::Abnormal);
         }
         self.done = true;
         Ok(None)
@@ -323,11 +354,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Takes what other tasks sent; true if there was anything.
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(commands) = &mut self.commands else { return false };
+        let Some(commands) = self.rare.as_mut().and_then(|rare| rare.commands.as_mut()) else { return false };
         let command = match commands.poll_recv(cx) {
             Poll::Ready(Some(command)) => command,
             Poll::Ready(None) => {
-                self.commands = None;
+                self.rare().commands = None;
                 return false;
             }
             Poll::Pending => return false,
@@ -364,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let timeout = Duration::from_millis(self.close_timeout_ms.into());
         let deadline =
-            self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+            self.rare().deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
         deadline.as_mut().poll(cx)
     }
 
@@ -372,9 +403,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// already complete, when a reset while tearing TCP down changes nothing.
     fn end_with(&mut self, error: Error) -> Poll<Option<Result<Event, Error>>> {
         self.done = true;
-        if self.conn.state() == State::Closed && self.failure.is_none() {
+        if self.conn.state() == State::Closed && !self.has_failed() {
             return Poll::Ready(None);
         }
-        Poll::Ready(Some(Err(self.failure.take().map_or(error, |e| *e))))
+        Poll::Ready(Some(Err(self.take_failure().unwrap_or(error))))
     }
 }
