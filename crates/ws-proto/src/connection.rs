@@ -226,16 +226,17 @@ impl Connection {
     }
 
     fn end_frame(&mut self, header: &FrameHeader) -> Result<Option<Event>, Error> {
-        let control = match self.cut.take().map(|cut| *cut) {
-            Some(Cut::Payload { control, .. }) => control.freeze(),
-            _ => Bytes::new(),
-        };
         if !header.opcode.is_control() {
+            self.cut = None;
             return Ok(match header.fin {
                 true => Some(Event::Message(self.message.finish(self.max_message_size)?)),
                 false => None,
             });
         }
+        let control = match self.cut.take().map(|cut| *cut) {
+            Some(Cut::Payload { control, .. }) => control.freeze(),
+            _ => Bytes::new(),
+        };
         Ok(Some(match header.opcode {
             OpCode::Ping => {
                 if self.state == State::Open {
