@@ -119,9 +119,15 @@ impl Member {
         &self.fanout.room
     }
 
-    /// The next delivery, or word of those lost; otherwise the task of `cx`
-    /// is woken by the next one sent.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<Delivery>, Lagged>> {
+    /// The next deliveries, up to `max`, added to `batch` under one lock
+    /// (the lock is shared with every member, on every thread), or word of
+    /// those lost; otherwise the task of `cx` is woken by the next one sent.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        batch: &mut Vec<Arc<Delivery>>,
+        max: usize,
+    ) -> Poll<Result<(), Lagged>> {
         let mut state = self.fanout.state();
         if self.next <= state.dropped {
             self.next = state.dropped + 1;
@@ -129,9 +135,11 @@ impl Member {
         }
         let next = self.next;
         let first = state.recent.partition_point(|d| d.seq < next);
-        if let Some(delivery) = state.recent.get(first) {
-            self.next = delivery.seq + 1;
-            return Poll::Ready(Ok(delivery.clone()));
+        let end = state.recent.len().min(first.saturating_add(max));
+        if first < end {
+            batch.extend(state.recent.range(first..end).cloned());
+            self.next = state.recent[end - 1].seq + 1;
+            return Poll::Ready(Ok(()));
         }
         let waiting = &mut state.waiting[self.slot as usize];
         if !waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -161,7 +169,23 @@ mod tests {
     }
 
     fn recv(member: &mut Member) -> Poll<Result<u64, Lagged>> {
-        member.poll_recv(&mut Context::from_waker(Waker::noop())).map(|r| r.map(|d| d.seq))
+        let mut one = Vec::new();
+        member.poll_recv(&mut Context::from_waker(Waker::noop()), &mut one, 1).map(|r| r.map(|()| one[0].seq))
+    }
+
+    #[test]
+    fn a_member_takes_up_to_a_batch_at_once() {
+        let fanout = Fanout::new(Arc::from("r"), 8);
+        let mut member = fanout.subscribe(0);
+        for delivery in deliveries(&[1, 2, 3, 4, 5]) {
+            fanout.send(delivery);
+        }
+        let mut batch = Vec::new();
+        let cx = &mut Context::from_waker(Waker::noop());
+        assert_eq!(member.poll_recv(cx, &mut batch, 3), Poll::Ready(Ok(())));
+        assert_eq!(member.poll_recv(cx, &mut batch, 3), Poll::Ready(Ok(())));
+        assert_eq!(batch.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!(member.poll_recv(cx, &mut batch, 3), Poll::Pending);
     }
 
     #[test]
@@ -212,7 +236,7 @@ mod tests {
         let waker = Waker::from(count.clone());
         let mut members: Vec<Member> = (0..100).map(|_| fanout.subscribe(0)).collect();
         for member in &mut members {
-            assert!(member.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+            assert!(member.poll_recv(&mut Context::from_waker(&waker), &mut Vec::new(), 1).is_pending());
         }
         fanout.send(deliveries(&[1])[0].clone());
         assert_eq!(count.0.load(Ordering::SeqCst), 100, "every waiting member, in batches");

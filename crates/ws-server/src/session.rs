@@ -144,21 +144,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// true if there were any. Otherwise the task of `cx` is woken by the next.
     fn poll_deliveries(&mut self, cx: &mut Context<'_>) -> bool {
         let mut any = false;
-        let mut i = 0;
+        let mut batch = Vec::new();
         let held = self.pending.as_ref().and_then(|p| p.holds.as_deref()).and_then(|room| self.membership(room));
-        while i < self.rooms.len() {
-            if held == Some(i) {
-                i += 1;
-                continue;
-            }
-            for taken in 0..BATCH {
-                match self.rooms[i].member.poll_recv(cx) {
-                    Poll::Ready(delivery) => self.deliver(i, delivery, taken == 0),
-                    Poll::Pending => break,
+        for i in (0..self.rooms.len()).filter(|&i| held != Some(i)) {
+            match self.rooms[i].member.poll_recv(cx, &mut batch, BATCH) {
+                Poll::Ready(Ok(())) => {
+                    for (taken, delivery) in batch.drain(..).enumerate() {
+                        self.deliver(i, Ok(delivery), taken == 0);
+                    }
                 }
-                any = true;
+                Poll::Ready(Err(lagged)) => self.deliver(i, Err(lagged), false),
+                Poll::Pending => continue,
             }
-            i += 1;
+            any = true;
         }
         any
     }
