@@ -149,11 +149,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         for i in (0..self.rooms.len()).filter(|&i| held != Some(i)) {
             match self.rooms[i].member.poll_recv(cx, &mut batch, BATCH) {
                 Poll::Ready(Ok(())) => {
-                    for (taken, delivery) in batch.drain(..).enumerate() {
-                        self.deliver(i, Ok(delivery), taken == 0);
-                    }
+                    self.deliver(i, &batch);
+                    batch.clear();
                 }
-                Poll::Ready(Err(lagged)) => self.deliver(i, Err(lagged), false),
+                Poll::Ready(Err(Lagged { upto })) => self.lagged(i, upto),
                 Poll::Pending => continue,
             }
             any = true;
@@ -335,9 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let server = self.server.clone();
         self.send(&Outgoing::Joined { room: &room, seq: latest, epoch: &server.hub.epoch() });
         let Some(replay) = replay else { return };
-        for delivery in &replay.deliveries {
-            self.queue(i, delivery);
-        }
+        self.queue_all(i, replay.deliveries.iter().map(|d| &**d));
         self.send(&Outgoing::Recovered { room: &room, complete: replay.complete });
     }
 
@@ -403,33 +400,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// A message of room `i`, or word that the client fell more than the
-    /// room's buffer behind. The fan-out latency is taken of the `first` of
-    /// a batch, the oldest: one clock read per batch, not per message.
-    fn deliver(&mut self, i: usize, delivery: Result<Arc<Delivery>, Lagged>, first: bool) {
-        match delivery {
-            Ok(delivery) => {
-                if delivery.seq > self.rooms[i].delivered {
-                    if first {
-                        self.server.metrics.fanout_latency.observe(delivery.published.elapsed().as_secs_f64());
-                    }
-                    self.queue(i, &delivery);
-                }
-            }
-            Err(Lagged { upto }) => {
-                let delivered = self.rooms[i].delivered;
-                if upto > delivered {
-                    self.skip(i, delivered + 1, upto);
-                }
-            }
+    /// Messages of room `i`, in seq order, those not sent yet. The fan-out
+    /// latency is taken of the first, the oldest: one clock read per batch,
+    /// not per message.
+    fn deliver(&mut self, i: usize, batch: &[Arc<Delivery>]) {
+        let delivered = self.rooms[i].delivered;
+        let fresh = batch.iter().filter(|d| d.seq > delivered);
+        if let Some(first) = fresh.clone().next() {
+            self.server.metrics.fanout_latency.observe(first.published.elapsed().as_secs_f64());
+        }
+        self.queue_all(i, fresh.map(|d| &**d));
+    }
+
+    /// The client fell more than room `i`'s buffer behind: seqs up to `upto` are lost to it.
+    fn lagged(&mut self, i: usize, upto: u64) {
+        let delivered = self.rooms[i].delivered;
+        if upto > delivered {
+            self.skip(i, delivered + 1, upto);
         }
     }
 
-    /// Queues a message of room `i` if the queue has room for it; else the slow-consumer policy.
-    fn queue(&mut self, i: usize, delivery: &Delivery) {
+    /// Queues messages of room `i`, and counts them in the metrics once for all.
+    fn queue_all<'a>(&mut self, i: usize, deliveries: impl Iterator<Item = &'a Delivery>) {
+        let (mut count, mut bytes) = (0, 0);
+        for delivery in deliveries {
+            if let Some(len) = self.queue(i, delivery) {
+                count += 1;
+                bytes += len;
+            }
+        }
+        if count > 0 {
+            self.server.metrics.sent(count, bytes);
+        }
+    }
+
+    /// Queues a message of room `i` if the queue has room for it, and says
+    /// how many bytes it queued; else the slow-consumer policy.
+    fn queue(&mut self, i: usize, delivery: &Delivery) -> Option<usize> {
         let queued = self.ws.connection().output().len();
         if queued + delivery.frame.frame_len() > self.server.config.max_queue_bytes {
-            return self.skip(i, delivery.seq, delivery.seq);
+            self.skip(i, delivery.seq, delivery.seq);
+            return None;
         }
         let member = &mut self.rooms[i];
         member.delivered = member.delivered.max(delivery.seq);
@@ -438,9 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.send_gap(i, from, to);
         }
         // Queuing fails only once the connection is closing; the message is then moot.
-        if self.ws.queue_shared(&delivery.frame).is_ok() {
-            self.server.metrics.sent(1, delivery.frame.frame_len());
-        }
+        self.ws.queue_shared(&delivery.frame).ok().map(|()| delivery.frame.frame_len())
     }
 
     /// Seqs `first` to `last` of room `i` will not reach the client.
