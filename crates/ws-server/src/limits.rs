@@ -25,18 +25,21 @@ impl TokenBucket {
     pub fn take(&mut self, rate: f64, now: Duration) -> bool {
         let Some((interval, window)) = Self::spans(rate) else { return true };
         let now = nanos(now);
-        let full_at = self.full_at.max(now);
-        if full_at + interval > now + window {
+        // In 128 bits: a rate low enough makes a token take longer than 64 bits of nanoseconds.
+        let full_at = u128::from(self.full_at.max(now)) + u128::from(interval);
+        if full_at > u128::from(now) + u128::from(window) {
             return false;
         }
-        self.full_at = full_at + interval;
+        self.full_at = u64::try_from(full_at).unwrap_or(u64::MAX);
         true
     }
 
     /// How long from `now` until the next token, for telling a client when to retry.
     pub fn wait(&self, rate: f64, now: Duration) -> Duration {
         let Some((interval, window)) = Self::spans(rate) else { return Duration::ZERO };
-        Duration::from_nanos((self.full_at + interval).saturating_sub(nanos(now) + window))
+        let wait = (u128::from(self.full_at) + u128::from(interval))
+            .saturating_sub(u128::from(nanos(now)) + u128::from(window));
+        Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX))
     }
 
     /// Nanoseconds a token takes to come back, and that a full bucket takes to fill.
@@ -122,6 +125,11 @@ mod tests {
         assert!(!slow.take(0.5, start + Duration::from_secs(1)));
         assert_eq!(slow.wait(0.5, start + Duration::from_secs(1)), Duration::from_secs(1));
         assert!(slow.take(0.5, start + Duration::from_secs(2)));
+        // A rate so low that a token takes longer than u64 nanoseconds hold: one, then none.
+        let mut stalled = TokenBucket::default();
+        assert!(stalled.take(1e-12, start));
+        assert!(!stalled.take(1e-12, start + Duration::from_secs(3600)));
+        assert!(stalled.wait(1e-12, start) > Duration::ZERO);
     }
 }
 
