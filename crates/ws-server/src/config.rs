@@ -100,8 +100,9 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_HISTORY_MAX_AGE", value_name = "SECONDS", value_parser = seconds)]
     pub history_max_age: Option<Duration>,
 
-    /// Messages a member may fall behind in a room's channel before it is a
-    /// slow consumer.
+    /// Messages a room's channel keeps for members that fall behind. What
+    /// leaves it before a member took it is sent from the room's history;
+    /// what the history no longer holds makes the member a slow consumer.
     #[arg(long, env = "WS_ROOM_BUFFER", default_value_t = 256, value_name = "MESSAGES")]
     pub room_buffer: usize,
 

@@ -51,6 +51,43 @@ pub struct Server {
     pub started: std::time::Instant,
 }
 
+impl Server {
+    /// The shared state of a server with `config`: its hub, and with
+    /// `--redis` its link to the others, which starts on the current runtime.
+    pub fn new(config: Arc<ServerConfig>) -> std::io::Result<Server> {
+        let auth = config.authenticator()?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
+        };
+        if auth.is_none() {
+            warn!("no JWT key configured (--jwt-secret or --jwt-public-key): the hub is open to anyone");
+        }
+        let hub = Arc::new(Hub::new(config.hub_settings()));
+        let metrics = Metrics::default();
+        let cluster = match &config.redis {
+            Some(url) => Some(
+                Cluster::start(url, hub.clone(), config.history_settings(), metrics.cluster.clone())
+                    .map_err(std::io::Error::other)?,
+            ),
+            None => None,
+        };
+        Ok(Server {
+            auth,
+            hub,
+            cluster,
+            limits: Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip)),
+            handshakes: Arc::new(ConnectionLimits::new(0, config.max_connections_per_ip)),
+            tasks: TaskTracker::new(),
+            pulse: Pulse::default(),
+            metrics,
+            tls,
+            config,
+            started: std::time::Instant::now(),
+        })
+    }
+}
+
 /// Accepts connections until the task is dropped, serving each on its own
 /// task, with one hub for all of them.
 pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<()> {
@@ -99,36 +136,7 @@ pub async fn serve_until(
     config: Arc<ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let auth = config.authenticator()?;
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
-        _ => None,
-    };
-    if auth.is_none() {
-        warn!("no JWT key configured (--jwt-secret or --jwt-public-key): the hub is open to anyone");
-    }
-    let hub = Arc::new(Hub::new(config.hub_settings()));
-    let metrics = Metrics::default();
-    let cluster = match &config.redis {
-        Some(url) => Some(
-            Cluster::start(url, hub.clone(), config.history_settings(), metrics.cluster.clone())
-                .map_err(std::io::Error::other)?,
-        ),
-        None => None,
-    };
-    let server = Arc::new(Server {
-        auth,
-        hub,
-        cluster,
-        limits: Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip)),
-        handshakes: Arc::new(ConnectionLimits::new(0, config.max_connections_per_ip)),
-        tasks: TaskTracker::new(),
-        pulse: Pulse::default(),
-        metrics,
-        tls,
-        config,
-        started: std::time::Instant::now(),
-    });
+    let server = Arc::new(Server::new(config)?);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut beats = heartbeat(server.config.heartbeat_interval);
     loop {

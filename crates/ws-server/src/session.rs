@@ -39,6 +39,10 @@ struct Membership {
     delivered: u64,
     /// Seqs skipped and not yet reported: first and last.
     gap: Option<(u64, u64)>,
+    /// The last seq that left the room's fan-out before the client took it.
+    /// While it is past `delivered`, the room waits for the lost seqs to be
+    /// fetched from the cluster's history, between the client's requests.
+    lost: u64,
 }
 
 /// What a request to the cluster brings back to the session.
@@ -49,6 +53,8 @@ enum Done {
     Joined { room: String, joined: Result<(Option<Subscription>, Option<Replay>), EnvelopeError> },
     /// Who is in `room`: how many, and names.
     Presence { room: String, presence: Result<(usize, Vec<Arc<str>>), EnvelopeError> },
+    /// What the history of `room` still held of the seqs it lost, up to `upto`.
+    Refetched { room: Arc<str>, upto: u64, held: Result<Replay, EnvelopeError> },
 }
 
 /// A request to the cluster in flight: the session reads nothing more from
@@ -69,6 +75,10 @@ impl Membership {
     /// The room's name, shared with the hub.
     fn room(&self) -> &Arc<str> {
         self.member.room()
+    }
+
+    fn waits_for_lost(&self) -> bool {
+        self.lost > self.delivered
     }
 }
 
@@ -146,7 +156,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut any = false;
         let mut batch = Vec::new();
         let held = self.pending.as_ref().and_then(|p| p.holds.as_deref()).and_then(|room| self.membership(room));
-        for i in (0..self.rooms.len()).filter(|&i| held != Some(i)) {
+        for i in 0..self.rooms.len() {
+            if held == Some(i) || self.rooms[i].waits_for_lost() {
+                continue;
+            }
             match self.rooms[i].member.poll_recv(cx, &mut batch, BATCH) {
                 Poll::Ready(Ok(())) => {
                     self.deliver(i, &batch);
@@ -166,6 +179,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn poll_client(&mut self, cx: &mut Context<'_>) -> ControlFlow<(), bool> {
         let mut served = false;
         for _ in 0..BATCH {
+            if self.pending.is_none() {
+                self.refetch_lost();
+            }
             if let Some(pending) = &mut self.pending {
                 let Poll::Ready(done) = pending.future.as_mut().poll(cx) else {
                     // Write errors come back to poll_recv once the request is done.
@@ -175,6 +191,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.pending = None;
                 self.done(done);
                 served = true;
+                // Lost messages, if a room has any, are fetched before the next request.
+                continue;
             }
             match self.ws.poll_recv(cx) {
                 Poll::Ready(Some(Ok(event))) => self.receive(event),
@@ -307,7 +325,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn subscribed(&mut self, subscription: Subscription, replay: Option<Replay>) {
         let mut rooms = std::mem::take(&mut self.rooms).into_vec();
         rooms.reserve_exact(1);
-        rooms.push(Membership { member: subscription.member, delivered: subscription.latest, gap: None });
+        let latest = subscription.latest;
+        rooms.push(Membership { member: subscription.member, delivered: latest, gap: None, lost: latest });
         self.rooms = rooms.into_boxed_slice();
         self.joined(self.rooms.len() - 1, subscription.latest, replay);
     }
@@ -325,6 +344,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Done::Joined { joined: Err(error), .. } => self.send_error(error),
             Done::Presence { room, presence: Ok(presence) } => self.present(&room, presence),
             Done::Presence { presence: Err(error), .. } => self.send_error(error),
+            Done::Refetched { room, upto, held } => {
+                if let Some(i) = self.membership(&room) {
+                    // Unreachable, the history holds nothing: the seqs are skipped.
+                    let held = held.map_or_else(|_| Vec::new(), |replay| replay.deliveries);
+                    self.refill(i, &held, upto);
+                }
+            }
         }
     }
 
@@ -412,12 +438,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.queue_all(i, fresh.map(|d| &**d));
     }
 
-    /// The client fell more than room `i`'s buffer behind: seqs up to `upto` are lost to it.
+    /// The client fell more than room `i`'s buffer behind: seqs up to `upto`
+    /// left the fan-out before it took them. They come from the room's
+    /// history: the hub's at once, the cluster's before the next request.
     fn lagged(&mut self, i: usize, upto: u64) {
         let delivered = self.rooms[i].delivered;
-        if upto > delivered {
+        if upto <= delivered {
+            return;
+        }
+        if self.server.cluster.is_some() {
+            self.rooms[i].lost = upto;
+            return;
+        }
+        let held = self.server.hub.replay(self.rooms[i].room(), delivered);
+        self.refill(i, &held.deliveries, upto);
+    }
+
+    /// Asks the cluster's history for the seqs a room lost, if one did.
+    fn refetch_lost(&mut self) {
+        let Some(cluster) = self.server.cluster.clone() else { return };
+        let Some(member) = self.rooms.iter().find(|m| m.waits_for_lost()) else { return };
+        let (room, after, upto) = (member.room().clone(), member.delivered, member.lost);
+        self.wait_for(None, async move {
+            let held = cluster.replay(&room, after, upto).await;
+            Done::Refetched { room, upto, held }
+        });
+    }
+
+    /// Sends room `i`'s messages that `held`, its history, has after those
+    /// sent and up to `upto`; the seqs it lacks are skipped.
+    fn refill(&mut self, i: usize, held: &[Arc<Delivery>], upto: u64) {
+        for delivery in held.iter().filter(|d| d.seq <= upto) {
+            let next = self.rooms[i].delivered + 1;
+            if delivery.seq > next {
+                self.skip(i, next, delivery.seq - 1);
+            }
+            if delivery.seq >= next {
+                self.queue_all(i, std::iter::once(&**delivery));
+            }
+        }
+        let delivered = self.rooms[i].delivered;
+        if delivered < upto {
             self.skip(i, delivered + 1, upto);
         }
+        // Closing already, if the policy is to disconnect: nothing more is owed.
+        self.rooms[i].delivered = upto.max(delivered);
     }
 
     /// Queues messages of room `i`, and counts them in the metrics once for all.
@@ -571,5 +636,78 @@ impl<S> Drop for Session<S> {
         }
         self.pulse.release(&self.server.pulse);
         self.server.metrics.connections.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+    use clap::Parser;
+    use serde_json::{Value, json};
+    use tokio::io::DuplexStream;
+    use ws_proto::{Config, Connection, Role};
+    use ws_tokio::Options;
+
+    /// A hub server with `flags`, and a session of it whose client is the
+    /// other end of an in-memory pipe.
+    fn session(flags: &[&str]) -> (Arc<Server>, Session<DuplexStream>, WebSocket<DuplexStream>) {
+        let config = ServerConfig::parse_from(["ws-server"].iter().chain(flags));
+        let server = Arc::new(Server::new(Arc::new(config)).unwrap());
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let socket = |io, role| {
+            WebSocket::from_parts(io, Connection::new(role, Config::default()), Options::default(), Default::default())
+        };
+        let permit = server.limits.admit([127, 0, 0, 1].into()).unwrap();
+        let session =
+            Session::start(socket(near, Role::Server), Identity::anonymous("a".into()), server.clone(), permit);
+        (server, session, socket(far, Role::Client))
+    }
+
+    /// Lets the session do all it can, then takes what it sent, up to the
+    /// `joined` of the default room, and the `count` envelopes after it.
+    async fn envelopes(
+        session: &mut Session<DuplexStream>,
+        client: &mut WebSocket<DuplexStream>,
+        count: usize,
+    ) -> Vec<Value> {
+        let cx = &mut Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(session).poll(cx).is_pending());
+        let mut envelopes = Vec::new();
+        while envelopes.len() < count + 2 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), client.recv()).await;
+            match event.expect("an envelope, already sent").unwrap().unwrap() {
+                Event::Message(Message::Text(text)) => envelopes.push(serde_json::from_str(text.as_str()).unwrap()),
+                event => panic!("{event:?}"),
+            }
+        }
+        envelopes.split_off(2)
+    }
+
+    fn publish(server: &Server, contents: &[&str]) {
+        for content in contents {
+            server.hub.publish("general", "b", content, None).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_member_that_fell_behind_its_room_gets_the_lost_messages_from_the_history() {
+        let (server, mut session, mut client) = session(&["--room-buffer", "2"]);
+        // Published before the session's task runs: three leave the room's buffer unread.
+        publish(&server, &["1", "2", "3", "4", "5"]);
+        let contents: Vec<_> =
+            envelopes(&mut session, &mut client, 5).await.iter().map(|e| e["content"].clone()).collect();
+        assert_eq!(contents, ["1", "2", "3", "4", "5"]);
+    }
+
+    #[tokio::test]
+    async fn what_the_history_no_longer_holds_is_a_gap() {
+        let (server, mut session, mut client) =
+            session(&["--room-buffer", "2", "--history", "4", "--slow-consumer", "skip"]);
+        publish(&server, &["1", "2", "3", "4", "5", "6"]);
+        let got = envelopes(&mut session, &mut client, 5).await;
+        assert_eq!(got[0], json!({"type": "gap", "room": "general", "from": 1, "to": 2}));
+        let contents: Vec<_> = got[1..].iter().map(|e| e["content"].clone()).collect();
+        assert_eq!(contents, ["3", "4", "5", "6"]);
     }
 }

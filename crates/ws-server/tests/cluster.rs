@@ -370,9 +370,12 @@ async fn a_jump_in_the_seqs_is_filled_from_the_history_or_told_as_a_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_publishes_without_pause_still_gets_the_rooms_messages() {
     let Some(redis) = Redis::start().await else { return };
-    // A room buffer far smaller than the burst: the session must take the
-    // room's messages between its requests to Redis, not after all of them.
-    let (mut client, _) = Client::connect(server(&redis, &["--room-buffer", "16"]).await).await;
+    // A room buffer of one message, and a history of 100, a third of the
+    // burst: the session must take the room's messages between its requests
+    // to Redis, not after all of them, and what leaves the buffer before it
+    // does (all but the last of those the server receives at once) must be
+    // fetched again from the history.
+    let (mut client, _) = Client::connect(server(&redis, &["--room-buffer", "1"]).await).await;
     for i in 0..300 {
         client.send(json!({"type": "message", "room": "general", "id": i.to_string(), "content": "x"})).await;
     }
