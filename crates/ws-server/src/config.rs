@@ -118,7 +118,7 @@ pub struct ServerConfig {
     /// Envelopes each connection may send per second (bursts up to one
     /// second's worth); more get `rate_limited`, and a client that keeps on
     /// is closed with 1008. 0 for no limit.
-    #[arg(long, env = "WS_RATE_LIMIT", default_value_t = 10.0, value_name = "PER_SECOND")]
+    #[arg(long, env = "WS_RATE_LIMIT", default_value_t = 10.0, value_name = "PER_SECOND", value_parser = rate)]
     pub rate_limit: f64,
 
     /// The most characters of a message's content; more is a `too_long` error.
@@ -204,8 +204,8 @@ pub struct ServerConfig {
     pub deflate_client_no_context_takeover: bool,
 }
 
-/// What happens to a client that falls more than `--max-queue-bytes` (or a
-/// room's buffer) behind.
+/// What happens to a client that falls more than `--max-queue-bytes` behind,
+/// or misses messages that left a room's buffer and its history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SlowConsumer {
     /// Close the connection with 1008 "slow consumer".
@@ -288,6 +288,14 @@ impl ServerConfig {
         let size = self.max_message_size;
         let config = ws_proto::Config { max_frame_size: size, max_message_size: size, ..ws_proto::Config::default() };
         Options { config, deflate, max_output: self.max_queue_bytes, ..Options::default() }
+    }
+}
+
+/// A rate: a finite number, 0 or more, such as `10` or `0.5`.
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate >= 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("{text:?} is not a number of messages a second (0 for no limit)")),
     }
 }
 
@@ -384,5 +392,14 @@ mod tests {
         assert!(ServerConfig::load(["ws-server", "--heartbeat-timeout", "inf"]).is_err());
         let config = ServerConfig::load(["ws-server", "--heartbeat-timeout", "0.5"]).expect("valid");
         assert_eq!(config.heartbeat_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_rate_limit_is_a_finite_number_not_below_zero() {
+        for refused in ["-1", "NaN", "inf", "ten"] {
+            assert!(ServerConfig::load(["ws-server", "--rate-limit", refused]).is_err(), "{refused}");
+        }
+        assert_eq!(ServerConfig::load(["ws-server", "--rate-limit", "0"]).expect("no limit").rate_limit, 0.0);
+        assert_eq!(ServerConfig::load(["ws-server", "--rate-limit", "2.5"]).expect("valid").rate_limit, 2.5);
     }
 }
