@@ -1,7 +1,8 @@
 //! The hub's metrics, served at `/metrics` in the Prometheus text format
 //! (OpenMetrics): connections, refusals by reason, messages and payload
-//! bytes each way, slow consumers, rooms, and the latency of a broadcast
-//! from its publication to its queueing at each member.
+//! bytes each way, slow consumers, members lagging behind a room's buffer,
+//! rooms, and the latency of a broadcast from its publication to its
+//! queueing at each member.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -37,6 +38,8 @@ pub struct Metrics {
     pub bytes_sent: Counter,
     /// Slow consumers, by what was done: `disconnect` or `skip`.
     pub slow_consumers: Family<Reason, Counter>,
+    /// Messages that left a room's buffer before a member's task took them.
+    pub lagged: Counter,
     /// Rooms held now.
     pub rooms: Gauge,
     /// Seconds from a message's publication to its queueing at a member, for
@@ -70,6 +73,7 @@ impl Default for Metrics {
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
             slow_consumers: Family::default(),
+            lagged: Counter::default(),
             rooms: Gauge::default(),
             // 1 µs to about 4 s.
             fanout_latency: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
@@ -90,6 +94,11 @@ impl Metrics {
         r.register_with_unit("received", "Payload received from clients", Unit::Bytes, self.bytes_received.clone());
         r.register_with_unit("sent", "Frames queued for clients", Unit::Bytes, self.bytes_sent.clone());
         r.register("slow_consumers", "Slow consumers, by action", self.slow_consumers.clone());
+        r.register(
+            "lagged_messages",
+            "Messages that left a room's buffer before a member's task took them: sent from the history if it held them",
+            self.lagged.clone(),
+        );
         r.register("rooms", "Rooms held now", self.rooms.clone());
         let latency = self.fanout_latency.clone();
         r.register_with_unit(

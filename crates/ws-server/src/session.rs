@@ -446,6 +446,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if upto <= delivered {
             return;
         }
+        self.server.metrics.lagged.inc_by(upto - delivered);
         if self.server.cluster.is_some() {
             self.rooms[i].lost = upto;
             return;
@@ -698,6 +699,7 @@ mod tests {
         let contents: Vec<_> =
             envelopes(&mut session, &mut client, 5).await.iter().map(|e| e["content"].clone()).collect();
         assert_eq!(contents, ["1", "2", "3", "4", "5"]);
+        assert_eq!(server.metrics.lagged.get(), 3);
     }
 
     #[tokio::test]
