@@ -457,9 +457,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Asks the cluster's history for the seqs a room lost, if one did.
     fn refetch_lost(&mut self) {
-        let Some(cluster) = self.server.cluster.clone() else { return };
         let Some(member) = self.rooms.iter().find(|m| m.waits_for_lost()) else { return };
         let (room, after, upto) = (member.room().clone(), member.delivered, member.lost);
+        let Some(cluster) = self.server.cluster.clone() else { return };
         self.wait_for(None, async move {
             let held = cluster.replay(&room, after, upto).await;
             Done::Refetched { room, upto, held }
