@@ -9,6 +9,7 @@ use crate::mask::{apply_mask, copy_masked};
 use crate::utf8::{Utf8Bytes, Utf8Validator};
 use crate::{Error, Role};
 use bytes::{Bytes, BytesMut};
+use std::sync::OnceLock;
 
 /// A complete data message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,37 +215,46 @@ fn inflate_masked(
 /// connections: the plain frame, and, when it is worth compressing, a frame
 /// compressed on its own (no context), which serves every connection that
 /// agreed to permessage-deflate with at least its window bits and does not
-/// keep a compression context of its own.
+/// keep a compression context of its own. That frame is made once, when the
+/// first such connection is sent the message: a message that none of them
+/// receives is never compressed.
 #[derive(Debug, Clone)]
 pub struct SharedMessage {
     plain: Bytes,
-    compressed: Option<(u8, Bytes)>,
+    compressed: Option<Compressed>,
     len: usize,
 }
 
+/// The compressed frame of a [`SharedMessage`], made on first use.
+#[derive(Debug, Clone)]
+struct Compressed {
+    opcode: OpCode,
+    /// The settings it is compressed with, alone: each message with a fresh context.
+    alone: DeflateConfig,
+    frame: OnceLock<Bytes>,
+}
+
+/// A server frame of `payload`, unmasked.
+fn server_frame(opcode: OpCode, rsv: u8, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::new();
+    encode_frame(FrameHeader { fin: true, rsv, opcode, mask: None, payload_len: 0 }, payload, &mut out);
+    out.freeze()
+}
+
 impl SharedMessage {
-    /// Encodes `message` once, and compresses it once as well when `deflate`
-    /// is given and the message reaches its threshold.
+    /// Encodes `message` once; with `deflate`, a message that reaches its
+    /// threshold is compressed once as well, when first asked for so.
     pub fn new(message: &Message, deflate: Option<&DeflateConfig>) -> Self {
         let payload = message.payload();
-        let header = |rsv| FrameHeader { fin: true, rsv, opcode: message.opcode(), mask: None, payload_len: 0 };
-        let frame = |rsv, payload: &[u8]| {
-            let mut out = BytesMut::new();
-            encode_frame(header(rsv), payload, &mut out);
-            out.freeze()
-        };
-        let compressed = deflate.and_then(|config| {
-            let alone = DeflateConfig { no_context_takeover: true, ..*config };
-            let params = DeflateParams {
-                server_no_context_takeover: true,
-                client_no_context_takeover: true,
-                server_max_window_bits: config.window_bits,
-                client_max_window_bits: config.window_bits,
-            };
-            let mut compressor = Compressor::new(Role::Server, &params, &alone);
-            compressor.wants(payload.len()).then(|| (config.window_bits, frame(RSV1, &compressor.compress(payload))))
-        });
-        SharedMessage { plain: frame(0, payload), compressed, len: payload.len() }
+        let compressed =
+            deflate.map(|config| DeflateConfig { no_context_takeover: true, ..*config }).and_then(|alone| {
+                Compressed::compressor(&alone).wants(payload.len()).then(|| Compressed {
+                    opcode: message.opcode(),
+                    alone,
+                    frame: OnceLock::new(),
+                })
+            });
+        SharedMessage { plain: server_frame(message.opcode(), 0, payload), compressed, len: payload.len() }
     }
 
     /// The length of the plain frame: about what either frame takes in a queue.
@@ -255,10 +265,46 @@ impl SharedMessage {
     /// The frame for a connection that compresses with `compressor`, if any.
     pub(crate) fn frame_for(&self, compressor: Option<&Compressor>) -> Bytes {
         match (&self.compressed, compressor) {
-            (Some((bits, frame)), Some(c)) if c.stands_alone() && c.window_bits() >= *bits && c.wants(self.len) => {
-                frame.clone()
+            (Some(compressed), Some(c))
+                if c.stands_alone() && c.window_bits() >= compressed.alone.window_bits && c.wants(self.len) =>
+            {
+                let payload = &self.plain[self.plain.len() - self.len..];
+                compressed.frame.get_or_init(|| compressed.compress(payload)).clone()
             }
             _ => self.plain.clone(),
         }
+    }
+}
+
+impl Compressed {
+    /// A compressor with no context kept, for peers that agreed to `alone`'s window bits or more.
+    fn compressor(alone: &DeflateConfig) -> Compressor {
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: alone.window_bits,
+            client_max_window_bits: alone.window_bits,
+        };
+        Compressor::new(Role::Server, &params, alone)
+    }
+
+    fn compress(&self, payload: &[u8]) -> Bytes {
+        server_frame(self.opcode, RSV1, &Self::compressor(&self.alone).compress(payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_message_is_compressed_when_a_connection_first_takes_it_so() {
+        let shared = SharedMessage::new(&Message::from("a broadcast ".repeat(50)), Some(&DeflateConfig::default()));
+        let compressed = shared.compressed.as_ref().expect("over the threshold");
+        assert_eq!(shared.frame_for(None), shared.plain);
+        assert!(compressed.frame.get().is_none(), "not compressed for plain connections");
+        let frame = shared.frame_for(Some(&Compressed::compressor(&compressed.alone)));
+        assert!(frame[0] & 0x40 != 0 && frame.len() < shared.plain.len(), "RSV1 set, and smaller");
+        assert_eq!(compressed.frame.get(), Some(&frame), "compressed once, then kept");
     }
 }
