@@ -23,17 +23,13 @@
 
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod echo;
 pub mod envelope;
-pub mod fanout;
 pub mod http;
 pub mod hub;
-pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod pulse;
+pub mod server;
 pub mod session;
-pub mod tls;

@@ -1,4 +1,4 @@
-//! Who may connect and who they are: JWT authentication and the Origin policy.
+//! Who a hub connection speaks for: JWT authentication.
 //!
 //! With a key configured (an HS256 secret, or an RS256 or ES256 public key),
 //! every hub connection must bring a token, in `Authorization: Bearer`, the
@@ -7,12 +7,6 @@
 //! is the sender of the user's messages, and an optional `rooms` claim lists
 //! the rooms the user may join (an entry ending in `*` matches every room
 //! that starts with the rest). Tokens must carry `sub` and `exp`.
-//!
-//! A browser sends the page's origin with every WebSocket it opens, and
-//! sends the site's cookies along whatever page opened it. So a hub accepts
-//! browsers only from origins it trusts: its own (the demo page), and those
-//! listed with `--allowed-origin`; `*` trusts every origin and must be given
-//! explicitly. Clients that send no Origin are not browsers and are accepted.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -130,19 +124,6 @@ fn token(request: &Request) -> Option<String> {
     bearer.or_else(query).or_else(cookie).filter(|t| !t.is_empty())
 }
 
-/// Whether a handshake with `origin`, made to the server named `host` (the
-/// request's Host header), is allowed by the list `allowed`.
-pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
-    let Some(origin) = origin else { return true };
-    let listed = allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin));
-    let own = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .zip(host)
-        .is_some_and(|(origin_host, host)| origin_host.eq_ignore_ascii_case(host));
-    listed || own
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,23 +158,5 @@ mod tests {
         assert_eq!(token(&request("/ws", &[("Cookie", "theme=dark; token=c.d")])).as_deref(), Some("c.d"));
         assert_eq!(token(&request("/ws", &[("Authorization", "Basic Zm9v")])), None);
         assert_eq!(token(&request("/ws?token=", &[])), None);
-    }
-
-    #[test]
-    fn own_origin_listed_origins_and_non_browsers() {
-        let none: Vec<String> = Vec::new();
-        let host = Some("127.0.0.1:8080");
-        assert!(origin_allowed(None, host, &none), "no Origin: not a browser");
-        assert!(origin_allowed(Some("http://127.0.0.1:8080"), host, &none), "the demo page");
-        assert!(origin_allowed(Some("https://127.0.0.1:8080"), host, &none));
-        assert!(!origin_allowed(Some("http://evil.example"), host, &none));
-        assert!(!origin_allowed(Some("null"), host, &none));
-        assert!(!origin_allowed(Some("http://127.0.0.1:8081"), host, &none), "another port is another origin");
-        assert!(!origin_allowed(Some("http://127.0.0.1:8080"), None, &none), "no Host, no own origin");
-
-        let listed = vec!["https://app.example.com/".to_owned()];
-        assert!(origin_allowed(Some("https://APP.example.com"), host, &listed));
-        assert!(!origin_allowed(Some("http://app.example.com"), host, &listed), "the scheme counts");
-        assert!(origin_allowed(Some("http://anything.example"), host, &["*".to_owned()]));
     }
 }

@@ -4,8 +4,8 @@
 //! pulse's listeners and little else, so an idle echo connection costs
 //! little; writes are batched by `poll_recv`. At shutdown it closes with 1001.
 
-use crate::http::Server;
 use crate::pulse::{Listener, Signal};
+use crate::server::Server;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The settings of a server that presents the chain in `cert` with the key in `key`.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
+pub(super) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
     let invalid = |path: &Path, e: &dyn std::fmt::Display| {
         Error::new(ErrorKind::InvalidInput, format!("{}: {e}", path.display()))
     };

@@ -6,27 +6,18 @@
 //! [`Delivery`]. Each room keeps its last messages so that a client joining
 //! with `since` misses nothing that is still held.
 
+mod delivery;
+pub mod fanout;
+
 use crate::envelope::{EnvelopeError, Outgoing, now_millis};
-use crate::fanout::{Fanout, Member};
+pub use delivery::Delivery;
+use fanout::{Fanout, Member};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-use ws_proto::{DeflateConfig, Message, SharedMessage};
-
-/// One message of a room, encoded once for every member.
-#[derive(Debug)]
-pub struct Delivery {
-    /// Its place in the room.
-    pub seq: u64,
-    /// The frames every member is sent.
-    pub frame: SharedMessage,
-    /// When it was published, for the fan-out latency.
-    pub published: Instant,
-    /// The hash of who sent it and the id it gave, to know a retry.
-    retry_key: Option<u64>,
-}
+use std::time::Duration;
+use ws_proto::DeflateConfig;
 
 /// The hub's bounds and settings.
 #[derive(Debug, Clone)]
@@ -241,8 +232,7 @@ impl Hub {
 
     /// `json`, the envelope of seq `seq`, encoded (and compressed) once for every member.
     pub fn delivery(&self, seq: u64, json: String) -> Delivery {
-        let frame = SharedMessage::new(&Message::from(json), self.settings.deflate.as_ref());
-        Delivery { seq, frame, published: Instant::now(), retry_key: None }
+        Delivery::new(seq, json, self.settings.deflate.as_ref())
     }
 
     /// The epoch of this hub's numbering: it changes with every start of the
@@ -338,6 +328,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn hub(history: usize, max_rooms: usize) -> Hub {
         Hub::new(HubSettings { history, history_max_age: None, room_buffer: 16, max_rooms, deflate: None })

@@ -7,19 +7,19 @@
 //! given), or an error envelope with the HTTP status that fits.
 
 use crate::envelope::{self, EnvelopeError, Outgoing};
-use crate::http::Server;
+use crate::server::Server;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 use ws_proto::handshake::server::{Request, http_response};
 use ws_tokio::server::Handshake;
 
 /// The sender of the messages published through the API.
-pub const SENDER: &str = "api";
+pub(super) const SENDER: &str = "api";
 
 const JSON: &str = "application/json";
 
 /// Answers one `/api/publish` request.
-pub async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
     mut handshake: Handshake<S>,
     server: &Server,
 ) -> Result<(), ws_tokio::Error> {
@@ -67,10 +67,7 @@ async fn publish_body(body: &[u8], server: &Server) -> Result<String, (u16, Enve
         return Err((400, EnvelopeError::new("unknown_type", "the API publishes messages only").about(envelope.id)));
     };
     let client_id = envelope.id.as_deref().map(|id| (SENDER, id));
-    let seq = match &server.cluster {
-        Some(cluster) => cluster.publish(&room, SENDER, &content, client_id).await,
-        None => server.hub.publish(&room, SENDER, &content, client_id).map_err(EnvelopeError::from),
-    };
+    let seq = server.publish(&room, SENDER, &content, client_id).wait().await;
     let seq = seq.map_err(|e| (503, e.about(envelope.id.clone())))?;
     info!(room, seq, "published through the API");
     Ok(Outgoing::Ack { id: envelope.id.as_deref(), seq }.to_json())

@@ -1,7 +1,7 @@
 //! The server's settings, from the command line.
 
-use crate::auth::Authenticator;
 use crate::hub::HubSettings;
+use crate::policy::auth::Authenticator;
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};

@@ -5,7 +5,7 @@
 //! waker, nothing more: no receive future of its own. A member that falls
 //! further behind than the room keeps learns which seqs it lost.
 
-use crate::hub::Delivery;
+use super::Delivery;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -160,12 +160,9 @@ impl Drop for Member {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{Hub, HubSettings};
 
     fn deliveries(seqs: &[u64]) -> Vec<Arc<Delivery>> {
-        let hub =
-            Hub::new(HubSettings { history: 0, history_max_age: None, room_buffer: 1, max_rooms: 1, deflate: None });
-        seqs.iter().map(|&seq| Arc::new(hub.delivery(seq, format!("{{\"seq\":{seq}}}")))).collect()
+        seqs.iter().map(|&seq| Arc::new(Delivery::new(seq, format!("{{\"seq\":{seq}}}"), None))).collect()
     }
 
     fn recv(member: &mut Member) -> Poll<Result<u64, Lagged>> {

@@ -1,0 +1,151 @@
+//! Several servers as one hub, through Redis (`--redis`).
+//!
+//! Each room has in Redis a seq counter, a stream of its last messages (the
+//! history; entry ids `<seq>-0`) and a pub/sub channel. One Lua script numbers
+//! a message, appends it and publishes it, atomically. Every server, the
+//! sender's included, delivers it from the channel to its own members; a
+//! server subscribes to a room's channel while it has members there.
+//!
+//! Each server delivers a room's seqs once and in order: a seq that jumps
+//! ahead (messages published while the link was down) is preceded by the
+//! missing ones, fetched from the stream, or by a `gap` notice for those the
+//! stream no longer holds. Across an outage the server keeps its
+//! connections, reconnects with backoff, subscribes again and catches up
+//! the same way. A publish or a join that Redis cannot serve is answered
+//! with an `unavailable` error, never dropped in silence.
+
+mod store;
+mod subscriber;
+
+use crate::envelope::{self, EnvelopeError};
+use crate::hub::{Hub, Replay, Subscription};
+use crate::metrics::ClusterMetrics;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Script};
+use std::sync::Arc;
+use std::time::Duration;
+use store::*;
+pub use store::{PRESENCE_TTL, RETRY_WINDOW};
+use subscriber::{Control, Subscriber};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+
+/// This server's link to the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    hub: Arc<Hub>,
+    redis: ConnectionManager,
+    publish: Script,
+    control: mpsc::UnboundedSender<Control>,
+    history: usize,
+    history_max_age: Option<Duration>,
+}
+
+impl Cluster {
+    /// Links `hub` to the Redis at `url`, keeping `history` messages per
+    /// room there, none older than `history_max_age`. The link is made in
+    /// the background, and made again whenever it is lost; until then joins
+    /// and publishes are `unavailable`.
+    pub fn start(
+        url: &str,
+        hub: Arc<Hub>,
+        (history, history_max_age): (usize, Option<Duration>),
+        metrics: ClusterMetrics,
+    ) -> RedisResult<Arc<Cluster>> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REQUEST_TIMEOUT))
+            .set_response_timeout(Some(REQUEST_TIMEOUT))
+            .set_min_delay(BACKOFF.0)
+            .set_max_delay(BACKOFF.1)
+            .set_number_of_retries(1);
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let control = Subscriber::start(hub.clone(), client, redis.clone(), metrics);
+        let publish = Script::new(PUBLISH);
+        Ok(Arc::new(Cluster { hub, redis, publish, control, history, history_max_age }))
+    }
+
+    /// Publishes `content` from `sender` to `room` across the cluster; its seq.
+    /// `client_id` (who gave it, the id) makes a retry within [`RETRY_WINDOW`] harmless.
+    pub async fn publish(
+        &self,
+        room: &str,
+        sender: &str,
+        content: &str,
+        client_id: Option<(&str, &str)>,
+    ) -> Result<u64, EnvelopeError> {
+        let id = self.hub.message_id();
+        let (head, tail) = envelope::message_around_seq(&id, envelope::now_millis(), sender, content, room);
+        let retry_key = client_id.map(|(origin, id)| format!("ws:{{{room}}}:retry:{origin}\n{id}"));
+        let window = if retry_key.is_some() { RETRY_WINDOW.as_secs() } else { 0 };
+        let mut invocation = self.publish.prepare_invoke();
+        invocation.key(seq_key(room)).key(history_key(room)).key(retry_key.unwrap_or_else(|| seq_key(room)));
+        invocation.arg(head).arg(tail).arg(self.history).arg(window).arg(channel(room));
+        invocation.arg(self.hub.floor(room)).arg(self.history_max_age.map_or(0, |age| age.as_millis() as u64));
+        let published = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut self.redis.clone())).await;
+        let seq = published.map_err(unavailable)?.map_err(unavailable)?;
+        // Known before it is delivered here: a Redis that lost its data numbers on from it.
+        self.hub.numbered(room, seq);
+        Ok(seq)
+    }
+
+    /// Joins `room` as `member`; with `since`, also the messages after it
+    /// from the room's history in Redis, up to the subscription's start.
+    pub async fn join(
+        &self,
+        room: String,
+        member: Arc<str>,
+        since: Option<u64>,
+    ) -> Result<(Subscription, Option<Replay>), EnvelopeError> {
+        let (reply, joined) = oneshot::channel();
+        let request = Control::Join { room, member, reply };
+        self.control.send(request).map_err(|_| unavailable("the server is stopping"))?;
+        // Held while there is no link, for as long as a request may take.
+        let joined = timeout(REQUEST_TIMEOUT, joined).await.map_err(|_| unavailable("no link to redis"))?;
+        let subscription = joined.map_err(|_| unavailable("the server is stopping"))??;
+        let replay = match since {
+            Some(since) => Some(self.replay(subscription.member.room(), since, subscription.latest).await?),
+            None => None,
+        };
+        Ok((subscription, replay))
+    }
+
+    /// The messages of `room` after `since` up to `latest` that Redis holds.
+    /// A `since` past `latest` comes from another numbering: all is replayed,
+    /// and the replay is not complete.
+    pub async fn replay(&self, room: &str, since: u64, latest: u64) -> Result<Replay, EnvelopeError> {
+        let renumbered = since > latest;
+        let after = if renumbered { 0 } else { since };
+        let entries = timeout(REQUEST_TIMEOUT, history(&mut self.redis.clone(), room, after, latest)).await;
+        let mut entries = entries.map_err(unavailable)?.map_err(unavailable)?;
+        if let Some(age) = self.history_max_age {
+            // Aged while no message came to trim them.
+            let oldest = envelope::now_millis().saturating_sub(age.as_millis() as u64);
+            entries.retain(|entry| entry.time >= oldest);
+        }
+        let complete = !renumbered && entries.first().map_or(after == latest, |entry| entry.seq == after + 1);
+        let deliveries = entries.into_iter().map(|entry| Arc::new(self.hub.delivery(entry.seq, entry.json))).collect();
+        Ok(Replay { deliveries, complete })
+    }
+
+    /// A connection of `member` left `room` on this server (its
+    /// subscription dropped first).
+    pub fn left(&self, room: Arc<str>, member: Arc<str>) {
+        // Fails only when the server stops, and its subscriptions with it.
+        let _ = self.control.send(Control::Left { room, member });
+    }
+
+    /// Who is in `room` on every server: how many, and up to `max` names, in order.
+    pub async fn presence(&self, room: &str, max: usize) -> Result<(usize, Vec<Arc<str>>), EnvelopeError> {
+        let (script, mut redis) = (Script::new(PRESENT), self.redis.clone());
+        let mut invocation = script.prepare_invoke();
+        let present = invocation.key(presence_key(room)).invoke_async(&mut redis);
+        let entries: Vec<String> =
+            timeout(REQUEST_TIMEOUT, present).await.map_err(unavailable)?.map_err(unavailable)?;
+        let mut names: Vec<&str> = entries.iter().filter_map(|e| Some(e.rsplit_once('\n')?.0)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let count = names.len();
+        Ok((count, names.into_iter().take(max).map(Arc::from).collect()))
+    }
+}

@@ -1,0 +1,161 @@
+//! What the cluster keeps in Redis, and how it is reached: the keys of a
+//! room, the Lua scripts that change them atomically, the history stream
+//! read back, and the bounds on every request.
+
+use crate::envelope::EnvelopeError;
+use redis::RedisResult;
+use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+/// How long a message id is remembered, so that a retry is not published twice.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(600);
+
+/// The longest a request to Redis may take before the client is told `unavailable`.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first and the longest wait between attempts to reach Redis again.
+pub(super) const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Numbers, appends and publishes one message; a retry gets its first seq.
+/// KEYS: seq, history stream, retry key (the seq key when there is none).
+/// ARGV: envelope head and tail, history length, retry window (s, 0: none),
+/// channel, floor (the highest seq this server knows: a Redis that lost its
+/// data does not number from 1 again), history age limit (ms, 0: none).
+/// Each history entry holds the envelope `m` and Redis's time `t` in ms.
+pub(super) const PUBLISH: &str = r"
+if ARGV[4] ~= '0' then
+  local earlier = redis.call('GET', KEYS[3])
+  if earlier then return tonumber(earlier) end
+end
+local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[6])) + 1
+redis.call('SET', KEYS[1], seq)
+local json = ARGV[1] .. seq .. ARGV[2]
+if ARGV[3] ~= '0' then
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 'm', json, 't', now)
+  if ARGV[7] ~= '0' then
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 100)
+    for _, entry in ipairs(oldest) do
+      if tonumber(entry[2][4]) >= now - tonumber(ARGV[7]) then break end
+      redis.call('XDEL', KEYS[2], entry[1])
+    end
+    redis.call('PEXPIRE', KEYS[2], ARGV[7])
+  end
+end
+if ARGV[4] ~= '0' then redis.call('SET', KEYS[3], seq, 'EX', ARGV[4]) end
+redis.call('PUBLISH', ARGV[5], seq .. '\n' .. json)
+return seq
+";
+
+/// How long a presence entry lives unless its server renews it, which it
+/// does every third of this: the members of a server that dies drop out.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
+
+/// Sets presence entries to expire `PRESENCE_TTL` from now (Redis's clock).
+/// KEYS: presence set; ARGV: TTL in ms, then the entries.
+pub(super) const TOUCH: &str = r"
+local t = redis.call('TIME')
+local expires = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], expires, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return #ARGV - 1
+";
+
+/// Drops the expired presence entries and answers the others. KEYS: presence set.
+pub(super) const PRESENT: &str = r"
+local t = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] * 1000 + math.floor(t[2] / 1000))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+";
+
+/// Raises a room's seq to a floor, and answers the seq. KEYS: seq; ARGV: floor.
+pub(super) const FLOOR: &str = r"
+local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]))
+if seq > 0 then redis.call('SET', KEYS[1], seq) end
+return seq
+";
+
+pub(super) fn seq_key(room: &str) -> String {
+    format!("ws:{{{room}}}:seq")
+}
+
+pub(super) fn history_key(room: &str) -> String {
+    format!("ws:{{{room}}}:history")
+}
+
+pub(super) fn presence_key(room: &str) -> String {
+    format!("ws:{{{room}}}:presence")
+}
+
+/// A presence entry: the member, then the server it is on.
+pub(super) fn presence_entry(member: &str, instance: &str) -> String {
+    format!("{member}\n{instance}")
+}
+
+pub(super) fn channel(room: &str) -> String {
+    format!("ws:{{{room}}}:channel")
+}
+
+/// The room of a channel name.
+pub(super) fn room_of(channel: &str) -> Option<&str> {
+    channel.strip_prefix("ws:{")?.strip_suffix("}:channel")
+}
+
+pub(super) const EPOCH_KEY: &str = "ws:epoch";
+
+/// Redis could not serve a request.
+pub(super) fn unavailable(e: impl std::fmt::Display) -> EnvelopeError {
+    EnvelopeError::new("unavailable", format!("the message store is unavailable: {e}"))
+}
+
+/// A message of a room's history in Redis.
+pub(super) struct Entry {
+    pub(super) seq: u64,
+    pub(super) json: String,
+    /// When it was appended, in ms since the Unix epoch.
+    pub(super) time: u64,
+}
+
+/// The messages of `room` with seqs `after + 1` to `upto` that the history holds, in order.
+pub(super) async fn history(
+    redis: &mut ConnectionManager,
+    room: &str,
+    after: u64,
+    upto: u64,
+) -> RedisResult<Vec<Entry>> {
+    if upto <= after {
+        return Ok(Vec::new());
+    }
+    let range = redis::cmd("XRANGE").arg(history_key(room)).arg(after + 1).arg(upto).to_owned();
+    let entries: Vec<(String, Vec<String>)> = range.query_async(redis).await?;
+    Ok(entries.into_iter().filter_map(|(id, fields)| entry(&id, fields)).collect())
+}
+
+/// An entry from its id, `<seq>-0`, and its fields, `m` and `t`.
+pub(super) fn entry(id: &str, fields: Vec<String>) -> Option<Entry> {
+    let seq = id.split('-').next()?.parse().ok()?;
+    let mut fields = fields.into_iter();
+    let (mut json, mut time) = (None, 0);
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match name.as_str() {
+            "m" => json = Some(value),
+            "t" => time = value.parse().ok()?,
+            _ => {}
+        }
+    }
+    Some(Entry { seq, json: json?, time })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_comes_back_from_its_channel_name() {
+        for room in ["general", "", "a}:channel{b", "ü"] {
+            assert_eq!(room_of(&channel(room)), Some(room));
+        }
+        assert_eq!(room_of("other"), None);
+    }
+}

@@ -1,0 +1,307 @@
+//! The task that holds this server's subscriptions to the rooms' channels
+//! and delivers what they bring to the hub, in order and without a gap it
+//! does not tell; it also keeps the presence of this server's members.
+
+use super::store::*;
+use crate::envelope::EnvelopeError;
+use crate::hub::{Hub, RoomsFull, Subscription};
+use crate::metrics::ClusterMetrics;
+use redis::aio::{ConnectionManager, PubSubSink};
+use redis::{AsyncCommands, Msg, RedisResult, Script};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_stream::StreamExt;
+use tracing::{info, warn};
+
+/// What sessions ask of the subscriber task.
+#[derive(Debug)]
+pub(super) enum Control {
+    /// Join `room` as `member`, subscribing to its channel first if needed.
+    Join { room: String, member: Arc<str>, reply: oneshot::Sender<Result<Subscription, EnvelopeError>> },
+    /// A connection of `member` left `room`: it leaves the presence if it was
+    /// its last here, and the server unsubscribes if it was the room's last.
+    Left { room: Arc<str>, member: Arc<str> },
+}
+
+/// The task that holds the subscriptions and delivers what they bring.
+pub(super) struct Subscriber {
+    hub: Arc<Hub>,
+    client: redis::Client,
+    redis: ConnectionManager,
+    /// The rooms subscribed to: those with members here.
+    rooms: HashSet<Arc<str>>,
+    metrics: ClusterMetrics,
+    /// Whether the outage going on is counted.
+    down: bool,
+    /// Joins that came while there was no link.
+    held: Vec<Control>,
+}
+
+impl Subscriber {
+    /// Starts the task for `hub`, linked through `client` (subscriptions)
+    /// and `redis` (commands); what sessions ask of it goes to the sender.
+    pub(super) fn start(
+        hub: Arc<Hub>,
+        client: redis::Client,
+        redis: ConnectionManager,
+        metrics: ClusterMetrics,
+    ) -> mpsc::UnboundedSender<Control> {
+        let (control, requests) = mpsc::unbounded_channel();
+        let subscriber =
+            Subscriber { hub, client, redis, rooms: HashSet::new(), metrics, down: false, held: Vec::new() };
+        tokio::spawn(subscriber.run(requests));
+        control
+    }
+
+    /// Links to Redis, again and again, until the server stops.
+    async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
+        let mut backoff = BACKOFF.0;
+        loop {
+            match self.serve(&mut control).await {
+                Served::Stopped => return,
+                Served::Lost(e) => {
+                    warn!("redis: link lost ({e}); members keep their connections, reconnecting");
+                    self.went_down();
+                }
+                Served::Unreachable(e) => {
+                    warn!("redis: unreachable ({e}); retrying in {backoff:?}");
+                    self.went_down();
+                    if self.hold_for(&mut control, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                    continue;
+                }
+            }
+            backoff = BACKOFF.0;
+        }
+    }
+
+    /// Counts an outage once, however many attempts it takes to end.
+    fn went_down(&mut self) {
+        self.metrics.up.set(0);
+        if !self.down {
+            self.down = true;
+            self.metrics.outages.inc();
+        }
+    }
+
+    /// Waits `delay` with no link, holding the joins for the next link
+    /// (their sessions give up after [`REQUEST_TIMEOUT`]); true if the server stops.
+    async fn hold_for(&mut self, control: &mut mpsc::UnboundedReceiver<Control>, delay: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            match tokio::time::timeout_at(deadline, control.recv()).await {
+                Err(_) => return false,
+                Ok(None) => return true,
+                Ok(Some(Control::Join { reply, .. })) if reply.is_closed() => {}
+                Ok(Some(join @ Control::Join { .. })) => self.held.push(join),
+                // Its presence entry expires on its own.
+                Ok(Some(Control::Left { room, member })) => {
+                    self.hub.leave(&room, &member);
+                }
+            }
+        }
+    }
+
+    /// One link: subscribes again, catches up, then delivers until the link is lost.
+    async fn serve(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) -> Served {
+        let linked = timeout(REQUEST_TIMEOUT, self.link()).await;
+        let (mut sink, mut stream) = match linked.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            Ok(pair) => pair,
+            Err(e) => return Served::Unreachable(e),
+        };
+        if let Err(e) = self.resume(&mut sink).await {
+            return Served::Unreachable(e.to_string());
+        }
+        for join in std::mem::take(&mut self.held) {
+            if let Err(e) = self.handle(join, &mut sink).await {
+                return Served::Lost(e.to_string());
+            }
+        }
+        let mut renewals = tokio::time::interval(PRESENCE_TTL / 3);
+        loop {
+            let outcome = tokio::select! {
+                _ = renewals.tick() => self.renew().await,
+                message = stream.next() => match message {
+                    Some(message) => self.receive(message).await,
+                    None => return Served::Lost("the subscription ended".into()),
+                },
+                request = control.recv() => match request {
+                    Some(request) => self.handle(request, &mut sink).await,
+                    None => return Served::Stopped,
+                },
+            };
+            if let Err(e) = outcome {
+                return Served::Lost(e.to_string());
+            }
+        }
+    }
+
+    /// A subscription connection, and the cluster's epoch taken (or given, by the first server).
+    async fn link(&mut self) -> RedisResult<(PubSubSink, redis::aio::PubSubStream)> {
+        let pubsub = self.client.get_async_pubsub().await?;
+        let mine = self.hub.epoch();
+        let _: bool = self.redis.set_nx(EPOCH_KEY, &*mine).await?;
+        let epoch: String = self.redis.get(EPOCH_KEY).await?;
+        if *epoch != *mine {
+            info!(epoch, "redis: joined the cluster's numbering");
+            self.hub.set_epoch(&epoch);
+        }
+        Ok(pubsub.split())
+    }
+
+    /// After a new link: subscribes again to every room with members here
+    /// and delivers what they missed.
+    async fn resume(&mut self, sink: &mut PubSubSink) -> RedisResult<()> {
+        self.rooms.retain(|room| self.hub.has_members(room));
+        for room in self.rooms.clone() {
+            sink.subscribe(channel(&room)).await?;
+            let latest = self.floor(&room, self.hub.floor(&room)).await?;
+            self.fill(&room, self.hub.latest(&room).unwrap_or(0), latest).await?;
+        }
+        info!(rooms = self.rooms.len(), "redis: linked");
+        self.down = false;
+        self.metrics.up.set(1);
+        Ok(())
+    }
+
+    async fn handle(&mut self, request: Control, sink: &mut PubSubSink) -> RedisResult<()> {
+        match request {
+            Control::Join { room, member, reply } => {
+                if reply.is_closed() {
+                    return Ok(());
+                }
+                let (answer, failure) = match self.join(&room, &member, sink).await {
+                    Ok(Ok(subscription)) => (Ok(subscription), None),
+                    Ok(Err(full)) => (Err(full.into()), None),
+                    Err(e) => (Err(unavailable(&e)), Some(e)),
+                };
+                if let Err(Ok(subscription)) = reply.send(answer) {
+                    // The session is gone: so is its place in the room.
+                    drop(subscription);
+                    self.leave(&room, &member, sink).await?;
+                }
+                failure.map_or(Ok(()), Err)
+            }
+            Control::Left { room, member } => self.leave(&room, &member, sink).await,
+        }
+    }
+
+    /// A connection of `member` left `room` (its subscription dropped).
+    async fn leave(&mut self, room: &str, member: &str, sink: &mut PubSubSink) -> RedisResult<()> {
+        if self.hub.leave(room, member) {
+            let entry = presence_entry(member, self.hub.instance());
+            let _: usize = self.redis.zrem(presence_key(room), entry).await?;
+        }
+        if !self.hub.has_members(room) && self.rooms.remove(room) {
+            sink.unsubscribe(channel(room)).await?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes to `room` if needed, then joins it in the hub.
+    async fn join(
+        &mut self,
+        room: &str,
+        member: &Arc<str>,
+        sink: &mut PubSubSink,
+    ) -> RedisResult<Result<Subscription, RoomsFull>> {
+        if !self.rooms.contains(room) {
+            sink.subscribe(channel(room)).await?;
+            let latest = self.floor(room, self.hub.floor(room)).await?;
+            if let Err(full) = self.hub.sync(room, latest) {
+                sink.unsubscribe(channel(room)).await?;
+                return Ok(Err(full));
+            }
+            self.rooms.insert(Arc::from(room));
+        }
+        let joined = self.hub.join(room, member, None).map(|(subscription, _)| subscription);
+        if joined.is_ok() {
+            self.touch(room, std::slice::from_ref(member)).await?;
+        }
+        Ok(joined)
+    }
+
+    /// Renews the presence of `members` in `room`.
+    async fn touch(&mut self, room: &str, members: &[Arc<str>]) -> RedisResult<()> {
+        let script = Script::new(TOUCH);
+        let mut invocation = script.prepare_invoke();
+        invocation.key(presence_key(room)).arg(PRESENCE_TTL.as_millis() as u64);
+        for member in members {
+            invocation.arg(presence_entry(member, self.hub.instance()));
+        }
+        invocation.invoke_async(&mut self.redis).await
+    }
+
+    /// Renews the presence of every member here, before it expires.
+    async fn renew(&mut self) -> RedisResult<()> {
+        for room in self.rooms.clone() {
+            let (_, members) = self.hub.presence(&room, usize::MAX);
+            if !members.is_empty() {
+                self.touch(&room, &members).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The seq of `room` in Redis, raised to `known` first if Redis lost it.
+    async fn floor(&mut self, room: &str, known: u64) -> RedisResult<u64> {
+        Script::new(FLOOR).key(seq_key(room)).arg(known).invoke_async(&mut self.redis).await
+    }
+
+    /// One message from a channel: `<seq>\n<json>`.
+    async fn receive(&mut self, message: Msg) -> RedisResult<()> {
+        let Some(room) = room_of(message.get_channel_name()) else { return Ok(()) };
+        let payload = String::from_utf8_lossy(message.get_payload_bytes());
+        let Some((seq, json)) = payload.split_once('\n').and_then(|(s, j)| Some((s.parse::<u64>().ok()?, j))) else {
+            warn!(room, "redis: a message not in this server's format, ignored");
+            return Ok(());
+        };
+        if !self.rooms.contains(room) {
+            return Ok(());
+        }
+        let known = self.hub.latest(room).unwrap_or(0);
+        if seq <= known {
+            return Ok(());
+        }
+        self.fill(room, known, seq - 1).await?;
+        self.hub.deliver(room, seq, json.to_owned());
+        Ok(())
+    }
+
+    /// Delivers the seqs `after + 1` to `upto` of `room` from its history,
+    /// with a gap notice for those it no longer holds.
+    async fn fill(&mut self, room: &str, after: u64, upto: u64) -> RedisResult<()> {
+        for Entry { seq, json, .. } in history(&mut self.redis, room, after, upto).await? {
+            let known = self.hub.latest(room).unwrap_or(0);
+            if seq > known + 1 {
+                self.hub.gap(room, known + 1, seq - 1);
+            }
+            if seq > known {
+                self.hub.deliver(room, seq, json);
+            }
+        }
+        let known = self.hub.latest(room).unwrap_or(0);
+        if known < upto {
+            warn!(room, from = known + 1, to = upto, "redis: messages lost, members told of the gap");
+            self.metrics.lost.inc_by(upto - known);
+            self.hub.gap(room, known + 1, upto);
+        }
+        Ok(())
+    }
+}
+
+/// How a link ended.
+enum Served {
+    /// The server stops.
+    Stopped,
+    /// Redis could not be reached.
+    Unreachable(String),
+    /// The link was lost.
+    Lost(String),
+}

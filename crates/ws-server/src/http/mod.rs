@@ -1,0 +1,171 @@
+//! The listener: accepts connections, runs TLS when configured, reads
+//! each request within `--handshake-timeout` and hands it to its route
+//! (routes.rs); at shutdown it stops accepting and waits for every
+//! connection to close.
+
+mod api;
+mod routes;
+mod tls;
+
+use crate::config::ServerConfig;
+use crate::policy::limits::Permit;
+use crate::server::Server;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+use ws_proto::handshake::server::http_response;
+
+/// Accepts connections until the task is dropped, serving each on its own
+/// task, with one hub for all of them.
+pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<()> {
+    serve_until(listener, config, std::future::pending()).await
+}
+
+/// A server running on a task of its own, from [`spawn`].
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Shuts down as on SIGTERM: stops accepting, closes every connection
+    /// with 1001 and waits for them (at most `--shutdown-timeout`).
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.done.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// Binds `config.listen` (port 0: one the system chooses) and serves on a
+/// task of its own until [`Running::stop`], or, if the handle is dropped,
+/// until the runtime ends.
+pub async fn spawn(config: ServerConfig) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let done = tokio::spawn(serve_until(listener, Arc::new(config), shutdown));
+    Ok(Running { addr, stop, done })
+}
+
+/// Serves until `shutdown` completes, then stops accepting, closes every
+/// hub connection with 1001 and waits for them to end, at most
+/// `--shutdown-timeout`.
+pub async fn serve_until(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
+        _ => None,
+    };
+    let server = Arc::new(Server::new(config)?);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut beats = heartbeat(server.config.heartbeat_interval);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+            _ = beats.tick() => {
+                server.pulse.beat();
+                continue;
+            }
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Running out of file descriptors must not end the server.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(permit) = admit_handshake(&server, &tcp, peer.ip()) else { continue };
+        let (connection_of, tls) = (server.clone(), tls.clone());
+        server.tasks.spawn(async move {
+            if let Err(e) = connection(tcp, peer, permit, tls, &connection_of).await {
+                debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    info!(connections = server.limits.count(), "shutting down: closing every connection with 1001");
+    server.pulse.shut_down();
+    server.tasks.close();
+    if tokio::time::timeout(server.config.shutdown_timeout, server.tasks.wait()).await.is_err() {
+        warn!(connections = server.tasks.len(), "shutdown deadline reached with connections still open");
+    }
+    Ok(())
+}
+
+/// When the server's pulse beats: every `--heartbeat-interval`, when each
+/// hub session pings its client, or closes it if it has been silent too long.
+fn heartbeat(every: std::time::Duration) -> tokio::time::Interval {
+    let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beats
+}
+
+/// Counts a handshake in progress against the peer's address: one address
+/// cannot hold more than `--max-connections-per-ip` requests half-sent (a
+/// slowloris). The excess is answered 429 and closed, unread. A trusted
+/// proxy speaks for many clients and is not counted. `None`: refused.
+fn admit_handshake(server: &Server, tcp: &TcpStream, peer: IpAddr) -> Option<Option<Permit>> {
+    if server.config.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+        return Some(None);
+    }
+    match server.handshakes.admit(peer) {
+        Ok(permit) => Some(Some(permit)),
+        Err(_) => {
+            debug!(%peer, "refused: too many handshakes in progress from this address");
+            server.metrics.refuse("handshakes_per_ip");
+            // Best effort, without waiting: the socket is closed either way.
+            let _ = tcp.try_write(&http_response(429, "", "text/plain; charset=utf-8", b"too many handshakes\n"));
+            None
+        }
+    }
+}
+
+/// Runs TLS, when configured, then reads the request (counted by `permit`
+/// until then) and serves its route, all of the handshake within
+/// `--handshake-timeout`.
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: Option<Permit>,
+    tls: Option<TlsAcceptor>,
+    server: &Arc<Server>,
+) -> Result<(), ws_tokio::Error> {
+    tcp.set_nodelay(true)?;
+    let deadline = Instant::now() + server.config.handshake_timeout;
+    match tls {
+        None => routes::route(tcp, peer, permit, deadline, server).await,
+        // Boxed: the TLS handshake's state would otherwise swell the future of
+        // every plain connection too, and the heap with it (docs/benchmarks.md).
+        Some(tls) => Box::pin(tls_route(tls, tcp, peer, permit, deadline, server)).await,
+    }
+}
+
+/// Runs the TLS handshake by `deadline`, then serves the route.
+async fn tls_route(
+    tls: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: Option<Permit>,
+    deadline: Instant,
+    server: &Arc<Server>,
+) -> Result<(), ws_tokio::Error> {
+    let stream = timeout_at(deadline, tls.accept(tcp)).await.map_err(|_| ws_tokio::Error::HandshakeTimeout)??;
+    routes::route(stream, peer, permit, deadline, server).await
+}

@@ -1,0 +1,111 @@
+//! The routes: each request is sent where its path says: `/ws` the hub,
+//! `/echo` (with `--echo`) the echo endpoint, `/api/publish` the server
+//! API, `/` the demo page, `/healthz` a health check, `/metrics` the metrics.
+
+use crate::policy::auth::Identity;
+use crate::policy::limits::{Permit, client_address};
+use crate::policy::origin::origin_allowed;
+use crate::server::Server;
+use crate::session::Session;
+use crate::session::echo::Echo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tracing::{info, warn};
+use ws_proto::handshake::server::http_response;
+use ws_tokio::server::{Handshake, read_request};
+use ws_tokio::{Options, WebSocket};
+
+/// The content type of `/metrics`.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The demo chat page, served at `/`.
+const DEMO_PAGE: &str = include_str!("static/index.html");
+
+/// Reads the request by `deadline` and serves its route.
+pub(super) async fn route<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    peer: SocketAddr,
+    permit: Option<Permit>,
+    deadline: Instant,
+    server: &Arc<Server>,
+) -> Result<(), ws_tokio::Error> {
+    let config = &server.config;
+    let handshake = read_request(stream, config.socket_options(), deadline - Instant::now()).await?;
+    drop(permit);
+    match handshake.request().path() {
+        "/ws" => hub_session(handshake, peer, server).await,
+        "/echo" if config.echo => echo_session(handshake, peer, server).await,
+        "/api/publish" => super::api::publish(handshake, server).await,
+        "/" => handshake.respond(&http_response(200, "", "text/html; charset=utf-8", DEMO_PAGE.as_bytes())).await,
+        "/healthz" => handshake.respond(&http_response(200, "", "text/plain; charset=utf-8", b"ok\n")).await,
+        "/metrics" => {
+            server.metrics.rooms.set(server.hub.room_count() as i64);
+            let text = server.metrics.encode();
+            handshake.respond(&http_response(200, "", OPENMETRICS, text.as_bytes())).await
+        }
+        _ => handshake.reject(404, "not found").await,
+    }
+}
+
+/// Admits a hub connection (Origin, token, then the connection limits) and runs its session.
+async fn hub_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    handshake: Handshake<S>,
+    peer: SocketAddr,
+    server: &Arc<Server>,
+) -> Result<(), ws_tokio::Error> {
+    let (config, request) = (&server.config, handshake.request());
+    let address = client_address(peer.ip(), request.headers.get("x-forwarded-for"), &config.trusted_proxies);
+    let metrics = &server.metrics;
+    if !origin_allowed(request.origin(), request.headers.get("host"), &config.allowed_origins) {
+        warn!(%address, origin = request.origin(), "refused: origin not allowed");
+        metrics.refuse("origin");
+        return handshake.reject(403, "origin not allowed").await;
+    }
+    let identity = match &server.auth {
+        None => None,
+        Some(auth) => match auth.authenticate(request) {
+            Ok(identity) => Some(identity),
+            Err(reason) => {
+                warn!(%address, "refused: {reason}");
+                metrics.refuse("unauthorized");
+                return handshake.reject(401, &reason).await;
+            }
+        },
+    };
+    let permit = match server.limits.admit(address) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            warn!(%address, "refused: {}", refusal.reason());
+            metrics.refuse(refusal.label());
+            return handshake.reject(refusal.status(), refusal.reason()).await;
+        }
+    };
+    let ws = handshake.accept(|_| None).await?;
+    // The peer's own port tells its connections apart; a forwarded address has none.
+    let identity = identity.unwrap_or_else(|| {
+        Identity::anonymous(if address == peer.ip() { peer.to_string() } else { address.to_string() })
+    });
+    info!(sender = %identity.name, "hub connection open");
+    metrics.accepted.inc();
+    // The session runs as a task of its own: its future is a fraction of
+    // this one, which holds the state of every route, and it lives as long as
+    // the connection.
+    server.tasks.spawn(Session::start(ws, identity, server.clone(), permit));
+    Ok(())
+}
+
+/// Accepts an echo connection and runs it as a task of its own, as a hub
+/// session runs. It takes messages up to ws-proto's default limits (64 MiB),
+/// as the Autobahn testsuite and benchmarks need.
+async fn echo_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    handshake: Handshake<S>,
+    peer: SocketAddr,
+    server: &Arc<Server>,
+) -> Result<(), ws_tokio::Error> {
+    let options = Options { config: ws_proto::Config::default(), ..*handshake.options() };
+    let ws: WebSocket<S> = handshake.with_options(options).accept(|_| None).await?;
+    server.tasks.spawn(Echo::new(ws, peer, server.clone()));
+    Ok(())
+}

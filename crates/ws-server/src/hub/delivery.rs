@@ -1,0 +1,27 @@
+//! One message of a room as its members receive it: numbered, serialized
+//! once and encoded as a frame once for all of them.
+
+use std::time::Instant;
+use ws_proto::{DeflateConfig, Message, SharedMessage};
+
+/// One message of a room, encoded once for every member.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Its place in the room.
+    pub seq: u64,
+    /// The frames every member is sent.
+    pub frame: SharedMessage,
+    /// When it was published, for the fan-out latency.
+    pub published: Instant,
+    /// The hash of who sent it and the id it gave, to know a retry.
+    pub(super) retry_key: Option<u64>,
+}
+
+impl Delivery {
+    /// `json`, the envelope of seq `seq`, encoded once for every member, and
+    /// compressed once with `deflate` for members that compress messages on their own.
+    pub fn new(seq: u64, json: String, deflate: Option<&DeflateConfig>) -> Self {
+        let frame = SharedMessage::new(&Message::from(json), deflate);
+        Delivery { seq, frame, published: Instant::now(), retry_key: None }
+    }
+}

@@ -1,0 +1,179 @@
+//! What every route and session of one server shares: the settings, the
+//! hub, the link to the cluster, the limits, the pulse and the metrics.
+//!
+//! It is also where the two modes meet: a session or the API asks the
+//! server to join, publish, replay or tell who is present, and gets an
+//! [`Answer`], ready at once from the hub in memory, or later, a future
+//! to poll, from the cluster through Redis. The callers do not branch on
+//! the mode.
+
+use crate::cluster::Cluster;
+use crate::config::ServerConfig;
+use crate::envelope::EnvelopeError;
+use crate::hub::{Hub, Replay, Subscription};
+use crate::metrics::Metrics;
+use crate::policy::auth::Authenticator;
+use crate::policy::limits::ConnectionLimits;
+use crate::pulse::Pulse;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+/// What every connection task of one server shares.
+#[derive(Debug)]
+pub struct Server {
+    /// The settings.
+    pub config: Arc<ServerConfig>,
+    /// The token checker, when a key is configured.
+    pub auth: Option<Authenticator>,
+    /// The rooms.
+    pub hub: Arc<Hub>,
+    /// The link to the other servers through Redis, with `--redis`.
+    pub cluster: Option<Arc<Cluster>>,
+    /// The connection counts.
+    pub limits: Arc<ConnectionLimits>,
+    /// The handshakes in progress, per peer address.
+    pub handshakes: Arc<ConnectionLimits>,
+    /// Every connection's task, to wait for at shutdown.
+    pub tasks: TaskTracker,
+    /// The hub sessions' heartbeat, and the word to shut down to every connection.
+    pub pulse: Pulse,
+    /// What `/metrics` reports.
+    pub metrics: Metrics,
+    /// When the server started: the clock of the sessions' rate limits.
+    pub started: std::time::Instant,
+}
+
+/// What the server answers a request about its rooms: ready now (in
+/// memory), or later, when the future is done (through the cluster).
+pub enum Answer<T> {
+    /// The answer.
+    Now(T),
+    /// The answer to come.
+    Later(Pin<Box<dyn Future<Output = T> + Send>>),
+}
+
+impl<T> Answer<T> {
+    fn later(future: impl Future<Output = T> + Send + 'static) -> Self {
+        Answer::Later(Box::pin(future))
+    }
+
+    /// Waits for the answer.
+    pub async fn wait(self) -> T {
+        match self {
+            Answer::Now(value) => value,
+            Answer::Later(future) => future.await,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Answer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Answer::Now(_) => "Answer::Now",
+            Answer::Later(_) => "Answer::Later",
+        })
+    }
+}
+
+/// Who is in a room: how many, and names.
+pub type Presence = (usize, Vec<Arc<str>>);
+
+impl Server {
+    /// The shared state of a server with `config`: its hub, and with
+    /// `--redis` its link to the others, which starts on the current runtime.
+    pub fn new(config: Arc<ServerConfig>) -> std::io::Result<Server> {
+        let auth = config.authenticator()?;
+        if auth.is_none() {
+            warn!("no JWT key configured (--jwt-secret or --jwt-public-key): the hub is open to anyone");
+        }
+        let hub = Arc::new(Hub::new(config.hub_settings()));
+        let metrics = Metrics::default();
+        let cluster = match &config.redis {
+            Some(url) => Some(
+                Cluster::start(url, hub.clone(), config.history_settings(), metrics.cluster.clone())
+                    .map_err(std::io::Error::other)?,
+            ),
+            None => None,
+        };
+        Ok(Server {
+            auth,
+            hub,
+            cluster,
+            limits: Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip)),
+            handshakes: Arc::new(ConnectionLimits::new(0, config.max_connections_per_ip)),
+            tasks: TaskTracker::new(),
+            pulse: Pulse::default(),
+            metrics,
+            config,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// Makes `member` a member of `room`; with `since`, also the held
+    /// messages after it, up to the subscription's start.
+    pub fn join(
+        &self,
+        room: &str,
+        member: &Arc<str>,
+        since: Option<u64>,
+    ) -> Answer<Result<(Subscription, Option<Replay>), EnvelopeError>> {
+        let Some(cluster) = self.cluster.clone() else {
+            return Answer::Now(self.hub.join(room, member, since).map_err(EnvelopeError::from));
+        };
+        let (room, member) = (room.to_owned(), member.clone());
+        Answer::later(async move { cluster.join(room, member, since).await })
+    }
+
+    /// The held messages of `room` after `since`, up to `upto`.
+    pub fn replay(&self, room: &str, since: u64, upto: u64) -> Answer<Result<Replay, EnvelopeError>> {
+        let Some(cluster) = self.cluster.clone() else {
+            let mut replay = self.hub.replay(room, since);
+            replay.deliveries.retain(|d| d.seq <= upto);
+            return Answer::Now(Ok(replay));
+        };
+        let room = room.to_owned();
+        Answer::later(async move { cluster.replay(&room, since, upto).await })
+    }
+
+    /// Publishes `content` from `sender` to `room`; its seq. `client_id`
+    /// (who gave it, the id) makes a retry harmless (docs/protocol.md).
+    pub fn publish(
+        &self,
+        room: &str,
+        sender: &str,
+        content: &str,
+        client_id: Option<(&str, &str)>,
+    ) -> Answer<Result<u64, EnvelopeError>> {
+        let Some(cluster) = self.cluster.clone() else {
+            return Answer::Now(self.hub.publish(room, sender, content, client_id).map_err(EnvelopeError::from));
+        };
+        let (room, sender, content) = (room.to_owned(), sender.to_owned(), content.to_owned());
+        let client_id = client_id.map(|(origin, id)| (origin.to_owned(), id.to_owned()));
+        Answer::later(async move {
+            let client_id = client_id.as_ref().map(|(origin, id)| (origin.as_str(), id.as_str()));
+            cluster.publish(&room, &sender, &content, client_id).await
+        })
+    }
+
+    /// Who is in `room` on every server: how many, and up to `max` names, in order.
+    pub fn presence(&self, room: &str, max: usize) -> Answer<Result<Presence, EnvelopeError>> {
+        let Some(cluster) = self.cluster.clone() else {
+            return Answer::Now(Ok(self.hub.presence(room, max)));
+        };
+        let room = room.to_owned();
+        Answer::later(async move { cluster.presence(&room, max).await })
+    }
+
+    /// A connection of `member` left `room` (its subscription dropped first,
+    /// so that a cluster can let the room go if it was the last here).
+    pub fn leave(&self, room: Arc<str>, member: Arc<str>) {
+        match &self.cluster {
+            Some(cluster) => cluster.left(room, member),
+            None => {
+                self.hub.leave(&room, &member);
+            }
+        }
+    }
+}

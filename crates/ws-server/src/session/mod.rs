@@ -1,0 +1,349 @@
+//! One hub connection: its envelopes in, its rooms' messages out.
+//!
+//! The session owns the WebSocket and one broadcast receiver per room it
+//! joined. It never waits on the client: what the client is sent is queued,
+//! and the queue is bounded in bytes. A client that falls behind by more is
+//! a slow consumer, disconnected (close 1008) or skipped with a `gap`
+//! notice, as configured.
+
+mod delivery;
+pub mod echo;
+mod requests;
+
+use crate::envelope::{self, EnvelopeError, Outgoing};
+use crate::hub::fanout::Member;
+use crate::hub::{Replay, Subscription};
+use crate::policy::auth::Identity;
+use crate::policy::limits::{Permit, TokenBucket};
+use crate::pulse::{Listener, Signal};
+use crate::server::{Presence, Server};
+use delivery::BATCH;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::info;
+use ws_proto::{CloseCode, Message, State};
+use ws_tokio::WebSocket;
+
+/// A room the client is in.
+#[derive(Debug)]
+struct Membership {
+    /// Its place in the room's fan-out, which knows the room's name.
+    member: Member,
+    /// The last seq sent to the client, or skipped past.
+    delivered: u64,
+    /// Seqs skipped and not yet reported: first and last.
+    gap: Option<(u64, u64)>,
+    /// The last seq that left the room's fan-out before the client took it.
+    /// While it is past `delivered`, the room waits for the lost seqs to be
+    /// fetched from its history, between the client's requests.
+    lost: u64,
+}
+
+/// What the server answered a request of the session: at once, or later
+/// ([`Pending`]). Each carries what the session needs to tell the client.
+enum Done {
+    /// A message was published, or could not be.
+    Published { id: Option<String>, seq: Result<u64, EnvelopeError> },
+    /// The client joined `room` (anew, with its subscription, or again), or could not.
+    Joined { room: String, id: Option<String>, joined: Result<(Option<Subscription>, Option<Replay>), EnvelopeError> },
+    /// Who is in `room`.
+    Presence { room: String, id: Option<String>, presence: Result<Presence, EnvelopeError> },
+    /// What the history of `room` still held of the seqs it lost, up to `upto`.
+    Refetched { room: Arc<str>, upto: u64, held: Result<Replay, EnvelopeError> },
+}
+
+/// An answer to come (through the cluster): the session reads nothing more
+/// from its client until it is done, so that answers keep the order of requests.
+struct Pending {
+    future: Pin<Box<dyn Future<Output = Done> + Send>>,
+    /// A room whose messages wait until it is done: the replay it brings goes out first.
+    holds: Option<String>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
+    }
+}
+
+impl Membership {
+    /// The room's name, shared with the hub.
+    fn room(&self) -> &Arc<str> {
+        self.member.room()
+    }
+
+    fn waits_for_lost(&self) -> bool {
+        self.lost > self.delivered
+    }
+}
+
+/// One hub connection, and the future that serves it.
+///
+/// A hand-written future rather than an `async` loop over `select!`: the
+/// task of an idle connection holds this struct and nothing else, no timer
+/// and no future per branch (docs/benchmarks.md).
+#[derive(Debug)]
+pub struct Session<S> {
+    ws: WebSocket<S>,
+    server: Arc<Server>,
+    /// Counts the connection among the open ones until the session ends.
+    _permit: Permit,
+    /// Who the client is: its name, as other members see it, and the rooms it may join.
+    identity: Identity,
+    /// A boxed slice, not a `Vec`: joins and leaves are rare, sessions many.
+    rooms: Box<[Membership]>,
+    /// Its place among the listeners of the server's pulse: heartbeat and shutdown.
+    pulse: Listener,
+    /// The pulse's beat count when the client last sent anything.
+    heard_at: u32,
+    bucket: TokenBucket,
+    /// Messages refused in a row for the rate limit.
+    refused: u32,
+    /// An answer to come, in flight (boxed twice: a thin pointer keeps
+    /// the session, and so every connection's task, smaller).
+    pending: Option<Box<Pending>>,
+}
+
+/// The most a plain session may take: tokio rounds a task to 128 bytes, and
+/// with its own 96, the task tracker's 8 and this, the task of an idle
+/// connection stays at 384 bytes rather than 512 (docs/benchmarks.md). A
+/// field that must be added is paid for by another made smaller or boxed.
+const _: () = assert!(size_of::<Session<tokio::net::TcpStream>>() <= 280);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A session for `ws` of `server`, whose client is `identity`, admitted
+    /// with `permit`: welcomed and in the default room, ready to be spawned.
+    pub fn start(ws: WebSocket<S>, identity: Identity, server: Arc<Server>, permit: Permit) -> Self {
+        server.metrics.connections.inc();
+        let mut session = Session {
+            ws,
+            bucket: TokenBucket::default(),
+            pulse: server.pulse.listen(),
+            heard_at: server.pulse.beats(),
+            server,
+            _permit: permit,
+            identity,
+            rooms: Box::default(),
+            refused: 0,
+            pending: None,
+        };
+        session.welcome();
+        session
+    }
+
+    /// Welcomes the client and joins it to the default room.
+    fn welcome(&mut self) {
+        let welcome = format!("welcome, {}", self.identity.name);
+        self.send(&Outgoing::System { content: &welcome, time: envelope::now_millis() });
+        let default_room =
+            self.server.config.default_room.clone().filter(|r| !r.is_empty() && self.identity.may_join(r));
+        if let Some(room) = default_room {
+            // Joining the first room cannot meet a limit but a full server's.
+            if let Err(error) = self.join(room, None, None) {
+                self.send_error(error);
+            }
+        }
+    }
+
+    /// Serves the client: the answer of the request in flight, or up to a
+    /// batch of its envelopes, so that its rooms' messages get their turn.
+    /// Break when the connection ends; otherwise whether anything was done.
+    fn poll_client(&mut self, cx: &mut Context<'_>) -> ControlFlow<(), bool> {
+        let mut served = false;
+        for _ in 0..BATCH {
+            if self.pending.is_none() && self.refetch_lost() {
+                served = true;
+            }
+            if let Some(pending) = &mut self.pending {
+                let Poll::Ready(done) = pending.future.as_mut().poll(cx) else {
+                    // Write errors come back to poll_recv once the request is done.
+                    let _ = self.ws.poll_flush(cx);
+                    return ControlFlow::Continue(served);
+                };
+                self.pending = None;
+                self.done(done);
+                served = true;
+                // Lost messages, if a room has any, are fetched before the next request.
+                continue;
+            }
+            match self.ws.poll_recv(cx) {
+                Poll::Ready(Some(Ok(event))) => self.receive(event),
+                Poll::Ready(Some(Err(e))) => {
+                    info!(sender = %self.identity.name, code = ?e.close_code().map(|c| c.0), "connection failed: {e}");
+                    return ControlFlow::Break(());
+                }
+                Poll::Ready(None) => {
+                    info!(sender = %self.identity.name, "connection closed");
+                    return ControlFlow::Break(());
+                }
+                Poll::Pending => return ControlFlow::Continue(served),
+            }
+            served = true;
+        }
+        ControlFlow::Continue(served)
+    }
+
+    /// The server's pulse: a heartbeat, or the word to close with 1001.
+    fn poll_pulse(&mut self, cx: &mut Context<'_>) {
+        match self.pulse.poll(&self.server.pulse, cx) {
+            Some(Signal::Beat) => self.heartbeat(),
+            Some(Signal::Shutdown) if self.ws.connection().state() == State::Open => {
+                // Fails only if the connection is closing already.
+                let _ = self.ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
+            }
+            Some(Signal::Shutdown) | None => {}
+        }
+    }
+
+    /// Pings, or closes a client that has sent nothing, pong included, for too long:
+    /// for as many beats, after the one in whose interval it was last heard, as
+    /// make the timeout.
+    fn heartbeat(&mut self) {
+        let silent = self.server.pulse.beats_since(self.heard_at);
+        let config = &self.server.config;
+        if config.heartbeat_interval.checked_mul(silent.saturating_sub(1)).is_none_or(|s| s >= config.heartbeat_timeout)
+        {
+            if self.ws.queue_close(CloseCode::GOING_AWAY, "heartbeat timeout").is_ok() {
+                info!(sender = %self.identity.name, "heartbeat timeout");
+            }
+        } else {
+            // Fails only once the connection is closing.
+            let _ = self.ws.queue_ping(b"");
+        }
+    }
+
+    fn send_error(&mut self, error: EnvelopeError) {
+        self.send_json(error.to_json());
+    }
+
+    fn send(&mut self, envelope: &Outgoing<'_>) {
+        self.send_json(envelope.to_json());
+    }
+
+    /// Queues an envelope for this client alone.
+    fn send_json(&mut self, json: String) {
+        let len = json.len();
+        // Fails only once the connection is closing; the envelope is then moot.
+        if self.ws.queue(&Message::from(json)).is_ok() {
+            self.server.metrics.sent(1, len);
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Session<S> {
+    type Output = ();
+
+    /// Serves the client until the connection ends: the pulse, what the
+    /// client sends, then what its rooms publish, until none has more.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let session = self.get_mut();
+        loop {
+            session.poll_pulse(cx);
+            let ControlFlow::Continue(served) = session.poll_client(cx) else { return Poll::Ready(()) };
+            let delivered = session.poll_deliveries(cx);
+            // Written out, the queue may have room again for the gap notices that wait.
+            let reported = session.report_gaps();
+            // What was queued goes out at the top of the loop.
+            if !served && !delivered && !reported {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<S> Session<S> {
+    /// Lets go of a membership, with this connection's place in the room's presence.
+    fn left(&self, member: Membership) {
+        // Its receiver gone first, so that a cluster can let the room go if it was the last here.
+        let room = member.room().clone();
+        drop(member);
+        self.server.leave(room, self.identity.name.clone());
+    }
+}
+
+impl<S> Drop for Session<S> {
+    fn drop(&mut self) {
+        for member in std::mem::take(&mut self.rooms) {
+            self.left(member);
+        }
+        self.pulse.release(&self.server.pulse);
+        self.server.metrics.connections.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+    use clap::Parser;
+    use serde_json::{Value, json};
+    use tokio::io::DuplexStream;
+    use ws_proto::{Config, Connection, Event, Role};
+    use ws_tokio::Options;
+
+    /// A hub server with `flags`, and a session of it whose client is the
+    /// other end of an in-memory pipe.
+    fn session(flags: &[&str]) -> (Arc<Server>, Session<DuplexStream>, WebSocket<DuplexStream>) {
+        let config = ServerConfig::parse_from(["ws-server"].iter().chain(flags));
+        let server = Arc::new(Server::new(Arc::new(config)).unwrap());
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let socket = |io, role| {
+            WebSocket::from_parts(io, Connection::new(role, Config::default()), Options::default(), Default::default())
+        };
+        let permit = server.limits.admit([127, 0, 0, 1].into()).unwrap();
+        let session =
+            Session::start(socket(near, Role::Server), Identity::anonymous("a".into()), server.clone(), permit);
+        (server, session, socket(far, Role::Client))
+    }
+
+    /// Lets the session do all it can, then takes what it sent, up to the
+    /// `joined` of the default room, and the `count` envelopes after it.
+    async fn envelopes(
+        session: &mut Session<DuplexStream>,
+        client: &mut WebSocket<DuplexStream>,
+        count: usize,
+    ) -> Vec<Value> {
+        let cx = &mut Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(session).poll(cx).is_pending());
+        let mut envelopes = Vec::new();
+        while envelopes.len() < count + 2 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), client.recv()).await;
+            match event.expect("an envelope, already sent").unwrap().unwrap() {
+                Event::Message(Message::Text(text)) => envelopes.push(serde_json::from_str(text.as_str()).unwrap()),
+                event => panic!("{event:?}"),
+            }
+        }
+        envelopes.split_off(2)
+    }
+
+    fn publish(server: &Server, contents: &[&str]) {
+        for content in contents {
+            server.hub.publish("general", "b", content, None).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_member_that_fell_behind_its_room_gets_the_lost_messages_from_the_history() {
+        let (server, mut session, mut client) = session(&["--room-buffer", "2"]);
+        // Published before the session's task runs: three leave the room's buffer unread.
+        publish(&server, &["1", "2", "3", "4", "5"]);
+        let contents: Vec<_> =
+            envelopes(&mut session, &mut client, 5).await.iter().map(|e| e["content"].clone()).collect();
+        assert_eq!(contents, ["1", "2", "3", "4", "5"]);
+        assert_eq!(server.metrics.lagged.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn what_the_history_no_longer_holds_is_a_gap() {
+        let (server, mut session, mut client) =
+            session(&["--room-buffer", "2", "--history", "4", "--slow-consumer", "skip"]);
+        publish(&server, &["1", "2", "3", "4", "5", "6"]);
+        let got = envelopes(&mut session, &mut client, 5).await;
+        assert_eq!(got[0], json!({"type": "gap", "room": "general", "from": 1, "to": 2}));
+        let contents: Vec<_> = got[1..].iter().map(|e| e["content"].clone()).collect();
+        assert_eq!(contents, ["3", "4", "5", "6"]);
+    }
+}

@@ -1,0 +1,203 @@
+//! A session's requests: the client's envelopes parsed, checked against
+//! the rate limit and its rights, and sent to the server, whose answers,
+//! at once or later, go back to the client in the order of the requests.
+
+use super::{Done, Membership, Pending, Session};
+use crate::envelope::{self, Envelope, EnvelopeError, Outgoing, Request};
+use crate::hub::{Replay, Subscription};
+use crate::server::{Answer, Presence};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::warn;
+use ws_proto::{CloseCode, Event, Message};
+
+/// Messages refused in a row for the rate limit before the client is closed (1008).
+const MAX_REFUSED: u32 = 20;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) fn receive(&mut self, event: Event) {
+        self.heard_at = self.server.pulse.beats();
+        let Event::Message(message) = event else { return };
+        self.server.metrics.messages_received.inc();
+        self.server.metrics.bytes_received.inc_by(message.payload().len() as u64);
+        if !self.bucket.take(self.server.config.rate_limit, self.server.started.elapsed()) {
+            return self.refuse();
+        }
+        self.refused = 0;
+        let request = match &message {
+            Message::Text(text) => envelope::parse(text.as_str(), self.server.config.max_content_chars),
+            Message::Binary(_) => Err(EnvelopeError::new("invalid_json", "binary messages are not envelopes")),
+        };
+        let Envelope { request, id } = match request {
+            Ok(envelope) => envelope,
+            Err(error) => return self.send_error(error),
+        };
+        let refused = match request {
+            Request::Join { room, since } => self.join(room, since, id.clone()),
+            Request::Leave { room } => self.leave(room),
+            Request::Presence { room } => self.presence(room, id.clone()),
+            Request::Message { room, content } => self.publish(room, &content, id.clone()),
+        };
+        if let Err(error) = refused {
+            self.send_error(error.about(id));
+        }
+    }
+
+    /// Over the rate limit: an error, or the end for a client that keeps on.
+    fn refuse(&mut self) {
+        self.refused += 1;
+        if self.refused > MAX_REFUSED {
+            if self.ws.queue_close(CloseCode::POLICY_VIOLATION, "rate limit exceeded").is_ok() {
+                warn!(sender = %self.identity.name, "rate limit exceeded again and again: closed");
+            }
+            return;
+        }
+        let rate = self.server.config.rate_limit;
+        let wait = self.bucket.wait(rate, self.server.started.elapsed()).as_millis();
+        self.send_error(EnvelopeError::new(
+            "rate_limited",
+            format!("over {rate} messages a second; retry in {wait} ms"),
+        ));
+    }
+
+    pub(super) fn membership(&self, room: &str) -> Option<usize> {
+        self.rooms.iter().position(|m| &**m.room() == room)
+    }
+
+    pub(super) fn join(&mut self, room: String, since: Option<u64>, id: Option<String>) -> Result<(), EnvelopeError> {
+        if let Some(i) = self.membership(&room) {
+            // Already a member: what came after `delivered` is on its way in the stream.
+            let delivered = self.rooms[i].delivered;
+            let Some(since) = since else {
+                self.joined(i, delivered, None);
+                return Ok(());
+            };
+            let replay = self.server.replay(&room, since, delivered);
+            let holds = Some(room.clone());
+            self.answer(holds, replay, move |replay| Done::Joined {
+                room,
+                id,
+                joined: replay.map(|replay| (None, Some(replay))),
+            });
+            return Ok(());
+        }
+        if !self.identity.may_join(&room) {
+            return Err(EnvelopeError::new("forbidden", format!("not allowed to join room {room}")));
+        }
+        let limit = self.server.config.max_rooms_per_connection;
+        if self.rooms.len() >= limit {
+            return Err(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
+        }
+        let joined = self.server.join(&room, &self.identity.name, since);
+        self.answer(None, joined, move |joined| Done::Joined {
+            room,
+            id,
+            joined: joined.map(|(subscription, replay)| (Some(subscription), replay)),
+        });
+        Ok(())
+    }
+
+    /// Serves an answer of the server: at once if it is ready; otherwise it
+    /// is the one in flight, and the session reads nothing more from the
+    /// client until it is done, and the messages of room `holds`, if any, wait too.
+    pub(super) fn answer<T: Send + 'static>(
+        &mut self,
+        holds: Option<String>,
+        answer: Answer<T>,
+        done: impl FnOnce(T) -> Done + Send + 'static,
+    ) {
+        match answer {
+            Answer::Now(value) => self.done(done(value)),
+            Answer::Later(future) => {
+                let future = Box::pin(async move { done(future.await) });
+                self.pending = Some(Box::new(Pending { future, holds }));
+            }
+        }
+    }
+
+    /// Becomes a member of the subscription's room.
+    fn subscribed(&mut self, subscription: Subscription, replay: Option<Replay>) {
+        let mut rooms = std::mem::take(&mut self.rooms).into_vec();
+        rooms.reserve_exact(1);
+        let latest = subscription.latest;
+        rooms.push(Membership { member: subscription.member, delivered: latest, gap: None, lost: latest });
+        self.rooms = rooms.into_boxed_slice();
+        self.joined(self.rooms.len() - 1, subscription.latest, replay);
+    }
+
+    /// The server answered: what the client is told.
+    pub(super) fn done(&mut self, done: Done) {
+        match done {
+            Done::Published { id, seq: Ok(seq) } => self.acked(id.as_deref(), seq),
+            Done::Published { id, seq: Err(error) } => self.send_error(error.about(id)),
+            Done::Joined { joined: Ok((Some(subscription), replay)), .. } => self.subscribed(subscription, replay),
+            Done::Joined { room, id, joined: Ok((None, replay)) } => match self.membership(&room) {
+                Some(i) => self.joined(i, self.rooms[i].delivered, replay),
+                None => self.send_error(EnvelopeError::new("not_joined", format!("not in room {room}")).about(id)),
+            },
+            Done::Joined { id, joined: Err(error), .. } => self.send_error(error.about(id)),
+            Done::Presence { room, presence: Ok(presence), .. } => self.present(&room, presence),
+            Done::Presence { id, presence: Err(error), .. } => self.send_error(error.about(id)),
+            Done::Refetched { room, upto, held } => {
+                if let Some(i) = self.membership(&room) {
+                    // Unreachable, the history holds nothing: the seqs are skipped.
+                    let held = held.map_or_else(|_| Vec::new(), |replay| replay.deliveries);
+                    self.refill(i, &held, upto);
+                }
+            }
+        }
+    }
+
+    /// Tells the client it is in room `i`, then replays what it asked for.
+    fn joined(&mut self, i: usize, latest: u64, replay: Option<Replay>) {
+        let room = self.rooms[i].room().clone();
+        let server = self.server.clone();
+        self.send(&Outgoing::Joined { room: &room, seq: latest, epoch: &server.hub.epoch() });
+        let Some(replay) = replay else { return };
+        self.queue_all(i, replay.deliveries.iter().map(|d| &**d));
+        self.send(&Outgoing::Recovered { room: &room, complete: replay.complete });
+    }
+
+    fn leave(&mut self, room: String) -> Result<(), EnvelopeError> {
+        let Some(i) = self.membership(&room) else {
+            return Err(EnvelopeError::new("not_joined", format!("not in room {room}")));
+        };
+        let mut rooms = std::mem::take(&mut self.rooms).into_vec();
+        let member = rooms.swap_remove(i);
+        self.rooms = rooms.into_boxed_slice();
+        self.left(member);
+        self.send(&Outgoing::Left { room: &room });
+        Ok(())
+    }
+
+    fn presence(&mut self, room: String, id: Option<String>) -> Result<(), EnvelopeError> {
+        if self.membership(&room).is_none() {
+            return Err(EnvelopeError::new("not_joined", format!("join room {room} to see who is in it")));
+        }
+        let presence = self.server.presence(&room, envelope::MAX_PRESENCE);
+        self.answer(None, presence, move |presence| Done::Presence { room, id, presence });
+        Ok(())
+    }
+
+    /// Tells the client who is in `room`.
+    fn present(&mut self, room: &str, (count, names): Presence) {
+        let members = names.iter().map(|n| &**n).collect();
+        self.send(&Outgoing::Presence { room, count, members });
+    }
+
+    fn publish(&mut self, room: String, content: &str, id: Option<String>) -> Result<(), EnvelopeError> {
+        if self.membership(&room).is_none() {
+            return Err(EnvelopeError::new("not_joined", format!("join room {room} before sending to it")));
+        }
+        let client_id = id.as_deref().map(|id| (self.identity.retry_origin(), id));
+        let seq = self.server.publish(&room, &self.identity.name, content, client_id);
+        self.answer(None, seq, move |seq| Done::Published { id, seq });
+        Ok(())
+    }
+
+    /// Tells the client the seq its message got, if it gave an id.
+    fn acked(&mut self, id: Option<&str>, seq: u64) {
+        if let Some(id) = id {
+            self.send(&Outgoing::Ack { id: Some(id), seq });
+        }
+    }
+}
