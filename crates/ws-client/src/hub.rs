@@ -94,7 +94,7 @@ pub enum HubEvent {
         room: String,
         /// Its seq in the room.
         seq: u64,
-        /// The whole envelope: `id`, `time`, `sender`, `content`, ...
+        /// The whole envelope: `id`, `time`, `sender`, `content` and/or `data`, ...
         envelope: Value,
     },
     /// Messages `from` to `to` of `room` will not arrive.
@@ -167,9 +167,20 @@ impl HubClient {
     /// Sends `content` to `room`, now or after the next reconnection, until
     /// acked; returns the message's id, which its `ack` carries.
     pub fn send(&self, room: &str, content: &str) -> String {
+        self.publish(json!({"type": "message", "room": room, "content": content}))
+    }
+
+    /// Sends `data`, any JSON value, to `room`, as [`HubClient::send`] sends
+    /// a text; members receive it as the message's `data`.
+    pub fn send_data(&self, room: &str, data: &Value) -> String {
+        self.publish(json!({"type": "message", "room": room, "data": data}))
+    }
+
+    /// Sends the message `envelope` with an id of its own until acked; the id.
+    fn publish(&self, mut envelope: Value) -> String {
         let n = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("{}-{n}", self.id_prefix);
-        let envelope = json!({"type": "message", "room": room, "content": content, "id": id});
+        envelope["id"] = Value::from(id.as_str());
         let _ = self.commands.send(Command::Send(id.clone(), envelope.to_string()));
         id
     }

@@ -4,7 +4,8 @@
 //!
 //! `ws-client URL --room ROOM` speaks the hub's protocol instead: it joins
 //! the room, sends each line as a message to it, prints the room's messages
-//! as `sender: content` (`--json`: the envelopes as they came), and
+//! as `sender: content` (and the JSON `data` of those that carry it;
+//! `--json`: the envelopes as they came), and
 //! reconnects after a drop, recovering what it missed.
 
 use clap::Parser;
@@ -208,11 +209,12 @@ async fn chat(settings: ClientSettings, room: &str, json: bool) -> Result<ExitCo
 fn show(event: HubEvent, url: &str, json: bool) -> Option<String> {
     match event {
         HubEvent::Message { envelope, .. } if json => Some(envelope.to_string()),
-        HubEvent::Message { envelope, .. } => Some(format!(
-            "{}: {}",
-            envelope["sender"].as_str().unwrap_or("?"),
-            envelope["content"].as_str().unwrap_or_default()
-        )),
+        HubEvent::Message { envelope, .. } => {
+            // The text, then the JSON data, of those the message has.
+            let content = envelope["content"].as_str().map(str::to_owned);
+            let said: Vec<String> = content.into_iter().chain(envelope.get("data").map(|d| d.to_string())).collect();
+            Some(format!("{}: {}", envelope["sender"].as_str().unwrap_or("?"), said.join(" ")))
+        }
         HubEvent::Envelope(envelope) if json => Some(envelope.to_string()),
         HubEvent::Envelope(envelope) => {
             match envelope["type"].as_str() {

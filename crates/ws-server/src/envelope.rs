@@ -6,7 +6,9 @@
 //! serialized once.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The longest room name, in characters.
@@ -41,9 +43,44 @@ pub enum Request {
     Message {
         /// The room.
         room: String,
-        /// The text, at most the configured number of characters.
-        content: String,
+        /// What it says.
+        body: Body,
     },
+}
+
+/// What a message says: a text, a JSON value, or both.
+#[derive(Debug, Clone, Default)]
+pub struct Body {
+    /// The text, at most the configured number of characters.
+    pub content: Option<String>,
+    /// Any JSON value, kept as the publisher wrote it, at most the
+    /// configured number of bytes: members get these very bytes.
+    pub data: Option<Box<RawValue>>,
+}
+
+impl Body {
+    /// A message of text alone.
+    pub fn text(content: &str) -> Self {
+        Body { content: Some(content.to_owned()), data: None }
+    }
+}
+
+impl PartialEq for Body {
+    fn eq(&self, other: &Self) -> bool {
+        self.content == other.content
+            && self.data.as_deref().map(RawValue::get) == other.data.as_deref().map(RawValue::get)
+    }
+}
+
+impl Eq for Body {}
+
+/// The bounds of what a message may say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most characters of `content`.
+    pub content_chars: usize,
+    /// The most bytes of `data`, as written.
+    pub data_bytes: usize,
 }
 
 /// A valid envelope: the request, and the client's id for it, if it gave one.
@@ -83,78 +120,93 @@ impl EnvelopeError {
     }
 }
 
-/// Parses and validates one text message from a client; `max_content` is
-/// the most characters `content` may have.
-pub fn parse(text: &str, max_content: usize) -> Result<Envelope, EnvelopeError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| EnvelopeError::new("invalid_json", e.to_string()))?;
-    let Value::Object(fields) = value else {
-        return Err(EnvelopeError::new("invalid_json", "an envelope is a JSON object"));
-    };
+/// The fields of an envelope, each as it was written.
+type Fields<'a> = HashMap<String, &'a RawValue>;
+
+/// Parses and validates one text message from a client, within `limits`.
+pub fn parse(text: &str, limits: &Limits) -> Result<Envelope, EnvelopeError> {
+    let fields: Fields = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => EnvelopeError::new("invalid_json", "an envelope is a JSON object"),
+        _ => EnvelopeError::new("invalid_json", e.to_string()),
+    })?;
     let id = optional_string(&fields, "id", MAX_ID_LEN)?;
-    match request(&fields, max_content) {
+    match request(&fields, limits) {
         Ok(request) => Ok(Envelope { request, id }),
         Err(error) => Err(error.about(id)),
     }
 }
 
-fn request(fields: &Map<String, Value>, max_content: usize) -> Result<Request, EnvelopeError> {
+fn request(fields: &Fields, limits: &Limits) -> Result<Request, EnvelopeError> {
     let kind = string(fields, "type")?;
-    match kind {
+    match kind.as_str() {
         "join" => {
-            let since = match fields.get("since") {
-                None | Some(Value::Null) => None,
+            let since = match value(fields, "since") {
+                None => None,
                 Some(value) => Some(value.as_u64().ok_or_else(|| invalid("since", "a whole number"))?),
             };
             Ok(Request::Join { room: room(fields)?, since })
         }
         "leave" => Ok(Request::Leave { room: room(fields)? }),
         "presence" => Ok(Request::Presence { room: room(fields)? }),
-        "message" => {
-            let room = room(fields)?;
-            let content = string(fields, "content")?;
-            let chars = content.chars().count();
-            if chars > max_content {
-                return Err(EnvelopeError::new(
-                    "too_long",
-                    format!("content has {chars} characters, more than {max_content}"),
-                ));
-            }
-            Ok(Request::Message { room, content: content.to_owned() })
-        }
+        "message" => Ok(Request::Message { room: room(fields)?, body: body(fields, limits)? }),
         other => {
             Err(EnvelopeError::new("unknown_type", format!("unknown type {other:?}: join, leave, message or presence")))
         }
     }
 }
 
+/// What a message says: `content`, `data` or both, each within its limit.
+fn body(fields: &Fields, limits: &Limits) -> Result<Body, EnvelopeError> {
+    let data = fields.get("data").copied().filter(|raw| raw.get() != "null");
+    let content = match value(fields, "content") {
+        None if data.is_some() => None,
+        None => return Err(EnvelopeError::new("missing_field", "content or data is missing")),
+        Some(Value::String(content)) => Some(content),
+        Some(_) => return Err(invalid("content", "a string")),
+    };
+    let chars = content.as_deref().map_or(0, |c| c.chars().count());
+    if chars > limits.content_chars {
+        let max = limits.content_chars;
+        return Err(EnvelopeError::new("too_long", format!("content has {chars} characters, more than {max}")));
+    }
+    let bytes = data.map_or(0, |raw| raw.get().len());
+    if bytes > limits.data_bytes {
+        let max = limits.data_bytes;
+        return Err(EnvelopeError::new("too_long", format!("data has {bytes} bytes, more than {max}")));
+    }
+    Ok(Body { content, data: data.map(RawValue::to_owned) })
+}
+
+/// The value of a field; `None` when it is missing or null.
+fn value(fields: &Fields, name: &str) -> Option<Value> {
+    // A field's text is valid JSON: the envelope parsed.
+    fields.get(name).and_then(|raw| serde_json::from_str(raw.get()).ok()).filter(|v: &Value| !v.is_null())
+}
+
 fn invalid(field: &str, what: &str) -> EnvelopeError {
     EnvelopeError::new("invalid_field", format!("{field} must be {what}"))
 }
 
-fn string<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, EnvelopeError> {
-    match fields.get(name) {
-        None | Some(Value::Null) => Err(EnvelopeError::new("missing_field", format!("{name} is missing"))),
+fn string(fields: &Fields, name: &str) -> Result<String, EnvelopeError> {
+    match value(fields, name) {
+        None => Err(EnvelopeError::new("missing_field", format!("{name} is missing"))),
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(invalid(name, "a string")),
     }
 }
 
-fn optional_string(fields: &Map<String, Value>, name: &str, max: usize) -> Result<Option<String>, EnvelopeError> {
-    match fields.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
+fn optional_string(fields: &Fields, name: &str, max: usize) -> Result<Option<String>, EnvelopeError> {
+    match value(fields, name) {
+        None => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s)),
         Some(_) => Err(invalid(name, &format!("a string of at most {max} characters"))),
     }
 }
 
 /// A room name: 1 to 64 characters of letters, digits, `-`, `_`, `.` and `:`.
-fn room(fields: &Map<String, Value>) -> Result<String, EnvelopeError> {
+fn room(fields: &Fields) -> Result<String, EnvelopeError> {
     let room = string(fields, "room")?;
-    if is_room_name(room) {
-        Ok(room.to_owned())
-    } else {
-        Err(invalid("room", "1 to 64 letters, digits, '-', '_', '.' or ':'"))
-    }
+    if is_room_name(&room) { Ok(room) } else { Err(invalid("room", "1 to 64 letters, digits, '-', '_', '.' or ':'")) }
 }
 
 /// Whether `name` may name a room.
@@ -184,8 +236,12 @@ pub enum Outgoing<'a> {
         time: u64,
         /// The user, or the peer address of an anonymous client.
         sender: &'a str,
-        /// The text.
-        content: &'a str,
+        /// The text, if it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<&'a str>,
+        /// The JSON value, if it has one, as its publisher wrote it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<&'a RawValue>,
         /// The room.
         room: &'a str,
     },
@@ -258,10 +314,17 @@ impl Outgoing<'_> {
     }
 }
 
+impl<'a> Outgoing<'a> {
+    /// The envelope of a message that says `body`.
+    pub fn message(id: &'a str, seq: u64, time: u64, sender: &'a str, body: &'a Body, room: &'a str) -> Self {
+        Outgoing::Message { id, seq, time, sender, content: body.content.as_deref(), data: body.data.as_deref(), room }
+    }
+}
+
 /// A message envelope cut where its seq goes, for a seq given elsewhere
 /// (by Redis): the head, the seq in decimal, then the tail make the JSON.
-pub fn message_around_seq(id: &str, time: u64, sender: &str, content: &str, room: &str) -> (String, String) {
-    let json = Outgoing::Message { id, seq: 0, time, sender, content, room }.to_json();
+pub fn message_around_seq(id: &str, time: u64, sender: &str, body: &Body, room: &str) -> (String, String) {
+    let json = Outgoing::message(id, 0, time, sender, body, room).to_json();
     // The seq follows the type and the id, the server's own: nothing before it can read `"seq":0`.
     let (head, tail) = json.split_once(r#""seq":0"#).unwrap_or((&json, ""));
     (format!(r#"{head}"seq":"#), tail.to_owned())
@@ -281,21 +344,30 @@ pub fn now_millis() -> u64 {
 mod tests {
     use super::*;
 
+    /// At most `content_chars` characters of content and 32 bytes of data.
+    fn limits(content_chars: usize) -> Limits {
+        Limits { content_chars, data_bytes: 32 }
+    }
+
+    fn data(json: &str) -> Option<Box<RawValue>> {
+        Some(RawValue::from_string(json.to_owned()).unwrap())
+    }
+
     #[test]
     fn a_message_cut_around_its_seq_joins_into_the_envelope() {
-        let (head, tail) = message_around_seq("a-1", 7, "u", r#"my "seq":0, yours"#, "r");
-        let whole =
-            Outgoing::Message { id: "a-1", seq: 42, time: 7, sender: "u", content: r#"my "seq":0, yours"#, room: "r" };
+        let body = Body { content: Some(r#"my "seq":0, yours"#.into()), data: data(r#"{"seq":0}"#) };
+        let (head, tail) = message_around_seq("a-1", 7, "u", &body, "r");
+        let whole = Outgoing::message("a-1", 42, 7, "u", &body, "r");
         assert_eq!(format!("{head}42{tail}"), whole.to_json());
     }
 
     fn code(text: &str) -> &'static str {
-        parse(text, 10).unwrap_err().code
+        parse(text, &limits(10)).unwrap_err().code
     }
 
     #[test]
     fn valid_envelopes() {
-        let request = |text| parse(text, 11).map(|e| e.request);
+        let request = |text| parse(text, &limits(11)).map(|e| e.request);
         assert_eq!(
             request(r#"{"type":"join","room":"general"}"#),
             Ok(Request::Join { room: "general".into(), since: None })
@@ -305,14 +377,38 @@ mod tests {
             Ok(Request::Join { room: "a:b.c-d_e".into(), since: Some(41) })
         );
         assert_eq!(request(r#"{"type":"leave","room":"x"}"#), Ok(Request::Leave { room: "x".into() }));
-        let message = parse(r#"{"type":"message","room":"x","content":"héllo wörld","id":"c1","extra":true}"#, 11);
+        let message =
+            parse(r#"{"type":"message","room":"x","content":"héllo wörld","id":"c1","extra":true}"#, &limits(11));
         assert_eq!(
             message,
             Ok(Envelope {
-                request: Request::Message { room: "x".into(), content: "héllo wörld".into() },
+                request: Request::Message { room: "x".into(), body: Body::text("héllo wörld") },
                 id: Some("c1".into())
             })
         );
+    }
+
+    #[test]
+    fn data_is_kept_as_it_was_written() {
+        let body = |text| match parse(text, &limits(11)).map(|e| e.request) {
+            Ok(Request::Message { body, .. }) => body,
+            other => panic!("{other:?}"),
+        };
+        let cases = [
+            (r#"{"type":"message","room":"x","data": { "b" : [1, 2.50] } }"#, r#"{ "b" : [1, 2.50] }"#),
+            (r#"{"type":"message","room":"x","data":[true,null,"é\u00e9"]}"#, r#"[true,null,"é\u00e9"]"#),
+            (r#"{"type":"message","room":"x","data":1e3}"#, "1e3"),
+            (r#"{"type":"message","room":"x","data":"text"}"#, r#""text""#),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(body(text), Body { content: None, data: data(expected) }, "{text}");
+        }
+        let both = body(r#"{"type":"message","room":"x","content":"hi","data":{"n":1},"id":"c"}"#);
+        assert_eq!(both, Body { content: Some("hi".into()), data: data(r#"{"n":1}"#) });
+        let null_data = body(r#"{"type":"message","room":"x","content":"hi","data":null}"#);
+        assert_eq!(null_data, Body::text("hi"), "null data is no data");
+        let null_content = body(r#"{"type":"message","room":"x","content":null,"data":0}"#);
+        assert_eq!(null_content, Body { content: None, data: data("0") });
     }
 
     #[test]
@@ -331,6 +427,10 @@ mod tests {
             (r#"{"type":"message","room":"x","content":5}"#, "invalid_field"),
             (r#"{"type":"message","room":"x","content":"12345678901"}"#, "too_long"),
             (r#"{"type":"message","room":"x","content":"ok","id":7}"#, "invalid_field"),
+            (r#"{"type":"message","room":"x","data":null}"#, "missing_field"),
+            (r#"{"type":"message","room":"x","content":5,"data":1}"#, "invalid_field"),
+            (r#"{"type":"message","room":"x","data":"1234567890123456789012345678901"}"#, "too_long"),
+            (r#"{"type":"message","room":"x","data":{"a":1}"#, "invalid_json"),
         ];
         for (text, expected) in cases {
             assert_eq!(code(text), expected, "{text}");
@@ -341,7 +441,8 @@ mod tests {
 
     #[test]
     fn errors_carry_the_client_id() {
-        let error = parse(r#"{"type":"message","room":"x","content":"far too long","id":"m7"}"#, 5).unwrap_err();
+        let error =
+            parse(r#"{"type":"message","room":"x","content":"far too long","id":"m7"}"#, &limits(5)).unwrap_err();
         assert_eq!(error.id.as_deref(), Some("m7"));
         let value: Value = serde_json::from_str(&error.to_json()).unwrap();
         assert_eq!(value["type"], "error");
@@ -353,7 +454,7 @@ mod tests {
         /// Whatever a client sends, parsing gives a request or an error, never a panic.
         #[test]
         fn any_text_parses_or_is_refused(text in ".{0,200}") {
-            let _ = parse(&text, 10);
+            let _ = parse(&text, &limits(10));
         }
 
         /// Envelopes with fields of every JSON kind, in any mix.
@@ -371,7 +472,7 @@ mod tests {
             object.extend(content.map(|c| ("content".to_owned(), Value::from(c))));
             object.extend(since.map(|s| ("since".to_owned(), Value::from(s))));
             object.extend(id.map(|i| ("id".to_owned(), Value::from(i))));
-            if let Ok(Envelope { request, .. }) = parse(&Value::Object(object).to_string(), 10) {
+            if let Ok(Envelope { request, .. }) = parse(&Value::Object(object).to_string(), &limits(10)) {
                 let room = match request {
                     Request::Join { room, .. }
                     | Request::Leave { room }
@@ -385,11 +486,15 @@ mod tests {
 
     #[test]
     fn outgoing_envelopes_have_the_documented_fields() {
-        let message =
-            Outgoing::Message { id: "a-1", seq: 42, time: 1, sender: "u", content: "Hi \"there\"", room: "g" };
+        let text = Body::text("Hi \"there\"");
         assert_eq!(
-            message.to_json(),
+            Outgoing::message("a-1", 42, 1, "u", &text, "g").to_json(),
             r#"{"type":"message","id":"a-1","seq":42,"time":1,"sender":"u","content":"Hi \"there\"","room":"g"}"#
+        );
+        let data = Body { content: None, data: data(r#"{ "price": 1.50 }"#) };
+        assert_eq!(
+            Outgoing::message("a-2", 43, 1, "u", &data, "g").to_json(),
+            r#"{"type":"message","id":"a-2","seq":43,"time":1,"sender":"u","data":{ "price": 1.50 },"room":"g"}"#
         );
         assert_eq!(
             Outgoing::Gap { room: "g", from: 3, to: 9 }.to_json(),

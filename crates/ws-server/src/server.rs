@@ -9,7 +9,7 @@
 
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
-use crate::envelope::EnvelopeError;
+use crate::envelope::{Body, EnvelopeError};
 use crate::hub::{Hub, Replay, Subscription};
 use crate::metrics::Metrics;
 use crate::policy::auth::Authenticator;
@@ -137,23 +137,23 @@ impl Server {
         Answer::later(async move { cluster.replay(&room, since, upto).await })
     }
 
-    /// Publishes `content` from `sender` to `room`; its seq. `client_id`
+    /// Publishes `body` from `sender` to `room`; its seq. `client_id`
     /// (who gave it, the id) makes a retry harmless (docs/protocol.md).
     pub fn publish(
         &self,
         room: &str,
         sender: &str,
-        content: &str,
+        body: Body,
         client_id: Option<(&str, &str)>,
     ) -> Answer<Result<u64, EnvelopeError>> {
         let Some(cluster) = self.cluster.clone() else {
-            return Answer::Now(self.hub.publish(room, sender, content, client_id).map_err(EnvelopeError::from));
+            return Answer::Now(self.hub.publish(room, sender, &body, client_id).map_err(EnvelopeError::from));
         };
-        let (room, sender, content) = (room.to_owned(), sender.to_owned(), content.to_owned());
+        let (room, sender) = (room.to_owned(), sender.to_owned());
         let client_id = client_id.map(|(origin, id)| (origin.to_owned(), id.to_owned()));
         Answer::later(async move {
             let client_id = client_id.as_ref().map(|(origin, id)| (origin.as_str(), id.as_str()));
-            cluster.publish(&room, &sender, &content, client_id).await
+            cluster.publish(&room, &sender, &body, client_id).await
         })
     }
 

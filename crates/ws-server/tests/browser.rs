@@ -99,10 +99,12 @@ async fn shows(page: &Client, text: &str) -> usize {
     page.find_all(Locator::XPath(&xpath)).await.unwrap().len()
 }
 
-/// Publishes `content` to `general` from a plain client.
-async fn publish(addr: SocketAddr, content: &str) {
+/// Publishes a message to `general` from a plain client: `said` holds its
+/// `content`, its `data` or both.
+async fn publish(addr: SocketAddr, said: serde_json::Value) {
     let (mut ws, _) = ws_tokio::client::connect(&format!("ws://{addr}/ws")).await.unwrap();
-    let envelope = json!({"type": "message", "room": "general", "content": content});
+    let mut envelope = json!({"type": "message", "room": "general"});
+    envelope.as_object_mut().unwrap().extend(said.as_object().unwrap().clone());
     ws.send(&Message::from(envelope.to_string())).await.unwrap();
     ws.close(ws_proto::CloseCode::NORMAL, "").await.unwrap();
 }
@@ -141,9 +143,11 @@ async fn the_demo_page_chats_and_comes_back_after_a_restart_in_chromium() {
     for page in [&alice, &bob] {
         status_is(page, "connected").await;
     }
-    publish(addr, "after the restart").await;
+    publish(addr, json!({"content": "after the restart"})).await;
+    publish(addr, json!({"data": {"price": 1.5}})).await;
     for page in [&alice, &bob] {
         assert_eq!(shows(page, "after the restart").await, 1);
+        assert_eq!(shows(page, r#"{"price":1.5}"#).await, 1, "a message's data, as JSON");
     }
     let screenshot = output_folder().join("demo-page.png");
     std::fs::write(&screenshot, alice.screenshot().await.unwrap()).unwrap();

@@ -183,10 +183,15 @@ impl Client {
     }
 
     async fn next(&mut self) -> Value {
+        serde_json::from_str(&self.next_text().await).unwrap()
+    }
+
+    /// The next envelope, as the server wrote it.
+    async fn next_text(&mut self) -> String {
         loop {
             let event = timeout(PATIENCE, self.ws.recv()).await.expect("an envelope in time");
             match event.expect("an open connection").expect("no error") {
-                Event::Message(Message::Text(text)) => return serde_json::from_str(text.as_str()).unwrap(),
+                Event::Message(Message::Text(text)) => return text.as_str().to_owned(),
                 Event::Close(close) => panic!("closed: {close:?}"),
                 _ => {}
             }
@@ -406,6 +411,43 @@ async fn a_server_listens_to_a_room_while_it_has_members_there() {
     drop(b.ws.close(ws_proto::CloseCode::NORMAL, "").await);
     while redis.subscribers("general").await != 1 {}
     assert_eq!(a.publish("still", "here").await, Ok(1));
+}
+
+/// Takes the messages `seqs`, whose data must be `data` as written, each in
+/// the place the protocol gives it: after the sender, before the room.
+async fn expect_data(client: &mut Client, seqs: std::ops::RangeInclusive<u64>, data: &[&str]) {
+    for (seq, data) in seqs.zip(data) {
+        let text = client.next_text().await;
+        assert!(text.contains(&format!(r#""seq":{seq},"#)), "seq {seq}: {text}");
+        assert!(text.ends_with(&format!(r#","data":{data},"room":"general"}}"#)), "{data} as written: {text}");
+    }
+}
+
+/// A message's `data`, published on one server or through the API of
+/// another, reaches members on both, and the replay from Redis's history,
+/// as its publisher wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_crosses_the_servers_and_redis_history_byte_for_byte() {
+    let Some(redis) = Redis::start().await else { return };
+    let flags = ["--api-key", "k"];
+    let (first, second) = (server(&redis, &flags).await, server(&redis, &flags).await);
+    let (mut publisher, _) = Client::connect(first).await;
+    let (mut member, _) = Client::connect(second).await;
+    let data = [r#"{ "price" : 1.50, "tags":["a",null,true] }"#, r#"[1,  2.0 ,"\u00e9"]"#, "-0.0e+5"];
+    let envelope = |data: &str| format!(r#"{{"type":"message","room":"general","data":{data}}}"#);
+    for data in &data[..2] {
+        publisher.ws.send(&Message::from(envelope(data))).await.unwrap();
+    }
+    expect_data(&mut member, 1..=2, &data[..2]).await;
+    let response = http(second, "POST", "/api/publish", "Authorization: Bearer k\r\n", &envelope(data[2])).await;
+    assert!(response.ends_with(r#"{"type":"ack","seq":3}"#), "{response}");
+    expect_data(&mut member, 3..=3, &data[2..]).await;
+    expect_data(&mut publisher, 1..=3, &data).await;
+    let (mut late, _) = Client::connect(second).await;
+    late.send(json!({"type": "join", "room": "general", "since": 0})).await;
+    while late.next().await["type"] != "joined" {}
+    expect_data(&mut late, 1..=3, &data).await;
+    assert_eq!(late.next().await, json!({"type": "recovered", "room": "general", "complete": true}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

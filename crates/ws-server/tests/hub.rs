@@ -69,15 +69,25 @@ impl Client {
     }
 
     async fn send(&mut self, envelope: Value) {
-        self.ws.send(&Message::from(envelope.to_string())).await.unwrap();
+        self.send_text(&envelope.to_string()).await;
+    }
+
+    /// Sends an envelope as it is written.
+    async fn send_text(&mut self, envelope: &str) {
+        self.ws.send(&Message::from(envelope)).await.unwrap();
     }
 
     /// The next envelope.
     async fn next(&mut self) -> Value {
+        serde_json::from_str(&self.next_text().await).unwrap()
+    }
+
+    /// The next envelope, as the server wrote it.
+    async fn next_text(&mut self) -> String {
         loop {
             let event = timeout(PATIENCE, self.ws.recv()).await.expect("an envelope in time");
             match event.expect("an open connection").expect("no error") {
-                Event::Message(Message::Text(text)) => return serde_json::from_str(text.as_str()).unwrap(),
+                Event::Message(Message::Text(text)) => return text.as_str().to_owned(),
                 Event::Message(Message::Binary(_)) => panic!("a binary message"),
                 Event::Close(close) => panic!("closed: {close:?}"),
                 Event::Ping(_) | Event::Pong(_) => {}
@@ -521,6 +531,65 @@ async fn the_publish_api_delivers_through_the_hub() {
     member.expect(json!({"type": "message", "seq": 2, "content": "next"})).await;
     let closed = server(&[]).await;
     assert_eq!(api_publish(closed, "any", message).await.0, 403, "off without --api-key");
+}
+
+/// JSON values of every kind, written with the spaces, escapes and number
+/// forms a publisher may choose.
+const DATA: [&str; 4] = [r#"{ "price" : 1.50, "tags":["a",null,true] }"#, r#"[1,  2.0 ,"\u00e9"]"#, "-0.0e+5", "17"];
+
+/// The message envelope of `data` in `room`, as a client writes it.
+fn data_envelope(room: &str, data: &str) -> String {
+    format!(r#"{{"type":"message","room":"{room}","data":{data}}}"#)
+}
+
+/// Takes the next envelope, a message whose data must be `data` byte for
+/// byte, in the place the protocol gives it: after the sender, before the room.
+async fn expect_data(client: &mut Client, room: &str, seq: u64, data: &str) {
+    let text = client.next_text().await;
+    let envelope: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((&envelope["type"], &envelope["seq"]), (&json!("message"), &json!(seq)), "{text}");
+    assert!(text.contains(&format!(r#","data":{data},"room":"{room}"}}"#)), "{data} as written, in {text}");
+    assert!(envelope.get("content").is_none(), "no content was given: {text}");
+}
+
+/// A message's `data` reaches the members, the history and the replay of a
+/// `since`, and the API's members, as the publisher wrote it; beyond
+/// --max-data-bytes it is `too_long`, and the connection stays open.
+#[tokio::test]
+async fn data_of_every_kind_arrives_byte_for_byte_live_from_history_and_through_the_api() {
+    let addr = server(&["--api-key", "k", "--max-data-bytes", "48", "--rate-limit", "0"]).await;
+    let mut alice = Client::connect_elsewhere(addr).await;
+    alice.join("feed", 0).await;
+    for (seq, data) in (1..).zip(DATA) {
+        alice.send_text(&data_envelope("feed", data)).await;
+        expect_data(&mut alice, "feed", seq, data).await;
+    }
+    let (status, ack) = api_publish(addr, "k", &data_envelope("feed", DATA[1])).await;
+    assert_eq!((status, ack), (200, json!({"type": "ack", "seq": 5})));
+    expect_data(&mut alice, "feed", 5, DATA[1]).await;
+
+    let mut bob = Client::connect_elsewhere(addr).await;
+    bob.send(json!({"type": "join", "room": "feed", "since": 0})).await;
+    bob.expect(json!({"type": "joined", "room": "feed", "seq": 5})).await;
+    for (seq, data) in (1..).zip(DATA.iter().chain([&DATA[1]])) {
+        expect_data(&mut bob, "feed", seq, data).await;
+    }
+    bob.expect(json!({"type": "recovered", "room": "feed", "complete": true})).await;
+
+    alice.send_text(r#"{"type":"message","room":"feed","content":"both","data":{"n":1},"id":"b"}"#).await;
+    alice.expect(json!({"type": "ack", "id": "b", "seq": 6})).await;
+    let both = alice.next_text().await;
+    assert!(both.contains(r#""content":"both","data":{"n":1},"room":"feed"}"#), "{both}");
+    bob.expect(json!({"type": "message", "seq": 6, "content": "both", "data": {"n": 1}})).await;
+
+    let long = format!(r#"{{"type":"message","room":"feed","data":"{}","id":"l"}}"#, "x".repeat(47));
+    alice.send_text(&long).await;
+    alice.expect(json!({"type": "error", "code": "too_long", "id": "l"})).await;
+    let (status, error) = api_publish(addr, "k", &long).await;
+    assert_eq!((status, &error["code"]), (400, &json!("too_long")), "{error}");
+    alice.send(json!({"type": "message", "room": "feed", "content": "still here"})).await;
+    alice.expect(json!({"type": "message", "seq": 7, "content": "still here"})).await;
+    bob.expect(json!({"type": "message", "seq": 7, "content": "still here"})).await;
 }
 
 #[tokio::test]

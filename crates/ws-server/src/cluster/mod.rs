@@ -17,7 +17,7 @@
 mod store;
 mod subscriber;
 
-use crate::envelope::{self, EnvelopeError};
+use crate::envelope::{self, Body, EnvelopeError};
 use crate::hub::{Hub, Replay, Subscription};
 use crate::metrics::ClusterMetrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -65,17 +65,17 @@ impl Cluster {
         Ok(Arc::new(Cluster { hub, redis, publish, control, history, history_max_age }))
     }
 
-    /// Publishes `content` from `sender` to `room` across the cluster; its seq.
+    /// Publishes `body` from `sender` to `room` across the cluster; its seq.
     /// `client_id` (who gave it, the id) makes a retry within [`RETRY_WINDOW`] harmless.
     pub async fn publish(
         &self,
         room: &str,
         sender: &str,
-        content: &str,
+        body: &Body,
         client_id: Option<(&str, &str)>,
     ) -> Result<u64, EnvelopeError> {
         let id = self.hub.message_id();
-        let (head, tail) = envelope::message_around_seq(&id, envelope::now_millis(), sender, content, room);
+        let (head, tail) = envelope::message_around_seq(&id, envelope::now_millis(), sender, body, room);
         let retry_key = client_id.map(|(origin, id)| format!("ws:{{{room}}}:retry:{origin}\n{id}"));
         let window = if retry_key.is_some() { RETRY_WINDOW.as_secs() } else { 0 };
         let mut invocation = self.publish.prepare_invoke();

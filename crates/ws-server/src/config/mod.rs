@@ -1,5 +1,6 @@
 //! The server's settings, from the command line.
 
+use crate::envelope::Limits;
 use crate::hub::HubSettings;
 use crate::policy::auth::Authenticator;
 use clap::error::ErrorKind;
@@ -124,6 +125,12 @@ pub struct ServerConfig {
     /// The most characters of a message's content; more is a `too_long` error.
     #[arg(long, env = "WS_MAX_CONTENT_CHARS", default_value_t = 1000, value_name = "CHARS")]
     pub max_content_chars: usize,
+
+    /// The most bytes of a message's `data`, its JSON value as written; more
+    /// is a `too_long` error. Within --max-message-size, which bounds the
+    /// whole envelope.
+    #[arg(long, env = "WS_MAX_DATA_BYTES", default_value_t = 16 << 10, value_name = "BYTES")]
+    pub max_data_bytes: usize,
 
     /// The largest WebSocket message a client may send; more is close 1009.
     #[arg(long, env = "WS_MAX_MESSAGE_SIZE", default_value_t = 64 << 10, value_name = "BYTES")]
@@ -267,6 +274,11 @@ impl ServerConfig {
         let history = if self.redis.is_some() { 0 } else { self.history };
         let history_max_age = self.history_settings().1;
         HubSettings { history, history_max_age, room_buffer: self.room_buffer, max_rooms: self.max_rooms, deflate }
+    }
+
+    /// The bounds of what a message may say.
+    pub fn limits(&self) -> Limits {
+        Limits { content_chars: self.max_content_chars, data_bytes: self.max_data_bytes }
     }
 
     /// The messages each room keeps for recovery, and for how long at most.

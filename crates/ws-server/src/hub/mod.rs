@@ -9,7 +9,7 @@
 mod delivery;
 pub mod fanout;
 
-use crate::envelope::{EnvelopeError, Outgoing, now_millis};
+use crate::envelope::{Body, EnvelopeError, Outgoing, now_millis};
 pub use delivery::Delivery;
 use fanout::{Fanout, Member};
 use std::collections::{HashMap, VecDeque};
@@ -181,7 +181,7 @@ impl Hub {
         }
     }
 
-    /// Publishes `content` from `sender` to every member of `room`; returns its seq.
+    /// Publishes `body` from `sender` to every member of `room`; returns its seq.
     ///
     /// `client_id`, the id the client gave with who gave it (a user, or an
     /// address), makes a retry harmless: a message with the same pair still
@@ -191,7 +191,7 @@ impl Hub {
         &self,
         room: &str,
         sender: &str,
-        content: &str,
+        body: &Body,
         client_id: Option<(&str, &str)>,
     ) -> Result<u64, RoomsFull> {
         let retry_key = client_id.map(|pair| self.retry_hasher.hash_one(pair));
@@ -202,7 +202,7 @@ impl Hub {
         }
         let id = self.message_id();
         let seq = state.latest + 1;
-        let json = Outgoing::Message { id: &id, seq, time: now_millis(), sender, content, room }.to_json();
+        let json = Outgoing::message(&id, seq, now_millis(), sender, body, room).to_json();
         let delivery = Arc::new(Delivery { retry_key, ..self.delivery(seq, json) });
         state.latest = seq;
         if self.settings.history > 0 {
@@ -353,7 +353,7 @@ mod tests {
         let hub = hub(3, 10);
         let (mut member, _) = hub.join("r", &Arc::from("u"), None).unwrap();
         for i in 1..=5 {
-            assert_eq!(hub.publish("r", "u", &format!("m{i}"), None).unwrap(), i);
+            assert_eq!(hub.publish("r", "u", &Body::text(&format!("m{i}")), None).unwrap(), i);
         }
         assert_eq!((1..=5).map(|_| recv(&mut member.member).unwrap().seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         // Held: 3 to 5.
@@ -377,11 +377,11 @@ mod tests {
     fn a_join_with_since_and_the_live_stream_meet_without_a_gap_or_a_double() {
         let hub = hub(10, 10);
         let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
-        hub.publish("r", "u", "one", None).unwrap();
-        hub.publish("r", "u", "two", None).unwrap();
+        hub.publish("r", "u", &Body::text("one"), None).unwrap();
+        hub.publish("r", "u", &Body::text("two"), None).unwrap();
         let (mut late, replay) = hub.join("r", &Arc::from("u"), Some(0)).unwrap();
         assert_eq!((late.latest, seqs(&replay.unwrap())), (2, vec![1, 2]));
-        hub.publish("r", "u", "three", None).unwrap();
+        hub.publish("r", "u", &Body::text("three"), None).unwrap();
         assert_eq!(recv(&mut late.member).unwrap().seq, 3);
         assert!(recv(&mut late.member).is_none());
     }
@@ -390,14 +390,22 @@ mod tests {
     fn a_retry_within_the_history_is_not_published_again() {
         let hub = hub(2, 10);
         let (mut member, _) = hub.join("r", &Arc::from("u"), None).unwrap();
-        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 1);
-        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 1, "a retry gets the first seq");
-        assert_eq!(hub.publish("r", "v", "hello", Some(("v", "c1"))).unwrap(), 2, "another sender's id is its own");
-        assert_eq!(hub.publish("r", "u", "hello", None).unwrap(), 3);
+        assert_eq!(hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1"))).unwrap(), 1);
+        assert_eq!(
+            hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1"))).unwrap(),
+            1,
+            "a retry gets the first seq"
+        );
+        assert_eq!(
+            hub.publish("r", "v", &Body::text("hello"), Some(("v", "c1"))).unwrap(),
+            2,
+            "another sender's id is its own"
+        );
+        assert_eq!(hub.publish("r", "u", &Body::text("hello"), None).unwrap(), 3);
         assert_eq!((1..=3).map(|_| recv(&mut member.member).unwrap().seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert!(recv(&mut member.member).is_none(), "the retry reached no one");
         // Out of the history (2 messages), the pair is new again.
-        assert_eq!(hub.publish("r", "u", "hello", Some(("u", "c1"))).unwrap(), 4);
+        assert_eq!(hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1"))).unwrap(), 4);
     }
 
     #[test]
@@ -411,7 +419,7 @@ mod tests {
             deflate: None,
         });
         let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
-        hub.publish("r", "u", "old", None).unwrap();
+        hub.publish("r", "u", &Body::text("old"), None).unwrap();
         // The clock moves past the limit: an event, not a measure of speed.
         let published = Instant::now();
         while published.elapsed() <= age {}
@@ -424,7 +432,13 @@ mod tests {
     fn without_history_nothing_is_held_and_every_message_still_numbered() {
         let hub = hub(0, 10);
         let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
-        assert_eq!((hub.publish("r", "u", "a", None).unwrap(), hub.publish("r", "u", "b", None).unwrap()), (1, 2));
+        assert_eq!(
+            (
+                hub.publish("r", "u", &Body::text("a"), None).unwrap(),
+                hub.publish("r", "u", &Body::text("b"), None).unwrap()
+            ),
+            (1, 2)
+        );
         let replay = hub.replay("r", 1);
         assert_eq!((seqs(&replay), replay.complete), (vec![], false));
         assert!(hub.replay("r", 2).complete);

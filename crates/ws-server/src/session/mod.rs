@@ -321,7 +321,7 @@ mod tests {
 
     fn publish(server: &Server, contents: &[&str]) {
         for content in contents {
-            server.hub.publish("general", "b", content, None).unwrap();
+            server.hub.publish("general", "b", &envelope::Body::text(content), None).unwrap();
         }
     }
 

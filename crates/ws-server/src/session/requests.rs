@@ -3,7 +3,7 @@
 //! at once or later, go back to the client in the order of the requests.
 
 use super::{Done, Membership, Pending, Session};
-use crate::envelope::{self, Envelope, EnvelopeError, Outgoing, Request};
+use crate::envelope::{self, Body, Envelope, EnvelopeError, Outgoing, Request};
 use crate::hub::{Replay, Subscription};
 use crate::server::{Answer, Presence};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,7 +24,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.refused = 0;
         let request = match &message {
-            Message::Text(text) => envelope::parse(text.as_str(), self.server.config.max_content_chars),
+            Message::Text(text) => envelope::parse(text.as_str(), &self.server.config.limits()),
             Message::Binary(_) => Err(EnvelopeError::new("invalid_json", "binary messages are not envelopes")),
         };
         let Envelope { request, id } = match request {
@@ -35,7 +35,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Join { room, since } => self.join(room, since, id.clone()),
             Request::Leave { room } => self.leave(room),
             Request::Presence { room } => self.presence(room, id.clone()),
-            Request::Message { room, content } => self.publish(room, &content, id.clone()),
+            Request::Message { room, body } => self.publish(room, body, id.clone()),
         };
         if let Err(error) = refused {
             self.send_error(error.about(id));
@@ -184,12 +184,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.send(&Outgoing::Presence { room, count, members });
     }
 
-    fn publish(&mut self, room: String, content: &str, id: Option<String>) -> Result<(), EnvelopeError> {
+    fn publish(&mut self, room: String, body: Body, id: Option<String>) -> Result<(), EnvelopeError> {
         if self.membership(&room).is_none() {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} before sending to it")));
         }
         let client_id = id.as_deref().map(|id| (self.identity.retry_origin(), id));
-        let seq = self.server.publish(&room, &self.identity.name, content, client_id);
+        let seq = self.server.publish(&room, &self.identity.name, body, client_id);
         self.answer(None, seq, move |seq| Done::Published { id, seq });
         Ok(())
     }
