@@ -1,5 +1,7 @@
 //! The `ws-server` binary: parses the configuration, binds, and serves until
-//! SIGINT or SIGTERM, then closes every connection and exits 0.
+//! SIGINT or SIGTERM, then closes every connection and exits 0. With
+//! `--check-config FILE` it checks the file, prints the effective settings
+//! of every namespace and exits.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -22,6 +24,14 @@ async fn main() -> std::io::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = ServerConfig::load(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    if let Some(path) = &config.check_config {
+        print!(
+            "# {} is valid; the effective settings of every namespace:\n\n{}",
+            path.display(),
+            config.namespaces().describe()
+        );
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     info!("listening on {addr}{}", if config.echo { " (echo at /echo)" } else { "" });

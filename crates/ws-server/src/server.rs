@@ -9,6 +9,7 @@
 
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
+use crate::config::namespaces::Namespaces;
 use crate::envelope::{Body, EnvelopeError};
 use crate::hub::{Hub, Replay, Subscription};
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ use tracing::warn;
 pub struct Server {
     /// The settings.
     pub config: Arc<ServerConfig>,
+    /// The rooms' namespaces and their options.
+    pub namespaces: Namespaces,
     /// The token checker, when a key is configured.
     pub auth: Option<Authenticator>,
     /// The rooms.
@@ -91,13 +94,13 @@ impl Server {
         let hub = Arc::new(Hub::new(config.hub_settings()));
         let metrics = Metrics::default();
         let cluster = match &config.redis {
-            Some(url) => Some(
-                Cluster::start(url, hub.clone(), config.history_settings(), metrics.cluster.clone())
-                    .map_err(std::io::Error::other)?,
-            ),
+            Some(url) => {
+                Some(Cluster::start(url, hub.clone(), metrics.cluster.clone()).map_err(std::io::Error::other)?)
+            }
             None => None,
         };
         Ok(Server {
+            namespaces: config.namespaces(),
             auth,
             hub,
             cluster,
@@ -119,22 +122,24 @@ impl Server {
         member: &Arc<str>,
         since: Option<u64>,
     ) -> Answer<Result<(Subscription, Option<Replay>), EnvelopeError>> {
+        let history = self.namespaces.rules(room).history;
         let Some(cluster) = self.cluster.clone() else {
-            return Answer::Now(self.hub.join(room, member, since).map_err(EnvelopeError::from));
+            return Answer::Now(self.hub.join(room, member, since.map(|s| (s, history))).map_err(EnvelopeError::from));
         };
         let (room, member) = (room.to_owned(), member.clone());
-        Answer::later(async move { cluster.join(room, member, since).await })
+        Answer::later(async move { cluster.join(room, member, since, history).await })
     }
 
     /// The held messages of `room` after `since`, up to `upto`.
     pub fn replay(&self, room: &str, since: u64, upto: u64) -> Answer<Result<Replay, EnvelopeError>> {
+        let history = self.namespaces.rules(room).history;
         let Some(cluster) = self.cluster.clone() else {
-            let mut replay = self.hub.replay(room, since);
+            let mut replay = self.hub.replay(room, since, history);
             replay.deliveries.retain(|d| d.seq <= upto);
             return Answer::Now(Ok(replay));
         };
         let room = room.to_owned();
-        Answer::later(async move { cluster.replay(&room, since, upto).await })
+        Answer::later(async move { cluster.replay(&room, since, upto, history).await })
     }
 
     /// Publishes `body` from `sender` to `room`; its seq. `client_id`
@@ -146,14 +151,16 @@ impl Server {
         body: Body,
         client_id: Option<(&str, &str)>,
     ) -> Answer<Result<u64, EnvelopeError>> {
+        let history = self.namespaces.rules(room).history;
         let Some(cluster) = self.cluster.clone() else {
-            return Answer::Now(self.hub.publish(room, sender, &body, client_id).map_err(EnvelopeError::from));
+            let seq = self.hub.publish(room, sender, &body, client_id, history);
+            return Answer::Now(seq.map_err(EnvelopeError::from));
         };
         let (room, sender) = (room.to_owned(), sender.to_owned());
         let client_id = client_id.map(|(origin, id)| (origin.to_owned(), id.to_owned()));
         Answer::later(async move {
             let client_id = client_id.as_ref().map(|(origin, id)| (origin.as_str(), id.as_str()));
-            cluster.publish(&room, &sender, &body, client_id).await
+            cluster.publish(&room, &sender, &body, client_id, history).await
         })
     }
 

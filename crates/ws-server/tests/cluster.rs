@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
-use clap::Parser;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -141,7 +140,7 @@ impl Drop for Redis {
 async fn server(redis: &Redis, flags: &[&str]) -> SocketAddr {
     let url = redis.url();
     let args = ["ws-server", "--listen", "127.0.0.1:0", "--rate-limit", "0", "--redis", &url];
-    ws_server::http::spawn(ServerConfig::parse_from(args.iter().chain(flags))).await.unwrap().addr
+    ws_server::http::spawn(ServerConfig::load(args.iter().chain(flags)).unwrap()).await.unwrap().addr
 }
 
 /// Sends one HTTP/1.1 request, `Connection: close`; the whole response.
@@ -448,6 +447,50 @@ async fn data_crosses_the_servers_and_redis_history_byte_for_byte() {
     while late.next().await["type"] != "joined" {}
     expect_data(&mut late, 1..=3, &data).await;
     assert_eq!(late.next().await, json!({"type": "recovered", "room": "general", "complete": true}));
+}
+
+/// The namespaces of one TOML file, given to every server: each enforces
+/// them for its clients, and the history each room keeps in Redis is its
+/// namespace's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_rules_hold_on_every_server_and_in_redis() {
+    let Some(redis) = Redis::start().await else { return };
+    let toml = "[namespace.feed]\npublish = \"server\"\nhistory = 2\n[namespace.quiet]\npresence = false\n";
+    let file = std::env::temp_dir().join(format!("ws-server-cluster-{}-namespaces.toml", std::process::id()));
+    std::fs::write(&file, toml).unwrap();
+    let flags = ["--config", file.to_str().unwrap(), "--api-key", "k"];
+    let (first, second) = (server(&redis, &flags).await, server(&redis, &flags).await);
+    let (mut near, _) = Client::connect(first).await;
+    let (mut far, _) = Client::connect(second).await;
+    for client in [&mut near, &mut far] {
+        for room in ["feed:btc", "quiet:x"] {
+            client.send(json!({"type": "join", "room": room})).await;
+            while client.next().await["type"] != "joined" {}
+        }
+    }
+    far.send(json!({"type": "message", "room": "feed:btc", "content": "fake", "id": "f"})).await;
+    assert_eq!(far.next().await["code"], "forbidden");
+    far.send(json!({"type": "presence", "room": "quiet:x", "id": "p"})).await;
+    assert_eq!(far.next().await["code"], "not_offered");
+    for price in 1..=4 {
+        let body = format!(r#"{{"type":"message","room":"feed:btc","data":{{"price":{price}}}}}"#);
+        let response = http(first, "POST", "/api/publish", "Authorization: Bearer k\r\n", &body).await;
+        assert!(response.ends_with(&format!(r#"{{"type":"ack","seq":{price}}}"#)), "{response}");
+    }
+    for client in [&mut near, &mut far] {
+        for price in 1..=4 {
+            let message = client.next().await;
+            assert_eq!((&message["seq"], &message["data"]), (&json!(price), &json!({"price": price})), "{message}");
+        }
+    }
+    // The feed keeps 2 messages in Redis: a late joiner on the other server gets those.
+    let (mut late, _) = Client::connect(second).await;
+    late.send(json!({"type": "join", "room": "feed:btc", "since": 0})).await;
+    while late.next().await["type"] != "joined" {}
+    let replayed: Vec<Value> = [late.next().await, late.next().await].into_iter().map(|m| m["seq"].clone()).collect();
+    assert_eq!(replayed, [json!(3), json!(4)]);
+    assert_eq!(late.next().await, json!({"type": "recovered", "room": "feed:btc", "complete": false}));
+    let _ = std::fs::remove_file(file);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,130 +5,16 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
-use clap::Parser;
+mod common;
+
+use common::{Client, PATIENCE, api_publish, http_get, server};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use ws_proto::{CloseCode, Event, Message};
-use ws_server::config::ServerConfig;
 use ws_tokio::client::{ClientOptions, connect_with};
-use ws_tokio::{Options, WebSocket};
-
-/// Generous: a wait for an event, never a measure of speed.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Starts a server with `flags` on a free port.
-async fn server(flags: &[&str]) -> SocketAddr {
-    let args = ["ws-server", "--listen", "127.0.0.1:0"].iter().chain(flags);
-    ws_server::http::spawn(ServerConfig::parse_from(args)).await.unwrap().addr
-}
-
-struct Client {
-    ws: WebSocket<TcpStream>,
-}
-
-impl Client {
-    /// Connects to the hub and takes the welcome.
-    async fn connect(addr: SocketAddr) -> Client {
-        let mut client = Client::connect_quietly(addr).await;
-        let welcome = client.next().await;
-        assert_eq!(welcome["type"], "system", "{welcome}");
-        assert!(welcome["time"].as_u64().unwrap() > 0);
-        client
-    }
-
-    /// Connects with extra request headers and takes the welcome.
-    async fn connect_with_headers(addr: SocketAddr, headers: Vec<(String, String)>) -> Client {
-        let mut client = Client::open(addr, headers).await;
-        client.expect(json!({"type": "system"})).await;
-        client
-    }
-
-    /// Connects without reading anything.
-    async fn connect_quietly(addr: SocketAddr) -> Client {
-        Client::open(addr, Vec::new()).await
-    }
-
-    async fn open(addr: SocketAddr, headers: Vec<(String, String)>) -> Client {
-        let socket = Options { close_timeout: PATIENCE, ..Options::default() };
-        let options = ClientOptions { socket, headers, ..Default::default() };
-        let (ws, _) = connect_with(&format!("ws://{addr}/ws"), &options).await.unwrap();
-        Client { ws }
-    }
-
-    /// Connects, takes the welcome and the default room's `joined`, and leaves that room.
-    async fn connect_elsewhere(addr: SocketAddr) -> Client {
-        let mut client = Client::connect(addr).await;
-        client.expect(json!({"type": "joined", "room": "general"})).await;
-        client.send(json!({"type": "leave", "room": "general"})).await;
-        client.expect(json!({"type": "left", "room": "general"})).await;
-        client
-    }
-
-    async fn send(&mut self, envelope: Value) {
-        self.send_text(&envelope.to_string()).await;
-    }
-
-    /// Sends an envelope as it is written.
-    async fn send_text(&mut self, envelope: &str) {
-        self.ws.send(&Message::from(envelope)).await.unwrap();
-    }
-
-    /// The next envelope.
-    async fn next(&mut self) -> Value {
-        serde_json::from_str(&self.next_text().await).unwrap()
-    }
-
-    /// The next envelope, as the server wrote it.
-    async fn next_text(&mut self) -> String {
-        loop {
-            let event = timeout(PATIENCE, self.ws.recv()).await.expect("an envelope in time");
-            match event.expect("an open connection").expect("no error") {
-                Event::Message(Message::Text(text)) => return text.as_str().to_owned(),
-                Event::Message(Message::Binary(_)) => panic!("a binary message"),
-                Event::Close(close) => panic!("closed: {close:?}"),
-                Event::Ping(_) | Event::Pong(_) => {}
-            }
-        }
-    }
-
-    /// The next envelope, which must have every field of `expected` with its value.
-    async fn expect(&mut self, expected: Value) -> Value {
-        let got = self.next().await;
-        for (field, value) in expected.as_object().unwrap() {
-            assert_eq!(&got[field], value, "field {field} of {got}, expected {expected}");
-        }
-        got
-    }
-
-    /// Joins `room`, expecting `joined` with its latest seq.
-    async fn join(&mut self, room: &str, latest: u64) {
-        self.send(json!({"type": "join", "room": room})).await;
-        self.expect(json!({"type": "joined", "room": room, "seq": latest})).await;
-    }
-
-    /// The close code the server ends the connection with, after any envelopes.
-    async fn closed_with(&mut self) -> Option<CloseCode> {
-        self.messages_until_closed().await.1
-    }
-
-    /// How many messages arrive before the server ends the connection, and its close code.
-    async fn messages_until_closed(&mut self) -> (usize, Option<CloseCode>) {
-        let mut messages = 0;
-        loop {
-            match timeout(PATIENCE, self.ws.recv()).await.expect("the end in time") {
-                Some(Ok(Event::Message(_))) => messages += 1,
-                Some(Ok(Event::Close(frame))) => return (messages, frame.map(|f| f.code)),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return (messages, e.close_code()),
-                None => return (messages, None),
-            }
-        }
-    }
-}
 
 #[tokio::test]
 async fn welcome_then_the_default_room() {
@@ -471,29 +357,6 @@ async fn a_silent_client_is_closed_at_the_heartbeat_timeout() {
     };
     assert!(pings >= 1, "pinged before being closed");
     assert_eq!(close, 1001);
-}
-
-/// The whole response to a plain GET of `path`.
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")).await
-}
-
-/// The whole response to `request`, sent as it is.
-async fn http(addr: SocketAddr, request: &str) -> String {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    timeout(PATIENCE, tcp.read_to_string(&mut response)).await.unwrap().unwrap();
-    response
-}
-
-/// POSTs `body` to the publish API with `key`: the status and the JSON answer.
-async fn api_publish(addr: SocketAddr, key: &str, body: &str) -> (u16, Value) {
-    let head = format!("POST /api/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n");
-    let response = http(addr, &format!("{head}Content-Length: {}\r\n\r\n{body}", body.len())).await;
-    let status = response[9..12].parse().unwrap();
-    let json = response.split_once("\r\n\r\n").unwrap().1;
-    (status, serde_json::from_str(json).unwrap())
 }
 
 /// Other services publish over HTTP with the API key: the message takes the

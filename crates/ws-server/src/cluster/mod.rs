@@ -18,12 +18,11 @@ mod store;
 mod subscriber;
 
 use crate::envelope::{self, Body, EnvelopeError};
-use crate::hub::{Hub, Replay, Subscription};
+use crate::hub::{History, Hub, Replay, Subscription};
 use crate::metrics::ClusterMetrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 use std::sync::Arc;
-use std::time::Duration;
 use store::*;
 pub use store::{PRESENCE_TTL, RETRY_WINDOW};
 use subscriber::{Control, Subscriber};
@@ -37,21 +36,13 @@ pub struct Cluster {
     redis: ConnectionManager,
     publish: Script,
     control: mpsc::UnboundedSender<Control>,
-    history: usize,
-    history_max_age: Option<Duration>,
 }
 
 impl Cluster {
-    /// Links `hub` to the Redis at `url`, keeping `history` messages per
-    /// room there, none older than `history_max_age`. The link is made in
-    /// the background, and made again whenever it is lost; until then joins
-    /// and publishes are `unavailable`.
-    pub fn start(
-        url: &str,
-        hub: Arc<Hub>,
-        (history, history_max_age): (usize, Option<Duration>),
-        metrics: ClusterMetrics,
-    ) -> RedisResult<Arc<Cluster>> {
+    /// Links `hub` to the Redis at `url`. The link is made in the
+    /// background, and made again whenever it is lost; until then joins and
+    /// publishes are `unavailable`.
+    pub fn start(url: &str, hub: Arc<Hub>, metrics: ClusterMetrics) -> RedisResult<Arc<Cluster>> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REQUEST_TIMEOUT))
@@ -62,17 +53,19 @@ impl Cluster {
         let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let control = Subscriber::start(hub.clone(), client, redis.clone(), metrics);
         let publish = Script::new(PUBLISH);
-        Ok(Arc::new(Cluster { hub, redis, publish, control, history, history_max_age }))
+        Ok(Arc::new(Cluster { hub, redis, publish, control }))
     }
 
-    /// Publishes `body` from `sender` to `room` across the cluster; its seq.
-    /// `client_id` (who gave it, the id) makes a retry within [`RETRY_WINDOW`] harmless.
+    /// Publishes `body` from `sender` to `room` across the cluster, kept in
+    /// the room's `history` in Redis; its seq. `client_id` (who gave it, the
+    /// id) makes a retry within [`RETRY_WINDOW`] harmless.
     pub async fn publish(
         &self,
         room: &str,
         sender: &str,
         body: &Body,
         client_id: Option<(&str, &str)>,
+        history: History,
     ) -> Result<u64, EnvelopeError> {
         let id = self.hub.message_id();
         let (head, tail) = envelope::message_around_seq(&id, envelope::now_millis(), sender, body, room);
@@ -80,8 +73,8 @@ impl Cluster {
         let window = if retry_key.is_some() { RETRY_WINDOW.as_secs() } else { 0 };
         let mut invocation = self.publish.prepare_invoke();
         invocation.key(seq_key(room)).key(history_key(room)).key(retry_key.unwrap_or_else(|| seq_key(room)));
-        invocation.arg(head).arg(tail).arg(self.history).arg(window).arg(channel(room));
-        invocation.arg(self.hub.floor(room)).arg(self.history_max_age.map_or(0, |age| age.as_millis() as u64));
+        invocation.arg(head).arg(tail).arg(history.len).arg(window).arg(channel(room));
+        invocation.arg(self.hub.floor(room)).arg(history.max_age.map_or(0, |age| age.as_millis() as u64));
         let published = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut self.redis.clone())).await;
         let seq = published.map_err(unavailable)?.map_err(unavailable)?;
         // Known before it is delivered here: a Redis that lost its data numbers on from it.
@@ -90,12 +83,13 @@ impl Cluster {
     }
 
     /// Joins `room` as `member`; with `since`, also the messages after it
-    /// from the room's history in Redis, up to the subscription's start.
+    /// that the room's `history` in Redis holds, up to the subscription's start.
     pub async fn join(
         &self,
         room: String,
         member: Arc<str>,
         since: Option<u64>,
+        history: History,
     ) -> Result<(Subscription, Option<Replay>), EnvelopeError> {
         let (reply, joined) = oneshot::channel();
         let request = Control::Join { room, member, reply };
@@ -104,21 +98,21 @@ impl Cluster {
         let joined = timeout(REQUEST_TIMEOUT, joined).await.map_err(|_| unavailable("no link to redis"))?;
         let subscription = joined.map_err(|_| unavailable("the server is stopping"))??;
         let replay = match since {
-            Some(since) => Some(self.replay(subscription.member.room(), since, subscription.latest).await?),
+            Some(since) => Some(self.replay(subscription.member.room(), since, subscription.latest, history).await?),
             None => None,
         };
         Ok((subscription, replay))
     }
 
-    /// The messages of `room` after `since` up to `latest` that Redis holds.
-    /// A `since` past `latest` comes from another numbering: all is replayed,
-    /// and the replay is not complete.
-    pub async fn replay(&self, room: &str, since: u64, latest: u64) -> Result<Replay, EnvelopeError> {
+    /// The messages of `room` after `since` up to `latest` that Redis holds,
+    /// none older than the `history` allows. A `since` past `latest` comes
+    /// from another numbering: all is replayed, and the replay is not complete.
+    pub async fn replay(&self, room: &str, since: u64, latest: u64, history: History) -> Result<Replay, EnvelopeError> {
         let renumbered = since > latest;
         let after = if renumbered { 0 } else { since };
-        let entries = timeout(REQUEST_TIMEOUT, history(&mut self.redis.clone(), room, after, latest)).await;
+        let entries = timeout(REQUEST_TIMEOUT, store::history(&mut self.redis.clone(), room, after, latest)).await;
         let mut entries = entries.map_err(unavailable)?.map_err(unavailable)?;
-        if let Some(age) = self.history_max_age {
+        if let Some(age) = history.max_age {
             // Aged while no message came to trim them.
             let oldest = envelope::now_millis().saturating_sub(age.as_millis() as u64);
             entries.retain(|entry| entry.time >= oldest);

@@ -1,12 +1,17 @@
-//! The server's settings, from the command line.
+//! The server's settings, from the command line, the environment and a
+//! TOML file; the namespaces of rooms and their options (namespaces.rs).
+
+pub mod namespaces;
 
 use crate::envelope::Limits;
-use crate::hub::HubSettings;
+use crate::hub::{History, HubSettings};
 use crate::policy::auth::Authenticator;
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use ipnet::IpNet;
+use namespaces::{Namespace, NamespaceTable, NamespaceTables, Namespaces, Publish, UnknownNamespaces};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,6 +27,12 @@ pub struct ServerConfig {
     /// variables take precedence over it.
     #[arg(long, env = "WS_CONFIG", value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
+
+    /// Check FILE, a TOML file of settings as --config takes, print the
+    /// effective settings of every namespace, and exit: 0 if it is valid,
+    /// else 2 with an error that names the line.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub check_config: Option<std::path::PathBuf>,
 
     /// Address to listen on; port 0 picks a free port (the log says which).
     #[arg(long, env = "WS_LISTEN", default_value = "127.0.0.1:8080")]
@@ -90,6 +101,33 @@ pub struct ServerConfig {
     /// The room every connection joins on arrival; empty for none.
     #[arg(long, env = "WS_DEFAULT_ROOM", default_value = "general", value_name = "ROOM")]
     pub default_room: Option<String>,
+
+    /// Who may publish to the rooms of the default namespace (rooms without
+    /// `:`): every member, or only the server, through the HTTP API.
+    /// `[namespace.NAME]` tables of the TOML file set it and the options
+    /// below for rooms named `NAME:...` (docs/operations.md).
+    #[arg(long, env = "WS_PUBLISH", value_enum, default_value_t = Publish::Members)]
+    pub publish: Publish,
+
+    /// Whether a join to a room of the default namespace may ask for what
+    /// it missed with `since`; `false` refuses it with `not_offered`.
+    #[arg(long, env = "WS_RECOVERY", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub recovery: bool,
+
+    /// Whether members of a room of the default namespace may ask who is
+    /// in it; `false` refuses it with `not_offered`.
+    #[arg(long, env = "WS_PRESENCE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub presence: bool,
+
+    /// What happens to a room of a namespace the TOML file does not list:
+    /// it has the default namespace's options, or it is refused with
+    /// `unknown_namespace`.
+    #[arg(long, env = "WS_UNKNOWN_NAMESPACES", value_enum, default_value_t = UnknownNamespaces::Default)]
+    pub unknown_namespaces: UnknownNamespaces,
+
+    /// The namespaces the TOML file lists, as it gives them.
+    #[arg(skip)]
+    pub namespace_tables: BTreeMap<String, NamespaceTable>,
 
     /// Messages each room keeps, so that a client joining with `since` can
     /// recover what it missed.
@@ -223,8 +261,9 @@ pub enum SlowConsumer {
 
 impl ServerConfig {
     /// Parses the command line `args` (program name first) and the
-    /// environment, and the TOML file of `--config` if one is named, which
-    /// they take precedence over. On a bad flag or file, clap's error.
+    /// environment, and the TOML file of `--config` (or `--check-config`)
+    /// if one is named, which they take precedence over. On a bad flag or
+    /// file, clap's error; a bad line of the file is named.
     pub fn load<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
@@ -233,27 +272,77 @@ impl ServerConfig {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let command = ServerConfig::command();
         let matches = command.clone().try_get_matches_from(&args)?;
-        let Some(path) = matches.get_one::<std::path::PathBuf>("config") else {
-            return ServerConfig::from_arg_matches(&matches);
+        let file = matches.get_one::<std::path::PathBuf>("config").or(matches.get_one("check_config"));
+        let Some(path) = file else {
+            let invalid = |e| command.clone().error(ErrorKind::ValueValidation, e);
+            return ServerConfig::from_arg_matches(&matches)?.checked(None).map_err(invalid);
         };
         let file_error = |e: String| command.clone().error(ErrorKind::InvalidValue, format!("{}: {e}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+        let settings: BTreeMap<String, toml::Spanned<toml::Value>> =
+            toml::from_str(&text).map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+        let tables: NamespaceTables = toml::from_str(&text).map_err(|e: toml::de::Error| file_error(e.to_string()))?;
         let mut merged = args[..1].to_vec();
-        for (key, value) in &table {
+        // The line of each flag the file sets, to name it in clap's error about its value.
+        let mut lines = BTreeMap::new();
+        for (key, value) in settings.iter().filter(|(key, _)| *key != "namespace") {
+            let at_line = |e: String| file_error(format!("line {}: {e}", line_of(&text, value.span().start)));
             let name = key.replace('_', "-");
-            let arg = command.get_arguments().find(|a| a.get_long() == Some(name.as_str()) && name != "config");
-            let Some(arg) = arg else { return Err(file_error(format!("unknown setting {key}"))) };
+            let arg = command.get_arguments().find(|a| a.get_long() == Some(name.as_str()) && !is_file_flag(&name));
+            let Some(arg) = arg else { return Err(at_line(format!("unknown setting {key}"))) };
             let given = matches!(
                 matches.value_source(arg.get_id().as_str()),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             );
             if !given {
-                merged.extend(flag_values(&name, value).map_err(file_error)?);
+                merged.extend(file_values(arg, value.get_ref()).map_err(at_line)?);
+                lines.insert(name, line_of(&text, value.span().start));
             }
         }
         merged.extend(args.into_iter().skip(1));
-        ServerConfig::try_parse_from(merged)
+        let mut config = ServerConfig::try_parse_from(merged).map_err(|e| {
+            match invalid_flag(&e).and_then(|flag| lines.get(&flag)) {
+                Some(line) => file_error(format!("line {line}: {}", first_line(&e.to_string()))),
+                None => e,
+            }
+        })?;
+        config.namespace_tables = tables.namespace;
+        config.checked(Some(&text)).map_err(file_error)
+    }
+
+    /// The settings, if they hold together: the namespaces named as a room
+    /// may start, and the default room not refused. `file`, the TOML text,
+    /// to name the line of a bad namespace.
+    fn checked(self, file: Option<&str>) -> Result<Self, String> {
+        if let Some(name) = self.namespace_tables.keys().find(|name| !namespaces::is_namespace_name(name)) {
+            let headers =
+                [format!("[namespace.{name}]"), format!("[namespace.\"{name}\"]"), format!("[namespace.'{name}']")];
+            let header = file.and_then(|text| headers.iter().find_map(|h| Some(line_of(text, text.find(h)?))));
+            let line = header.map_or_else(String::new, |line| format!("line {line}: "));
+            return Err(format!(
+                "{line}namespace {name:?}: a namespace is named with 1 to 63 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if let Some(room) = self.default_room.as_deref().filter(|room| !room.is_empty()) {
+            if let Err(refused) = self.namespaces().of(room) {
+                return Err(format!("--default-room {room}: {}", refused.message));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Every namespace: the default one from the settings above, and those
+    /// of the TOML file over it.
+    pub fn namespaces(&self) -> Namespaces {
+        let default = Namespace {
+            publish: self.publish,
+            history: History { len: self.history, max_age: self.history_max_age },
+            recovery: self.recovery,
+            presence: self.presence,
+            limits: self.limits(),
+        };
+        let listed = self.namespace_tables.iter().map(|(name, table)| (name.clone(), table.over(&default))).collect();
+        Namespaces { default, listed, unknown: self.unknown_namespaces }
     }
 
     /// The token checker, when a key is configured.
@@ -270,20 +359,12 @@ impl ServerConfig {
     /// The hub's settings.
     pub fn hub_settings(&self) -> HubSettings {
         let deflate = self.socket_options().deflate.filter(|d| d.no_context_takeover);
-        // With Redis, the history is kept there.
-        let history = if self.redis.is_some() { 0 } else { self.history };
-        let history_max_age = self.history_settings().1;
-        HubSettings { history, history_max_age, room_buffer: self.room_buffer, max_rooms: self.max_rooms, deflate }
+        HubSettings { room_buffer: self.room_buffer, max_rooms: self.max_rooms, deflate }
     }
 
-    /// The bounds of what a message may say.
+    /// The bounds of what a message of the default namespace may say.
     pub fn limits(&self) -> Limits {
         Limits { content_chars: self.max_content_chars, data_bytes: self.max_data_bytes }
-    }
-
-    /// The messages each room keeps for recovery, and for how long at most.
-    pub fn history_settings(&self) -> (usize, Option<Duration>) {
-        (self.history, self.history_max_age)
     }
 
     /// The settings of every WebSocket this server accepts.
@@ -326,25 +407,56 @@ fn cidr(text: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{text:?} is neither an address nor a CIDR block"))
 }
 
-/// A setting of the TOML file as command-line arguments: `--name=value`
-/// for each value of an array, `--name` for `true`, nothing for `false`.
-fn flag_values(name: &str, value: &toml::Value) -> Result<Vec<OsString>, String> {
-    let one = |value: &toml::Value| match value {
-        toml::Value::String(s) => Ok(Some(s.clone())),
-        toml::Value::Integer(i) => Ok(Some(i.to_string())),
-        toml::Value::Float(f) => Ok(Some(f.to_string())),
-        toml::Value::Boolean(true) => Ok(None),
-        other => Err(format!("{name}: {other} is not a string, number or true")),
+/// Whether `name` is a flag that names the TOML file itself, which a file cannot set.
+fn is_file_flag(name: &str) -> bool {
+    name == "config" || name == "check-config"
+}
+
+/// The line of byte `at` in `text`, from 1.
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
+}
+
+/// A setting of the TOML file as command-line arguments for the flag
+/// `arg`: `--name=value` for each value of an array, and for a flag without
+/// a value `--name` for `true`, nothing for `false`.
+fn file_values(arg: &clap::Arg, value: &toml::Value) -> Result<Vec<OsString>, String> {
+    let name = arg.get_long().unwrap_or_default();
+    let takes_value = arg.get_action().takes_values();
+    let one = |value: &toml::Value| {
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(true) if !takes_value => return Ok(Some(format!("--{name}"))),
+            toml::Value::Boolean(false) if !takes_value => return Ok(None),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => return Err(format!("{name}: {other} is not a string, number or boolean")),
+        };
+        if !takes_value {
+            return Err(format!("{name} is true or false, not {text:?}"));
+        }
+        Ok(Some(format!("--{name}={text}")))
     };
     let values = match value {
         toml::Value::Array(values) => values.iter().collect(),
-        toml::Value::Boolean(false) => Vec::new(),
         value => vec![value],
     };
-    values
-        .into_iter()
-        .map(|v| Ok(OsString::from(one(v)?.map_or_else(|| format!("--{name}"), |v| format!("--{name}={v}")))))
-        .collect()
+    values.into_iter().filter_map(|v| one(v).transpose()).map(|v| v.map(OsString::from)).collect()
+}
+
+/// The long name of the flag whose value clap's error is about, if it is one.
+fn invalid_flag(error: &clap::Error) -> Option<String> {
+    let Some(clap::error::ContextValue::String(arg)) = error.get(clap::error::ContextKind::InvalidArg) else {
+        return None;
+    };
+    Some(arg.strip_prefix("--")?.split([' ', '=']).next()?.to_owned())
+}
+
+/// The first line of clap's error, without its `error: `.
+fn first_line(error: &str) -> String {
+    let line = error.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }
 
 #[cfg(test)]
@@ -413,5 +525,26 @@ mod tests {
         }
         assert_eq!(ServerConfig::load(["ws-server", "--rate-limit", "0"]).expect("no limit").rate_limit, 0.0);
         assert_eq!(ServerConfig::load(["ws-server", "--rate-limit", "2.5"]).expect("valid").rate_limit, 2.5);
+    }
+
+    #[test]
+    fn the_top_level_is_the_default_namespace_and_tables_take_what_they_leave_out() {
+        let toml = "presence = false\nhistory = 7\npublish = \"server\"\n[namespace.chat]\npublish = \"members\"\n";
+        let namespaces = load_with_file("namespaces", toml, &[]).expect("valid").namespaces();
+        let (default, chat) = (&namespaces.default, &namespaces.listed["chat"]);
+        assert_eq!((default.publish, default.presence, default.history.len), (Publish::Server, false, 7));
+        assert_eq!((chat.publish, chat.presence, chat.history.len), (Publish::Members, false, 7));
+        let flags = ServerConfig::load(["ws-server", "--presence", "false", "--recovery=false"]).expect("valid");
+        assert_eq!((flags.presence, flags.recovery), (false, false));
+    }
+
+    #[test]
+    fn the_default_room_must_not_be_refused() {
+        let toml = "unknown-namespaces = \"refuse\"\ndefault-room = \"lobby:main\"\n";
+        let error = load_with_file("refused", toml, &[]).unwrap_err().to_string();
+        assert!(error.contains("--default-room lobby:main"), "{error}");
+        let toml = "unknown-namespaces = \"refuse\"\ndefault-room = \"lobby:main\"\n[namespace.lobby]\n";
+        assert!(load_with_file("listed", toml, &[]).is_ok());
+        assert!(ServerConfig::load(["ws-server", "--unknown-namespaces", "refuse", "--default-room", "a:b"]).is_err());
     }
 }

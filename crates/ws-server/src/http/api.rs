@@ -62,10 +62,12 @@ fn admit(request: &Request, server: &Server) -> Result<usize, (u16, String)> {
 /// Publishes the envelope in `body`; the ack to answer, or the status and error.
 async fn publish_body(body: &[u8], server: &Server) -> Result<String, (u16, EnvelopeError)> {
     let text = std::str::from_utf8(body).map_err(|_| (400, EnvelopeError::new("invalid_json", "not UTF-8")))?;
-    let envelope = envelope::parse(text, &server.config.limits()).map_err(|e| (400, e))?;
+    let envelope = envelope::parse(text).map_err(|e| (400, e))?;
     let envelope::Request::Message { room, body } = envelope.request else {
         return Err((400, EnvelopeError::new("unknown_type", "the API publishes messages only").about(envelope.id)));
     };
+    let namespace = server.namespaces.of(&room).map_err(|e| (404, e.about(envelope.id.clone())))?;
+    body.check(&namespace.limits).map_err(|e| (400, e.about(envelope.id.clone())))?;
     let client_id = envelope.id.as_deref().map(|id| (SENDER, id));
     let seq = server.publish(&room, SENDER, body, client_id).wait().await;
     let seq = seq.map_err(|e| (503, e.about(envelope.id.clone())))?;

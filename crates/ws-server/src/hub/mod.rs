@@ -19,13 +19,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use ws_proto::DeflateConfig;
 
+/// What a room keeps for recovery: its last `len` messages, none older than `max_age`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// Messages kept at most.
+    pub len: usize,
+    /// How long a message is kept at most.
+    pub max_age: Option<Duration>,
+}
+
 /// The hub's bounds and settings.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
-    /// Messages each room keeps for recovery.
-    pub history: usize,
-    /// How long each room keeps a message for recovery at most.
-    pub history_max_age: Option<Duration>,
     /// Messages a member may fall behind in the room's fan-out before it lags.
     pub room_buffer: usize,
     /// Rooms held at most; when full, rooms without members are let go.
@@ -109,20 +114,21 @@ impl Hub {
         self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Joins `room`, making it if needed; with `since`, also returns the held
-    /// messages after that seq. The receiver and the replay are taken
-    /// together, so nothing is missed or seen twice between them.
+    /// Joins `room`, making it if needed; with `since` (a seq, and the room's
+    /// history), also returns the messages after that seq that its history
+    /// holds. The receiver and the replay are taken together, so nothing is
+    /// missed or seen twice between them.
     pub fn join(
         &self,
         room: &str,
         member: &Arc<str>,
-        since: Option<u64>,
+        since: Option<(u64, History)>,
     ) -> Result<(Subscription, Option<Replay>), RoomsFull> {
         let mut rooms = self.rooms();
         let room = self.room(&mut rooms, room)?.1;
         *room.members.entry(member.clone()).or_default() += 1;
         let subscription = Subscription { member: room.fanout.subscribe(room.latest), latest: room.latest };
-        let replay = since.map(|since| room.replay(since, self.settings.history_max_age));
+        let replay = since.map(|(since, history)| room.replay(since, history.max_age));
         Ok((subscription, replay))
     }
 
@@ -173,15 +179,16 @@ impl Hub {
         (room.members.len(), names)
     }
 
-    /// The held messages of `room` after `since`, for a member that asks again.
-    pub fn replay(&self, room: &str, since: u64) -> Replay {
+    /// The messages of `room` after `since` that its `history` holds, for a member that asks again.
+    pub fn replay(&self, room: &str, since: u64, history: History) -> Replay {
         match self.rooms().get(room) {
-            Some(room) => room.replay(since, self.settings.history_max_age),
+            Some(room) => room.replay(since, history.max_age),
             None => Replay { deliveries: Vec::new(), complete: since == 0 },
         }
     }
 
-    /// Publishes `body` from `sender` to every member of `room`; returns its seq.
+    /// Publishes `body` from `sender` to every member of `room`, keeping it
+    /// in the room's `history`; returns its seq.
     ///
     /// `client_id`, the id the client gave with who gave it (a user, or an
     /// address), makes a retry harmless: a message with the same pair still
@@ -193,6 +200,7 @@ impl Hub {
         sender: &str,
         body: &Body,
         client_id: Option<(&str, &str)>,
+        history: History,
     ) -> Result<u64, RoomsFull> {
         let retry_key = client_id.map(|pair| self.retry_hasher.hash_one(pair));
         let mut rooms = self.rooms();
@@ -205,13 +213,13 @@ impl Hub {
         let json = Outgoing::message(&id, seq, now_millis(), sender, body, room).to_json();
         let delivery = Arc::new(Delivery { retry_key, ..self.delivery(seq, json) });
         state.latest = seq;
-        if self.settings.history > 0 {
-            if state.history.len() == self.settings.history {
+        if history.len > 0 {
+            while state.history.len() >= history.len {
                 state.history.pop_front();
             }
             state.history.push_back(delivery.clone());
         }
-        if let Some(age) = self.settings.history_max_age {
+        if let Some(age) = history.max_age {
             while state.history.front().is_some_and(|d| d.published.elapsed() > age) {
                 state.history.pop_front();
             }
@@ -330,8 +338,13 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    fn hub(history: usize, max_rooms: usize) -> Hub {
-        Hub::new(HubSettings { history, history_max_age: None, room_buffer: 16, max_rooms, deflate: None })
+    fn hub(max_rooms: usize) -> Hub {
+        Hub::new(HubSettings { room_buffer: 16, max_rooms, deflate: None })
+    }
+
+    /// A history of `len` messages, of any age.
+    fn keep(len: usize) -> History {
+        History { len, max_age: None }
     }
 
     /// The next delivery that is there, if any.
@@ -350,10 +363,10 @@ mod tests {
 
     #[test]
     fn replay_is_complete_only_when_the_history_reaches_back() {
-        let hub = hub(3, 10);
+        let (hub, history) = (hub(10), keep(3));
         let (mut member, _) = hub.join("r", &Arc::from("u"), None).unwrap();
         for i in 1..=5 {
-            assert_eq!(hub.publish("r", "u", &Body::text(&format!("m{i}")), None).unwrap(), i);
+            assert_eq!(hub.publish("r", "u", &Body::text(&format!("m{i}")), None, history).unwrap(), i);
         }
         assert_eq!((1..=5).map(|_| recv(&mut member.member).unwrap().seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         // Held: 3 to 5.
@@ -366,87 +379,81 @@ mod tests {
             (9, &[3, 4, 5], false),
         ];
         for (since, expected, complete) in cases {
-            let replay = hub.replay("r", since);
+            let replay = hub.replay("r", since, history);
             assert_eq!((seqs(&replay).as_slice(), replay.complete), (expected, complete), "since {since}");
         }
-        assert!(hub.replay("unknown", 0).complete);
-        assert!(!hub.replay("unknown", 3).complete);
+        assert!(hub.replay("unknown", 0, history).complete);
+        assert!(!hub.replay("unknown", 3, history).complete);
     }
 
     #[test]
     fn a_join_with_since_and_the_live_stream_meet_without_a_gap_or_a_double() {
-        let hub = hub(10, 10);
+        let (hub, history) = (hub(10), keep(10));
         let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
-        hub.publish("r", "u", &Body::text("one"), None).unwrap();
-        hub.publish("r", "u", &Body::text("two"), None).unwrap();
-        let (mut late, replay) = hub.join("r", &Arc::from("u"), Some(0)).unwrap();
+        hub.publish("r", "u", &Body::text("one"), None, history).unwrap();
+        hub.publish("r", "u", &Body::text("two"), None, history).unwrap();
+        let (mut late, replay) = hub.join("r", &Arc::from("u"), Some((0, history))).unwrap();
         assert_eq!((late.latest, seqs(&replay.unwrap())), (2, vec![1, 2]));
-        hub.publish("r", "u", &Body::text("three"), None).unwrap();
+        hub.publish("r", "u", &Body::text("three"), None, history).unwrap();
         assert_eq!(recv(&mut late.member).unwrap().seq, 3);
         assert!(recv(&mut late.member).is_none());
     }
 
     #[test]
     fn a_retry_within_the_history_is_not_published_again() {
-        let hub = hub(2, 10);
+        let (hub, history) = (hub(10), keep(2));
         let (mut member, _) = hub.join("r", &Arc::from("u"), None).unwrap();
-        assert_eq!(hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1"))).unwrap(), 1);
+        assert_eq!(hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1")), history).unwrap(), 1);
         assert_eq!(
-            hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1"))).unwrap(),
+            hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1")), history).unwrap(),
             1,
             "a retry gets the first seq"
         );
         assert_eq!(
-            hub.publish("r", "v", &Body::text("hello"), Some(("v", "c1"))).unwrap(),
+            hub.publish("r", "v", &Body::text("hello"), Some(("v", "c1")), history).unwrap(),
             2,
             "another sender's id is its own"
         );
-        assert_eq!(hub.publish("r", "u", &Body::text("hello"), None).unwrap(), 3);
+        assert_eq!(hub.publish("r", "u", &Body::text("hello"), None, history).unwrap(), 3);
         assert_eq!((1..=3).map(|_| recv(&mut member.member).unwrap().seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert!(recv(&mut member.member).is_none(), "the retry reached no one");
         // Out of the history (2 messages), the pair is new again.
-        assert_eq!(hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1"))).unwrap(), 4);
+        assert_eq!(hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1")), history).unwrap(), 4);
     }
 
     #[test]
     fn messages_past_the_age_limit_are_not_replayed() {
         let age = Duration::from_micros(1);
-        let hub = Hub::new(HubSettings {
-            history: 10,
-            history_max_age: Some(age),
-            room_buffer: 16,
-            max_rooms: 10,
-            deflate: None,
-        });
+        let (hub, history) = (hub(10), History { len: 10, max_age: Some(age) });
         let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
-        hub.publish("r", "u", &Body::text("old"), None).unwrap();
+        hub.publish("r", "u", &Body::text("old"), None, history).unwrap();
         // The clock moves past the limit: an event, not a measure of speed.
         let published = Instant::now();
         while published.elapsed() <= age {}
-        let replay = hub.replay("r", 0);
+        let replay = hub.replay("r", 0, history);
         assert_eq!((seqs(&replay), replay.complete), (vec![], false));
-        assert!(hub.replay("r", 1).complete, "nothing after seq 1 was missed");
+        assert!(hub.replay("r", 1, history).complete, "nothing after seq 1 was missed");
     }
 
     #[test]
     fn without_history_nothing_is_held_and_every_message_still_numbered() {
-        let hub = hub(0, 10);
+        let (hub, history) = (hub(10), keep(0));
         let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
         assert_eq!(
             (
-                hub.publish("r", "u", &Body::text("a"), None).unwrap(),
-                hub.publish("r", "u", &Body::text("b"), None).unwrap()
+                hub.publish("r", "u", &Body::text("a"), None, history).unwrap(),
+                hub.publish("r", "u", &Body::text("b"), None, history).unwrap()
             ),
             (1, 2)
         );
-        let replay = hub.replay("r", 1);
+        let replay = hub.replay("r", 1, history);
         assert_eq!((seqs(&replay), replay.complete), (vec![], false));
-        assert!(hub.replay("r", 2).complete);
+        assert!(hub.replay("r", 2, history).complete);
     }
 
     #[test]
     fn presence_counts_each_member_once_until_its_last_connection_leaves() {
-        let hub = hub(10, 10);
+        let hub = hub(10);
         let (alice, bob) = (Arc::from("alice"), Arc::from("bob"));
         let _a1 = hub.join("r", &alice, None).unwrap();
         let _a2 = hub.join("r", &alice, None).unwrap();
@@ -463,14 +470,14 @@ mod tests {
 
     #[test]
     fn a_full_hub_lets_go_of_rooms_without_members() {
-        let hub = hub(10, 2);
+        let (hub, history) = (hub(2), keep(10));
         let (kept, _) = hub.join("a", &Arc::from("u"), None).unwrap();
         let (left, _) = hub.join("b", &Arc::from("u"), None).unwrap();
         assert_eq!(hub.join("c", &Arc::from("u"), None).unwrap_err(), RoomsFull);
         drop(left);
         let _c = hub.join("c", &Arc::from("u"), None).unwrap();
         assert_eq!(hub.room_count(), 2);
-        assert!(hub.replay("b", 0).deliveries.is_empty(), "b is gone");
+        assert!(hub.replay("b", 0, history).deliveries.is_empty(), "b is gone");
         drop(kept);
     }
 }

@@ -321,7 +321,10 @@ mod tests {
 
     fn publish(server: &Server, contents: &[&str]) {
         for content in contents {
-            server.hub.publish("general", "b", &envelope::Body::text(content), None).unwrap();
+            server
+                .hub
+                .publish("general", "b", &envelope::Body::text(content), None, server.namespaces.default.history)
+                .unwrap();
         }
     }
 

@@ -3,6 +3,7 @@
 //! at once or later, go back to the client in the order of the requests.
 
 use super::{Done, Membership, Pending, Session};
+use crate::config::namespaces::Publish;
 use crate::envelope::{self, Body, Envelope, EnvelopeError, Outgoing, Request};
 use crate::hub::{Replay, Subscription};
 use crate::server::{Answer, Presence};
@@ -24,7 +25,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.refused = 0;
         let request = match &message {
-            Message::Text(text) => envelope::parse(text.as_str(), &self.server.config.limits()),
+            Message::Text(text) => envelope::parse(text.as_str()),
             Message::Binary(_) => Err(EnvelopeError::new("invalid_json", "binary messages are not envelopes")),
         };
         let Envelope { request, id } = match request {
@@ -64,6 +65,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     pub(super) fn join(&mut self, room: String, since: Option<u64>, id: Option<String>) -> Result<(), EnvelopeError> {
+        let namespace = self.server.namespaces.of(&room)?;
+        if since.is_some() && !namespace.recovery {
+            return Err(not_offered(&room, "recovery with since"));
+        }
         if let Some(i) = self.membership(&room) {
             // Already a member: what came after `delivered` is on its way in the stream.
             let delivered = self.rooms[i].delivered;
@@ -173,6 +178,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.membership(&room).is_none() {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} to see who is in it")));
         }
+        if !self.server.namespaces.rules(&room).presence {
+            return Err(not_offered(&room, "presence"));
+        }
         let presence = self.server.presence(&room, envelope::MAX_PRESENCE);
         self.answer(None, presence, move |presence| Done::Presence { room, id, presence });
         Ok(())
@@ -188,6 +196,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.membership(&room).is_none() {
             return Err(EnvelopeError::new("not_joined", format!("join room {room} before sending to it")));
         }
+        let namespace = self.server.namespaces.rules(&room);
+        if namespace.publish == Publish::Server {
+            return Err(EnvelopeError::new("forbidden", format!("only the server publishes to room {room}")));
+        }
+        body.check(&namespace.limits)?;
         let client_id = id.as_deref().map(|id| (self.identity.retry_origin(), id));
         let seq = self.server.publish(&room, &self.identity.name, body, client_id);
         self.answer(None, seq, move |seq| Done::Published { id, seq });
@@ -200,4 +213,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.send(&Outgoing::Ack { id: Some(id), seq });
         }
     }
+}
+
+/// What `room`'s namespace does not offer.
+fn not_offered(room: &str, what: &str) -> EnvelopeError {
+    EnvelopeError::new("not_offered", format!("room {room} does not offer {what}"))
 }
