@@ -15,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const MAX_ROOM_LEN: usize = 64;
 /// The longest client message id, in characters.
 pub const MAX_ID_LEN: usize = 64;
+/// The longest token, in characters.
+pub const MAX_TOKEN_LEN: usize = 4096;
 
 /// The most members a `presence` answer names.
 pub const MAX_PRESENCE: usize = 1000;
@@ -28,6 +30,9 @@ pub enum Request {
         room: String,
         /// The last seq the client saw in this room.
         since: Option<u64>,
+        /// A room token, which lets the user into this room beyond what its
+        /// connection's token allows.
+        token: Option<String>,
     },
     /// Leave a room.
     Leave {
@@ -162,7 +167,8 @@ fn request(fields: &Fields) -> Result<Request, EnvelopeError> {
                 None => None,
                 Some(value) => Some(value.as_u64().ok_or_else(|| invalid("since", "a whole number"))?),
             };
-            Ok(Request::Join { room: room(fields)?, since })
+            let token = optional_string(fields, "token", MAX_TOKEN_LEN)?;
+            Ok(Request::Join { room: room(fields)?, since, token })
         }
         "leave" => Ok(Request::Leave { room: room(fields)? }),
         "presence" => Ok(Request::Presence { room: room(fields)? }),
@@ -383,11 +389,11 @@ mod tests {
         let request = |text| parse(text).map(|e| e.request);
         assert_eq!(
             request(r#"{"type":"join","room":"general"}"#),
-            Ok(Request::Join { room: "general".into(), since: None })
+            Ok(Request::Join { room: "general".into(), since: None, token: None })
         );
         assert_eq!(
             request(r#"{"type":"join","room":"a:b.c-d_e","since":41}"#),
-            Ok(Request::Join { room: "a:b.c-d_e".into(), since: Some(41) })
+            Ok(Request::Join { room: "a:b.c-d_e".into(), since: Some(41), token: None })
         );
         assert_eq!(request(r#"{"type":"leave","room":"x"}"#), Ok(Request::Leave { room: "x".into() }));
         let message = parse(r#"{"type":"message","room":"x","content":"héllo wörld","id":"c1","extra":true}"#);

@@ -4,9 +4,15 @@
 //! every hub connection must bring a token, in `Authorization: Bearer`, the
 //! `token` query parameter or the `token` cookie; without one, or with one
 //! that fails validation, the handshake is answered 401. The token's `sub`
-//! is the sender of the user's messages, and an optional `rooms` claim lists
+//! is the sender of the user's messages, an optional `rooms` claim lists
 //! the rooms the user may join (an entry ending in `*` matches every room
-//! that starts with the rest). Tokens must carry `sub` and `exp`.
+//! that starts with the rest), and an optional `publish` claim, with the
+//! same patterns, the rooms it may publish to (without it, those it may
+//! join). Tokens must carry `sub` and `exp`.
+//!
+//! A room token, signed with the same key, lets its user into one room
+//! beyond what the connection's token allows: its `sub` is the user, its
+//! `room` the room, and it too carries `exp`.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -29,24 +35,42 @@ impl std::fmt::Debug for Authenticator {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
-    rooms: Option<Vec<String>>,
+    #[serde(flatten)]
+    grants: Grants,
 }
 
-/// Who a hub connection speaks for. Shared and boxed slices, not growable
-/// strings and vectors: every open connection keeps one, and its rooms share the name.
+/// The claims of a room token.
+#[derive(Debug, Deserialize)]
+struct RoomClaims {
+    sub: String,
+    room: String,
+}
+
+/// What a token limits: the rooms its user may join, and those it may
+/// publish to, as patterns (`prefix*` matches every room that starts so).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Grants {
+    /// The rooms it may join; without the claim, every room.
+    pub rooms: Option<Vec<String>>,
+    /// The rooms it may publish to; without the claim, those it may join.
+    pub publish: Option<Vec<String>>,
+}
+
+/// Who a hub connection speaks for. Shared and boxed, not growable strings
+/// and vectors: every open connection keeps one, and its rooms share the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The sender of its messages: the token's `sub`, or the client's address.
     pub name: Arc<str>,
-    /// The rooms it may join, when its token limits them (behind a thin
-    /// pointer: most connections have no such list).
-    pub rooms: Option<Box<Vec<String>>>,
+    /// What its token limits, when it limits anything (behind a thin
+    /// pointer: most connections have no such claims).
+    pub grants: Option<Box<Grants>>,
 }
 
 impl Identity {
     /// An unauthenticated client, known by its address.
     pub fn anonymous(name: String) -> Self {
-        Identity { name: name.into(), rooms: None }
+        Identity { name: name.into(), grants: None }
     }
 
     /// Who a retried message id belongs to: the user, or for an anonymous
@@ -61,13 +85,24 @@ impl Identity {
 
     /// Whether it may join `room`.
     pub fn may_join(&self, room: &str) -> bool {
-        self.rooms.as_ref().is_none_or(|rooms| {
-            rooms.iter().any(|allowed| match allowed.strip_suffix('*') {
-                Some(prefix) => room.starts_with(prefix),
-                None => allowed == room,
-            })
-        })
+        self.grants.as_ref().and_then(|g| g.rooms.as_deref()).is_none_or(|rooms| matches(rooms, room))
     }
+
+    /// Whether it may publish to `room`, a room it is in: the `publish`
+    /// claim says, if its token has one; otherwise it may publish where it
+    /// may be.
+    pub fn may_publish(&self, room: &str) -> bool {
+        self.grants.as_ref().and_then(|g| g.publish.as_deref()).is_none_or(|rooms| matches(rooms, room))
+    }
+}
+
+/// Whether one of `patterns` matches `room`: the same name, or a prefix
+/// of it before a `*`.
+fn matches(patterns: &[String], room: &str) -> bool {
+    patterns.iter().any(|allowed| match allowed.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => allowed == room,
+    })
 }
 
 impl Authenticator {
@@ -99,7 +134,22 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<Claims>(token.as_bytes(), &self.key, &self.validation)
             .map_err(|e| format!("invalid token: {e}"))?
             .claims;
-        Ok(Identity { name: claims.sub.into(), rooms: claims.rooms.map(Box::new) })
+        let limited = claims.grants != Grants::default();
+        Ok(Identity { name: claims.sub.into(), grants: limited.then(|| Box::new(claims.grants)) })
+    }
+
+    /// Checks a room token that lets `user` into `room`, or says why it does not.
+    pub fn admit_to_room(&self, token: &str, user: &str, room: &str) -> Result<(), String> {
+        let claims = jsonwebtoken::decode::<RoomClaims>(token.as_bytes(), &self.key, &self.validation)
+            .map_err(|e| format!("invalid room token: {e}"))?
+            .claims;
+        if claims.sub != user {
+            return Err(format!("the room token is for user {}, not {user}", claims.sub));
+        }
+        if claims.room != room {
+            return Err(format!("the room token is for room {}, not {room}", claims.room));
+        }
+        Ok(())
     }
 }
 
@@ -130,7 +180,8 @@ mod tests {
 
     #[test]
     fn rooms_claims_with_prefixes() {
-        let user = Identity { name: "u".into(), rooms: Some(Box::new(vec!["general".into(), "team-7:*".into()])) };
+        let grants = Grants { rooms: Some(vec!["general".into(), "team-7:*".into()]), publish: None };
+        let user = Identity { name: "u".into(), grants: Some(Box::new(grants)) };
         assert!(user.may_join("general"));
         assert!(user.may_join("team-7:design"));
         assert!(!user.may_join("team-8:design"));
@@ -139,8 +190,13 @@ mod tests {
         assert_eq!(Identity::anonymous("127.0.0.1:5000".into()).retry_origin(), "127.0.0.1");
         assert_eq!(Identity::anonymous("[::1]:5000".into()).retry_origin(), "[::1]");
         assert_eq!(user.retry_origin(), "u");
-        let nobody = Identity { name: "n".into(), rooms: Some(Box::default()) };
+        assert!(user.may_publish("team-7:design"), "without a publish claim, where it may join");
+        let nobody =
+            Identity { name: "n".into(), grants: Some(Box::new(Grants { rooms: Some(vec![]), publish: None })) };
         assert!(!nobody.may_join("general"));
+        let reader = Grants { rooms: None, publish: Some(vec!["chat:*".into()]) };
+        let reader = Identity { name: "r".into(), grants: Some(Box::new(reader)) };
+        assert!(reader.may_join("feed:btc") && !reader.may_publish("feed:btc") && reader.may_publish("chat:x"));
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.server.config.default_room.clone().filter(|r| !r.is_empty() && self.identity.may_join(r));
         if let Some(room) = default_room {
             // Joining the first room cannot meet a limit but a full server's.
-            if let Err(error) = self.join(room, None, None) {
+            if let Err(error) = self.join(room, None, None, None) {
                 self.send_error(error);
             }
         }

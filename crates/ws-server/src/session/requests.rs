@@ -33,7 +33,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(error) => return self.send_error(error),
         };
         let refused = match request {
-            Request::Join { room, since } => self.join(room, since, id.clone()),
+            Request::Join { room, since, token } => self.join(room, since, token, id.clone()),
             Request::Leave { room } => self.leave(room),
             Request::Presence { room } => self.presence(room, id.clone()),
             Request::Message { room, body } => self.publish(room, body, id.clone()),
@@ -64,7 +64,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.rooms.iter().position(|m| &**m.room() == room)
     }
 
-    pub(super) fn join(&mut self, room: String, since: Option<u64>, id: Option<String>) -> Result<(), EnvelopeError> {
+    pub(super) fn join(
+        &mut self,
+        room: String,
+        since: Option<u64>,
+        token: Option<String>,
+        id: Option<String>,
+    ) -> Result<(), EnvelopeError> {
         let namespace = self.server.namespaces.of(&room)?;
         if since.is_some() && !namespace.recovery {
             return Err(not_offered(&room, "recovery with since"));
@@ -85,9 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             });
             return Ok(());
         }
-        if !self.identity.may_join(&room) {
-            return Err(EnvelopeError::new("forbidden", format!("not allowed to join room {room}")));
-        }
+        self.admit(&room, token.as_deref())?;
         let limit = self.server.config.max_rooms_per_connection;
         if self.rooms.len() >= limit {
             return Err(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
@@ -99,6 +103,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             joined: joined.map(|(subscription, replay)| (Some(subscription), replay)),
         });
         Ok(())
+    }
+
+    /// Whether the client may join `room`: its token allows it, or a room
+    /// token for it does. Without a key, every room is open and a room
+    /// token moot.
+    fn admit(&self, room: &str, token: Option<&str>) -> Result<(), EnvelopeError> {
+        match (token, &self.server.auth) {
+            (Some(token), Some(auth)) => {
+                auth.admit_to_room(token, &self.identity.name, room).map_err(|e| EnvelopeError::new("invalid_token", e))
+            }
+            _ if self.identity.may_join(room) => Ok(()),
+            _ => Err(EnvelopeError::new("forbidden", format!("not allowed to join room {room}"))),
+        }
     }
 
     /// Serves an answer of the server: at once if it is ready; otherwise it
@@ -199,6 +216,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let namespace = self.server.namespaces.rules(&room);
         if namespace.publish == Publish::Server {
             return Err(EnvelopeError::new("forbidden", format!("only the server publishes to room {room}")));
+        }
+        if !self.identity.may_publish(&room) {
+            return Err(EnvelopeError::new("forbidden", format!("not allowed to publish to room {room}")));
         }
         body.check(&namespace.limits)?;
         let client_id = id.as_deref().map(|id| (self.identity.retry_origin(), id));
