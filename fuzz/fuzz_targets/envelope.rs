@@ -1,10 +1,11 @@
 //! Any text a client sends parses into a valid request or an error with a
-//! code; a parsed request names a valid room, a message says something,
+//! code; a parsed request names a valid room (or, for a refresh, brings a
+//! token within its bound), a message says something,
 //! and the limits' check passes only what is within them.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ws_server::envelope::{Limits, Request, is_room_name, parse};
+use ws_server::envelope::{Limits, MAX_TOKEN_LEN, Request, is_room_name, parse};
 
 const LIMITS: Limits = Limits { content_chars: 1000, data_bytes: 1000 };
 
@@ -17,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
                 | Request::Leave { room }
                 | Request::Presence { room }
                 | Request::Message { room, .. } => room,
+                Request::Refresh { token } => return assert!(token.chars().count() <= MAX_TOKEN_LEN),
             };
             assert!(is_room_name(room));
             if let Request::Message { body, .. } = &envelope.request {

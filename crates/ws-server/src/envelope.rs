@@ -44,6 +44,12 @@ pub enum Request {
         /// The room.
         room: String,
     },
+    /// A fresh token for the connection, for the same user, whose claims
+    /// then hold.
+    Refresh {
+        /// The token.
+        token: String,
+    },
     /// Publish to a room the client has joined.
     Message {
         /// The room.
@@ -173,9 +179,14 @@ fn request(fields: &Fields) -> Result<Request, EnvelopeError> {
         "leave" => Ok(Request::Leave { room: room(fields)? }),
         "presence" => Ok(Request::Presence { room: room(fields)? }),
         "message" => Ok(Request::Message { room: room(fields)?, body: body(fields)? }),
-        other => {
-            Err(EnvelopeError::new("unknown_type", format!("unknown type {other:?}: join, leave, message or presence")))
-        }
+        "refresh" => match optional_string(fields, "token", MAX_TOKEN_LEN)? {
+            Some(token) => Ok(Request::Refresh { token }),
+            None => Err(EnvelopeError::new("missing_field", "token is missing")),
+        },
+        other => Err(EnvelopeError::new(
+            "unknown_type",
+            format!("unknown type {other:?}: join, leave, message, presence or refresh"),
+        )),
     }
 }
 
@@ -277,10 +288,28 @@ pub enum Outgoing<'a> {
         /// over (an in-memory server restarted), and a `since` from before means nothing.
         epoch: &'a str,
     },
-    /// The client left `room`.
+    /// The client left `room`: it asked to, or, with `reason`, the server removed it.
     Left {
         /// The room.
         room: &'a str,
+        /// Why the server removed it: `token_expired` (its room token), or
+        /// `forbidden` (a refreshed token no longer allows the room).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+    },
+    /// The token of the connection, or with `room` the room token of that
+    /// room, expires at `expires`: send a fresh one before then.
+    Refresh {
+        /// The room whose room token it is; none for the connection's token.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+        /// When it expires, in seconds since the Unix epoch.
+        expires: u64,
+    },
+    /// A `refresh` was taken: the connection's token now expires at `expires`.
+    Refreshed {
+        /// When the new token expires, in seconds since the Unix epoch.
+        expires: u64,
     },
     /// Who is in `room`: `count` members, named in `members` (at most
     /// [`MAX_PRESENCE`] of them).
@@ -477,7 +506,7 @@ mod tests {
         /// Envelopes with fields of every JSON kind, in any mix.
         #[test]
         fn any_object_parses_or_is_refused(
-            kind in proptest::option::of("join|leave|message|presence|other"),
+            kind in proptest::option::of("join|leave|message|presence|refresh|other"),
             room in proptest::option::of(proptest::prelude::any::<String>()),
             content in proptest::option::of(".{0,20}"),
             since in proptest::option::of(proptest::prelude::any::<i64>()),
@@ -495,6 +524,7 @@ mod tests {
                     | Request::Leave { room }
                     | Request::Presence { room }
                     | Request::Message { room, .. } => room,
+                    Request::Refresh { .. } => unreachable!("no token was given"),
                 };
                 proptest::prop_assert!(is_room_name(&room));
             }

@@ -191,6 +191,13 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_HEARTBEAT_TIMEOUT", default_value = "60", value_name = "SECONDS", value_parser = seconds)]
     pub heartbeat_timeout: Duration,
 
+    /// Seconds before a token's `exp` from which the server asks the
+    /// client for a fresh one (`refresh`), at each heartbeat; a connection
+    /// whose token expires unrefreshed is closed with 4001, within a
+    /// heartbeat interval of its `exp`.
+    #[arg(long, env = "WS_REFRESH_BEFORE", default_value = "60", value_name = "SECONDS", value_parser = seconds)]
+    pub refresh_before: Duration,
+
     /// Seconds a shutdown (SIGINT or SIGTERM) waits for connections to
     /// complete their closing handshake before the server exits.
     #[arg(long, env = "WS_SHUTDOWN_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = seconds)]

@@ -44,16 +44,21 @@ struct Claims {
 struct RoomClaims {
     sub: String,
     room: String,
+    exp: u64,
 }
 
-/// What a token limits: the rooms its user may join, and those it may
-/// publish to, as patterns (`prefix*` matches every room that starts so).
+/// What a connection's token grants, and until when: the rooms its user
+/// may join, and those it may publish to, as patterns (`prefix*` matches
+/// every room that starts so).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Grants {
     /// The rooms it may join; without the claim, every room.
     pub rooms: Option<Vec<String>>,
     /// The rooms it may publish to; without the claim, those it may join.
     pub publish: Option<Vec<String>>,
+    /// When the token expires, in seconds since the Unix epoch.
+    #[serde(rename = "exp")]
+    pub expires: u64,
 }
 
 /// Who a hub connection speaks for. Shared and boxed, not growable strings
@@ -62,8 +67,8 @@ pub struct Grants {
 pub struct Identity {
     /// The sender of its messages: the token's `sub`, or the client's address.
     pub name: Arc<str>,
-    /// What its token limits, when it limits anything (behind a thin
-    /// pointer: most connections have no such claims).
+    /// What its token grants, if it came with one (behind a thin pointer,
+    /// which keeps every session small).
     pub grants: Option<Box<Grants>>,
 }
 
@@ -71,6 +76,11 @@ impl Identity {
     /// An unauthenticated client, known by its address.
     pub fn anonymous(name: String) -> Self {
         Identity { name: name.into(), grants: None }
+    }
+
+    /// When its token expires, in seconds since the Unix epoch, if it has one.
+    pub fn expires(&self) -> Option<u64> {
+        self.grants.as_ref().map(|g| g.expires)
     }
 
     /// Who a retried message id belongs to: the user, or for an anonymous
@@ -125,21 +135,28 @@ impl Authenticator {
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["sub", "exp"]);
         validation.validate_aud = false;
+        // A token is good until its `exp`, no later, as the session enforces it.
+        validation.leeway = 0;
         Authenticator { key, validation }
     }
 
     /// The identity a request's token proves, or why there is none.
     pub fn authenticate(&self, request: &Request) -> Result<Identity, String> {
         let token = token(request).ok_or("no token: send Authorization: Bearer, ?token= or a token cookie")?;
+        self.identity(&token)
+    }
+
+    /// The identity `token` proves, or why it proves none.
+    pub fn identity(&self, token: &str) -> Result<Identity, String> {
         let claims = jsonwebtoken::decode::<Claims>(token.as_bytes(), &self.key, &self.validation)
             .map_err(|e| format!("invalid token: {e}"))?
             .claims;
-        let limited = claims.grants != Grants::default();
-        Ok(Identity { name: claims.sub.into(), grants: limited.then(|| Box::new(claims.grants)) })
+        Ok(Identity { name: claims.sub.into(), grants: Some(Box::new(claims.grants)) })
     }
 
-    /// Checks a room token that lets `user` into `room`, or says why it does not.
-    pub fn admit_to_room(&self, token: &str, user: &str, room: &str) -> Result<(), String> {
+    /// Checks a room token that lets `user` into `room`: when it expires,
+    /// in seconds since the Unix epoch, or why it does not.
+    pub fn admit_to_room(&self, token: &str, user: &str, room: &str) -> Result<u64, String> {
         let claims = jsonwebtoken::decode::<RoomClaims>(token.as_bytes(), &self.key, &self.validation)
             .map_err(|e| format!("invalid room token: {e}"))?
             .claims;
@@ -149,7 +166,7 @@ impl Authenticator {
         if claims.room != room {
             return Err(format!("the room token is for room {}, not {room}", claims.room));
         }
-        Ok(())
+        Ok(claims.exp)
     }
 }
 
@@ -180,7 +197,7 @@ mod tests {
 
     #[test]
     fn rooms_claims_with_prefixes() {
-        let grants = Grants { rooms: Some(vec!["general".into(), "team-7:*".into()]), publish: None };
+        let grants = Grants { rooms: Some(vec!["general".into(), "team-7:*".into()]), ..Grants::default() };
         let user = Identity { name: "u".into(), grants: Some(Box::new(grants)) };
         assert!(user.may_join("general"));
         assert!(user.may_join("team-7:design"));
@@ -192,9 +209,9 @@ mod tests {
         assert_eq!(user.retry_origin(), "u");
         assert!(user.may_publish("team-7:design"), "without a publish claim, where it may join");
         let nobody =
-            Identity { name: "n".into(), grants: Some(Box::new(Grants { rooms: Some(vec![]), publish: None })) };
+            Identity { name: "n".into(), grants: Some(Box::new(Grants { rooms: Some(vec![]), ..Grants::default() })) };
         assert!(!nobody.may_join("general"));
-        let reader = Grants { rooms: None, publish: Some(vec!["chat:*".into()]) };
+        let reader = Grants { publish: Some(vec!["chat:*".into()]), ..Grants::default() };
         let reader = Identity { name: "r".into(), grants: Some(Box::new(reader)) };
         assert!(reader.may_join("feed:btc") && !reader.may_publish("feed:btc") && reader.may_publish("chat:x"));
     }

@@ -9,6 +9,7 @@ use crate::envelope::Outgoing;
 use crate::hub::Delivery;
 use crate::hub::fanout::Lagged;
 use crate::metrics::Reason;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -128,7 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         member.delivered = member.delivered.max(delivery.seq);
         // A gap is told before the messages that follow it.
         if let Some((from, to)) = member.gap.take() {
-            self.send_gap(i, from, to);
+            self.send_gap(i, from.get(), to);
         }
         // Queuing fails only once the connection is closing; the message is then moot.
         self.ws.queue_shared(&delivery.frame).ok().map(|()| delivery.frame.frame_len())
@@ -148,6 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if member.gap.is_none() {
                     self.server.metrics.slow_consumers.get_or_create(&Reason { reason: "skip" }).inc();
                 }
+                let first = NonZeroU64::new(first).unwrap_or(NonZeroU64::MIN);
                 member.gap = Some((member.gap.map_or(first, |(from, _)| from), last));
                 member.delivered = member.delivered.max(last);
             }
@@ -162,7 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 break;
             }
             if let Some((from, to)) = self.rooms[i].gap.take() {
-                self.send_gap(i, from, to);
+                self.send_gap(i, from.get(), to);
                 sent = true;
             }
         }

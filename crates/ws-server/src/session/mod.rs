@@ -18,6 +18,7 @@ use crate::policy::limits::{Permit, TokenBucket};
 use crate::pulse::{Listener, Signal};
 use crate::server::{Presence, Server};
 use delivery::BATCH;
+use std::num::NonZeroU64;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,21 +35,37 @@ struct Membership {
     member: Member,
     /// The last seq sent to the client, or skipped past.
     delivered: u64,
-    /// Seqs skipped and not yet reported: first and last.
-    gap: Option<(u64, u64)>,
+    /// Seqs skipped and not yet reported: first and last (a seq is never 0,
+    /// which keeps the option in two words).
+    gap: Option<(NonZeroU64, u64)>,
     /// The last seq that left the room's fan-out before the client took it.
     /// While it is past `delivered`, the room waits for the lost seqs to be
     /// fetched from its history, between the client's requests.
     lost: u64,
+    /// When the room token the client joined with expires, in seconds since
+    /// the Unix epoch; 0 when its connection's token let it in.
+    token_expires: u64,
 }
+
+/// A membership fits a jemalloc size class of 64 bytes.
+const _: () = assert!(size_of::<Membership>() <= 64);
+
+/// The close code of a connection whose token expired unrefreshed.
+pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
 
 /// What the server answered a request of the session: at once, or later
 /// ([`Pending`]). Each carries what the session needs to tell the client.
 enum Done {
     /// A message was published, or could not be.
     Published { id: Option<String>, seq: Result<u64, EnvelopeError> },
-    /// The client joined `room` (anew, with its subscription, or again), or could not.
-    Joined { room: String, id: Option<String>, joined: Result<(Option<Subscription>, Option<Replay>), EnvelopeError> },
+    /// The client joined `room` (anew, with its subscription, or again), or
+    /// could not; `token_expires`, of the room token it joined with.
+    Joined {
+        room: String,
+        id: Option<String>,
+        token_expires: u64,
+        joined: Result<(Option<Subscription>, Option<Replay>), EnvelopeError>,
+    },
     /// Who is in `room`.
     Presence { room: String, id: Option<String>, presence: Result<Presence, EnvelopeError> },
     /// What the history of `room` still held of the seqs it lost, up to `upto`.
@@ -202,6 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// for as many beats, after the one in whose interval it was last heard, as
     /// make the timeout.
     fn heartbeat(&mut self) {
+        self.check_tokens();
         let silent = self.server.pulse.beats_since(self.heard_at);
         let config = &self.server.config;
         if config.heartbeat_interval.checked_mul(silent.saturating_sub(1)).is_none_or(|s| s >= config.heartbeat_timeout)

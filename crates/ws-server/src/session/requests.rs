@@ -2,13 +2,13 @@
 //! the rate limit and its rights, and sent to the server, whose answers,
 //! at once or later, go back to the client in the order of the requests.
 
-use super::{Done, Membership, Pending, Session};
+use super::{Done, Membership, Pending, Session, TOKEN_EXPIRED};
 use crate::config::namespaces::Publish;
 use crate::envelope::{self, Body, Envelope, EnvelopeError, Outgoing, Request};
 use crate::hub::{Replay, Subscription};
 use crate::server::{Answer, Presence};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::warn;
+use tracing::{info, warn};
 use ws_proto::{CloseCode, Event, Message};
 
 /// Messages refused in a row for the rate limit before the client is closed (1008).
@@ -37,6 +37,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Leave { room } => self.leave(room),
             Request::Presence { room } => self.presence(room, id.clone()),
             Request::Message { room, body } => self.publish(room, body, id.clone()),
+            Request::Refresh { token } => self.refresh(&token),
         };
         if let Err(error) = refused {
             self.send_error(error.about(id));
@@ -76,22 +77,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(not_offered(&room, "recovery with since"));
         }
         if let Some(i) = self.membership(&room) {
-            // Already a member: what came after `delivered` is on its way in the stream.
+            // Already a member: a room token given renews the membership's.
+            if token.is_some() {
+                self.rooms[i].token_expires = self.admit(&room, token.as_deref())?;
+            }
+            // What came after `delivered` is on its way in the stream.
             let delivered = self.rooms[i].delivered;
             let Some(since) = since else {
                 self.joined(i, delivered, None);
                 return Ok(());
             };
             let replay = self.server.replay(&room, since, delivered);
-            let holds = Some(room.clone());
+            let (holds, token_expires) = (Some(room.clone()), self.rooms[i].token_expires);
             self.answer(holds, replay, move |replay| Done::Joined {
                 room,
                 id,
+                token_expires,
                 joined: replay.map(|replay| (None, Some(replay))),
             });
             return Ok(());
         }
-        self.admit(&room, token.as_deref())?;
+        let token_expires = self.admit(&room, token.as_deref())?;
         let limit = self.server.config.max_rooms_per_connection;
         if self.rooms.len() >= limit {
             return Err(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
@@ -100,21 +106,79 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.answer(None, joined, move |joined| Done::Joined {
             room,
             id,
+            token_expires,
             joined: joined.map(|(subscription, replay)| (Some(subscription), replay)),
         });
         Ok(())
     }
 
-    /// Whether the client may join `room`: its token allows it, or a room
-    /// token for it does. Without a key, every room is open and a room
-    /// token moot.
-    fn admit(&self, room: &str, token: Option<&str>) -> Result<(), EnvelopeError> {
+    /// Whether the client may join `room`: its token allows it (0), or a
+    /// room token for it does (when that expires). Without a key, every
+    /// room is open and a room token moot.
+    fn admit(&self, room: &str, token: Option<&str>) -> Result<u64, EnvelopeError> {
         match (token, &self.server.auth) {
             (Some(token), Some(auth)) => {
                 auth.admit_to_room(token, &self.identity.name, room).map_err(|e| EnvelopeError::new("invalid_token", e))
             }
-            _ if self.identity.may_join(room) => Ok(()),
+            _ if self.identity.may_join(room) => Ok(0),
             _ => Err(EnvelopeError::new("forbidden", format!("not allowed to join room {room}"))),
+        }
+    }
+
+    /// Takes a fresh token for the connection: of the same user, whose
+    /// claims then hold; the rooms its connection's token let it into and
+    /// the new one does not, it leaves.
+    fn refresh(&mut self, token: &str) -> Result<(), EnvelopeError> {
+        let Some(auth) = &self.server.auth else {
+            return Err(EnvelopeError::new("invalid_token", "the server checks no tokens: none is to be refreshed"));
+        };
+        let fresh = auth.identity(token).map_err(|e| EnvelopeError::new("invalid_token", e))?;
+        if fresh.name != self.identity.name {
+            let (new, old) = (&fresh.name, &self.identity.name);
+            return Err(EnvelopeError::new("invalid_token", format!("the token is for user {new}, not {old}")));
+        }
+        self.send(&Outgoing::Refreshed { expires: fresh.expires().unwrap_or_default() });
+        self.remove_where(|m| m.token_expires == 0 && !fresh.may_join(m.room()), "forbidden");
+        self.identity = fresh;
+        Ok(())
+    }
+
+    /// At each beat, the tokens: a connection whose token expired is closed
+    /// (4001), a member whose room token expired leaves the room; the
+    /// client is asked to refresh those that expire within --refresh-before.
+    pub(super) fn check_tokens(&mut self) {
+        // Without a key there are no tokens, room tokens included.
+        let Some(expires) = self.identity.expires() else { return };
+        let now = envelope::now_millis() / 1000;
+        if now >= expires {
+            if self.ws.queue_close(TOKEN_EXPIRED, "token expired").is_ok() {
+                info!(sender = %self.identity.name, "token expired: closed");
+            }
+            return;
+        }
+        self.remove_where(|m| m.token_expires != 0 && now >= m.token_expires, "token_expired");
+        let soon = now + self.server.config.refresh_before.as_secs();
+        if soon >= expires {
+            self.send(&Outgoing::Refresh { room: None, expires });
+        }
+        let rooms = self.rooms.iter().filter(|m| m.token_expires != 0 && soon >= m.token_expires);
+        let asks: Vec<_> = rooms.map(|m| (m.room().clone(), m.token_expires)).collect();
+        for (room, expires) in asks {
+            self.send(&Outgoing::Refresh { room: Some(&room), expires });
+        }
+    }
+
+    /// Takes the client out of the rooms `gone` picks, and tells it why.
+    fn remove_where(&mut self, gone: impl Fn(&Membership) -> bool, reason: &str) {
+        if !self.rooms.iter().any(&gone) {
+            return;
+        }
+        let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rooms).into_vec().into_iter().partition(gone);
+        self.rooms = kept.into_boxed_slice();
+        for member in removed {
+            let room = member.room().clone();
+            self.left(member);
+            self.send(&Outgoing::Left { room: &room, reason: Some(reason) });
         }
     }
 
@@ -136,14 +200,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Becomes a member of the subscription's room.
-    fn subscribed(&mut self, subscription: Subscription, replay: Option<Replay>) {
+    /// Becomes a member of the subscription's room, until `token_expires`
+    /// if a room token let it in.
+    fn subscribed(&mut self, subscription: Subscription, replay: Option<Replay>, token_expires: u64) {
         let mut rooms = std::mem::take(&mut self.rooms).into_vec();
         rooms.reserve_exact(1);
         let latest = subscription.latest;
-        rooms.push(Membership { member: subscription.member, delivered: latest, gap: None, lost: latest });
+        let member = subscription.member;
+        rooms.push(Membership { member, delivered: latest, gap: None, lost: latest, token_expires });
         self.rooms = rooms.into_boxed_slice();
-        self.joined(self.rooms.len() - 1, subscription.latest, replay);
+        self.joined(self.rooms.len() - 1, latest, replay);
     }
 
     /// The server answered: what the client is told.
@@ -151,8 +217,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match done {
             Done::Published { id, seq: Ok(seq) } => self.acked(id.as_deref(), seq),
             Done::Published { id, seq: Err(error) } => self.send_error(error.about(id)),
-            Done::Joined { joined: Ok((Some(subscription), replay)), .. } => self.subscribed(subscription, replay),
-            Done::Joined { room, id, joined: Ok((None, replay)) } => match self.membership(&room) {
+            Done::Joined { joined: Ok((Some(subscription), replay)), token_expires, .. } => {
+                self.subscribed(subscription, replay, token_expires);
+            }
+            Done::Joined { room, id, joined: Ok((None, replay)), .. } => match self.membership(&room) {
                 Some(i) => self.joined(i, self.rooms[i].delivered, replay),
                 None => self.send_error(EnvelopeError::new("not_joined", format!("not in room {room}")).about(id)),
             },
@@ -187,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let member = rooms.swap_remove(i);
         self.rooms = rooms.into_boxed_slice();
         self.left(member);
-        self.send(&Outgoing::Left { room: &room });
+        self.send(&Outgoing::Left { room: &room, reason: None });
         Ok(())
     }
 

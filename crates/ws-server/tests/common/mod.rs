@@ -108,6 +108,17 @@ impl Client {
         got
     }
 
+    /// The next envelope that has every field of `expected` with its value,
+    /// past any others.
+    pub(crate) async fn until(&mut self, expected: Value) -> Value {
+        loop {
+            let got = self.next().await;
+            if expected.as_object().unwrap().iter().all(|(field, value)| &got[field] == value) {
+                return got;
+            }
+        }
+    }
+
     /// Joins `room`, expecting `joined` with its latest seq.
     pub(crate) async fn join(&mut self, room: &str, latest: u64) {
         self.send(json!({"type": "join", "room": room})).await;
