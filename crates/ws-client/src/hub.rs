@@ -14,6 +14,7 @@
 use crate::{ClientSettings, Stream, connect};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, interval};
@@ -58,12 +59,41 @@ pub struct HubSettings {
     /// A ping is sent after this long without hearing from the server, and
     /// the connection is given up after twice as long.
     pub heartbeat: Duration,
+    /// Where the tokens come from, if the server wants them: one for every
+    /// connection, and a fresh one whenever the server asks (`refresh`).
+    pub token: Option<TokenSource>,
 }
 
 impl HubSettings {
-    /// `connection` with the default backoff and a 30 s heartbeat.
+    /// `connection` with the default backoff, a 30 s heartbeat and no token source.
     pub fn new(connection: ClientSettings) -> Self {
-        HubSettings { connection, backoff: Backoff::default(), heartbeat: Duration::from_secs(30) }
+        HubSettings { connection, backoff: Backoff::default(), heartbeat: Duration::from_secs(30), token: None }
+    }
+}
+
+/// A source of tokens for the connection: a callback that returns a
+/// fresh token (a JWT for the same user each time), or why it has none.
+/// It may block, as a command or a request to the application's backend
+/// does: it is called on a thread of its own.
+#[derive(Clone)]
+pub struct TokenSource(Arc<dyn Fn() -> Result<String, String> + Send + Sync>);
+
+impl TokenSource {
+    /// The source that calls `fetch`.
+    pub fn new(fetch: impl Fn() -> Result<String, String> + Send + Sync + 'static) -> Self {
+        TokenSource(Arc::new(fetch))
+    }
+
+    /// A fresh token, or why there is none.
+    pub async fn fetch(&self) -> Result<String, String> {
+        let fetch = self.0.clone();
+        tokio::task::spawn_blocking(move || fetch()).await.map_err(|e| format!("the token source failed: {e}"))?
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSource")
     }
 }
 
@@ -236,7 +266,7 @@ impl Connector {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut attempt = 0;
         loop {
-            match connect(&self.settings.connection).await {
+            match self.connect().await {
                 Ok((ws, _)) => {
                     attempt = 0;
                     self.emit(HubEvent::Connected).await;
@@ -261,6 +291,26 @@ impl Connector {
                     Some(command) => self.take_offline(command),
                 }
             }
+        }
+    }
+
+    /// Connects, with a fresh token from the source, if there is one.
+    async fn connect(&self) -> Result<(WebSocket<Stream>, ws_proto::handshake::client::Response), ws_tokio::Error> {
+        let Some(source) = &self.settings.token else { return connect(&self.settings.connection).await };
+        let token =
+            source.fetch().await.map_err(|e| ws_tokio::Error::Io(std::io::Error::other(format!("no token: {e}"))))?;
+        let mut connection = self.settings.connection.clone();
+        connection.headers.push(("Authorization".to_owned(), format!("Bearer {token}")));
+        connect(&connection).await
+    }
+
+    /// The server asks for a fresh token for the connection: sent, if the source gives one.
+    async fn refresh(&self, ws: &mut WebSocket<Stream>) {
+        let Some(source) = &self.settings.token else { return };
+        match source.fetch().await {
+            // Fails only once the connection is closing: the next one takes a fresh token anyway.
+            Ok(token) => _ = ws.queue(&Message::from(json!({"type": "refresh", "token": token}).to_string())),
+            Err(e) => self.emit(HubEvent::Envelope(json!({"type": "error", "code": "no_token", "message": e}))).await,
         }
     }
 
@@ -356,6 +406,8 @@ impl Connector {
                 self.joined(&room, latest, epoch.unwrap_or_default(), ws).await;
             }
             "recovered" => self.recovered(&room).await,
+            // The connection's token, not a room's (joined with a room token elsewhere).
+            "refresh" if envelope.get("room").is_none() => self.refresh(ws).await,
             "gap" => {
                 let to = envelope["to"].as_u64().unwrap_or(0);
                 if let Some(state) = self.rooms.get_mut(&room) {

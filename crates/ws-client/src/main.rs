@@ -6,12 +6,14 @@
 //! the room, sends each line as a message to it, prints the room's messages
 //! as `sender: content` (and the JSON `data` of those that carry it;
 //! `--json`: the envelopes as they came), and
-//! reconnects after a drop, recovering what it missed.
+//! reconnects after a drop, recovering what it missed. `--token-command`
+//! gives it a token for every connection, and a fresh one whenever the
+//! server asks before the last expires.
 
 use clap::Parser;
 use std::process::ExitCode;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin, Stdout};
-use ws_client::hub::{HubClient, HubEvent, HubSettings};
+use ws_client::hub::{HubClient, HubEvent, HubSettings, TokenSource};
 use ws_client::{ClientSettings, Trust, connect};
 use ws_proto::{CloseCode, DeflateConfig, Event, Message};
 
@@ -35,8 +37,14 @@ struct Args {
     json: bool,
 
     /// A token for the server, sent as `Authorization: Bearer TOKEN`.
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_command")]
     token: Option<String>,
+
+    /// A command (run by `sh -c`) whose output is a token for the server:
+    /// run for every connection and, with --room, whenever the server asks
+    /// for a fresh token before the last one expires.
+    #[arg(long, value_name = "COMMAND")]
+    token_command: Option<String>,
 
     /// For wss://: trust the certificate authorities in this PEM file instead of the web's.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
@@ -117,10 +125,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let token = args.token_command.clone().map(|command| TokenSource::new(move || run_token_command(&command)));
     if let Some(room) = &args.room {
-        return chat(args.settings()?, room, args.json).await;
+        return chat(HubSettings { token, ..HubSettings::new(args.settings()?) }, room, args.json).await;
     }
-    let (mut ws, response) = connect(&args.settings()?).await?;
+    let mut settings = args.settings()?;
+    if let Some(source) = token {
+        settings.headers.push(("Authorization".to_owned(), format!("Bearer {}", source.fetch().await?)));
+    }
+    let (mut ws, response) = connect(&settings).await?;
     let agreed: Vec<String> = response.extensions.iter().map(ToString::to_string).collect();
     eprintln!(
         "connected to {}{}",
@@ -179,9 +192,9 @@ impl Console {
 
 /// The hub mode: lines typed go to `room`, its messages come back, the
 /// connection comes back after a drop.
-async fn chat(settings: ClientSettings, room: &str, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let url = settings.url.clone();
-    let (client, mut events) = HubClient::start(HubSettings::new(settings));
+async fn chat(settings: HubSettings, room: &str, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let url = settings.connection.url.clone();
+    let (client, mut events) = HubClient::start(settings);
     client.join(room);
     let mut console = Console::new();
     loop {
@@ -202,6 +215,20 @@ async fn chat(settings: ClientSettings, room: &str, json: bool) -> Result<ExitCo
                 }
             }
         }
+    }
+}
+
+/// The token that `command`, run by `sh -c`, prints, or why there is none.
+fn run_token_command(command: &str) -> Result<String, String> {
+    let output = std::process::Command::new("sh").args(["-c", command]).output();
+    let output = output.map_err(|e| format!("--token-command {command:?}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("--token-command {command:?}: {}", output.status));
+    }
+    let token = String::from_utf8(output.stdout).map_err(|_| format!("--token-command {command:?}: not UTF-8"))?;
+    match token.trim() {
+        "" => Err(format!("--token-command {command:?} printed no token")),
+        token => Ok(token.to_owned()),
     }
 }
 
