@@ -321,6 +321,22 @@ pub enum Outgoing<'a> {
         /// Their names: users, or the addresses of anonymous clients.
         members: Vec<&'a str>,
     },
+    /// `member` joined `room`: it was in it on no connection before.
+    #[serde(rename = "member_joined")]
+    MemberJoined {
+        /// The room.
+        room: &'a str,
+        /// The user, or the address of an anonymous client.
+        member: &'a str,
+    },
+    /// `member` left `room`: it is in it on no connection now.
+    #[serde(rename = "member_left")]
+    MemberLeft {
+        /// The room.
+        room: &'a str,
+        /// The user, or the address of an anonymous client.
+        member: &'a str,
+    },
     /// The replay asked for with `since` is done; `complete` is false when
     /// the history no longer reached back that far.
     Recovered {

@@ -115,19 +115,23 @@ impl Server {
     }
 
     /// Makes `member` a member of `room`; with `since`, also the held
-    /// messages after it, up to the subscription's start.
+    /// messages after it, up to the subscription's start. Where the room's
+    /// namespace asks, its members are told of the member's first
+    /// connection there, and of its last one's leaving.
     pub fn join(
         &self,
         room: &str,
         member: &Arc<str>,
         since: Option<u64>,
     ) -> Answer<Result<(Subscription, Option<Replay>), EnvelopeError>> {
-        let history = self.namespaces.rules(room).history;
+        let namespace = self.namespaces.rules(room);
+        let (history, announce) = (namespace.history, namespace.join_leave_events);
         let Some(cluster) = self.cluster.clone() else {
-            return Answer::Now(self.hub.join(room, member, since.map(|s| (s, history))).map_err(EnvelopeError::from));
+            let joined = self.hub.join(room, member, since.map(|s| (s, history)), announce);
+            return Answer::Now(joined.map_err(EnvelopeError::from));
         };
         let (room, member) = (room.to_owned(), member.clone());
-        Answer::later(async move { cluster.join(room, member, since, history).await })
+        Answer::later(async move { cluster.join(room, member, since, history, announce).await })
     }
 
     /// The held messages of `room` after `since`, up to `upto`.
@@ -176,10 +180,11 @@ impl Server {
     /// A connection of `member` left `room` (its subscription dropped first,
     /// so that a cluster can let the room go if it was the last here).
     pub fn leave(&self, room: Arc<str>, member: Arc<str>) {
+        let announce = self.namespaces.rules(&room).join_leave_events;
         match &self.cluster {
-            Some(cluster) => cluster.left(room, member),
+            Some(cluster) => cluster.left(room, member, announce),
             None => {
-                self.hub.leave(&room, &member);
+                self.hub.leave(&room, &member, announce);
             }
         }
     }

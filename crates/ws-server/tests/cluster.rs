@@ -493,6 +493,63 @@ async fn namespace_rules_hold_on_every_server_and_in_redis() {
     let _ = std::fs::remove_file(file);
 }
 
+/// A client of `addr` whose token names `user`, and who joined `room`.
+async fn user_in(addr: SocketAddr, user: &str, room: &str) -> Client {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let key = jsonwebtoken::EncodingKey::from_secret(b"s3cret");
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"sub": user, "exp": exp}), &key);
+    let (ws, _) = connect(&format!("ws://{addr}/ws?token={}", token.unwrap())).await.unwrap();
+    let mut client = Client { ws };
+    client.send(json!({"type": "join", "room": room})).await;
+    loop {
+        let envelope = client.next().await;
+        if envelope["type"] == "joined" && envelope["room"] == room {
+            return client;
+        }
+    }
+}
+
+/// Publishes `mark` to `room` and takes what came before its own copy.
+async fn before_own(client: &mut Client, room: &str, mark: &str) -> Vec<Value> {
+    client.send(json!({"type": "message", "room": room, "content": mark})).await;
+    let mut before = Vec::new();
+    loop {
+        let envelope = client.next().await;
+        if envelope["type"] == "message" && envelope["content"] == mark {
+            return before;
+        }
+        before.push(envelope);
+    }
+}
+
+/// Join and leave events count a user's connections on every server: the
+/// first anywhere is told, and the last anywhere to leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_leave_events_count_a_users_connections_on_every_server() {
+    let Some(redis) = Redis::start().await else { return };
+    let file = std::env::temp_dir().join(format!("ws-server-cluster-{}-events.toml", std::process::id()));
+    std::fs::write(&file, "[namespace.chat]\njoin-leave-events = true\n").unwrap();
+    let flags = ["--config", file.to_str().unwrap(), "--jwt-secret", "s3cret"];
+    let (first, second) = (server(&redis, &flags).await, server(&redis, &flags).await);
+    let mut ann = user_in(first, "ann", "chat:x").await;
+    let bob_far = user_in(second, "bob", "chat:x").await;
+    assert_eq!(ann.next().await, json!({"type": "member_joined", "room": "chat:x", "member": "bob"}));
+    let bob_near = user_in(first, "bob", "chat:x").await;
+    assert!(before_own(&mut ann, "chat:x", "1").await.is_empty(), "bob was in the room on the other server");
+    drop(bob_far);
+    // Its leaving is told through Redis, where nothing comes: wait for the room to forget it there.
+    let gone = async {
+        while redis.subscribers("chat:x").await > 1 {
+            tokio::task::yield_now().await;
+        }
+    };
+    timeout(PATIENCE, gone).await.expect("the other server unsubscribed");
+    assert!(before_own(&mut ann, "chat:x", "2").await.is_empty(), "bob is still in the room on this server");
+    drop(bob_near);
+    assert_eq!(ann.next().await, json!({"type": "member_left", "room": "chat:x", "member": "bob"}));
+    let _ = std::fs::remove_file(file);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publish_api_of_one_server_reaches_the_members_of_every_server() {
     let Some(redis) = Redis::start().await else { return };

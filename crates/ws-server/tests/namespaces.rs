@@ -1,14 +1,15 @@
 //! Namespaces over real loopback TCP: the options of `[namespace.NAME]`
 //! tables rule the rooms named `NAME:...` (who may publish, history,
-//! recovery, presence, limits), unlisted namespaces take the default's
-//! options or are refused, and `--check-config` tells what a file sets.
+//! recovery, presence, join and leave events, limits), unlisted
+//! namespaces take the default's options or are refused, and
+//! `--check-config` tells what a file sets.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
 mod common;
 
 use common::{Client, api_publish, config_file, server};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A client, out of the default room, in `rooms`.
 async fn member_of(addr: std::net::SocketAddr, rooms: &[&str]) -> Client {
@@ -107,6 +108,60 @@ async fn rooms_of_unlisted_namespaces_are_refused_when_the_file_says_so() {
     let (status, _) = api_publish(addr, "k", r#"{"type":"message","room":"chat:x","content":"yes"}"#).await;
     assert_eq!(status, 200);
     alice.expect(json!({"type": "message", "room": "chat:x", "seq": 1, "content": "yes"})).await;
+}
+
+/// A client of `user` (its token signed with `secret`), out of the default room.
+async fn connect_as(addr: std::net::SocketAddr, user: &str) -> Client {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let key = jsonwebtoken::EncodingKey::from_secret(b"s3cret");
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"sub": user, "exp": exp}), &key);
+    let bearer = vec![("Authorization".to_owned(), format!("Bearer {}", token.unwrap()))];
+    let mut client = Client::connect_with_headers(addr, bearer).await;
+    client.expect(json!({"type": "joined", "room": "general"})).await;
+    client.send(json!({"type": "leave", "room": "general"})).await;
+    client.expect(json!({"type": "left", "room": "general"})).await;
+    client
+}
+
+/// Publishes to `room` from `client` and takes what comes before its own
+/// copy: the notices, if any, that were sent to it first.
+async fn notices_before_a_message(client: &mut Client, room: &str, mark: &str) -> Vec<Value> {
+    client.send(json!({"type": "message", "room": room, "content": mark})).await;
+    let mut before = Vec::new();
+    loop {
+        let envelope = client.next().await;
+        if envelope["type"] == "message" && envelope["content"] == mark {
+            return before;
+        }
+        before.push(envelope);
+    }
+}
+
+#[tokio::test]
+async fn members_are_told_of_each_users_first_join_and_last_leave_where_the_namespace_asks() {
+    let file = config_file("events", "rate-limit = 0\n[namespace.chat]\njoin-leave-events = true\n");
+    let addr = server(&["--config", &file, "--jwt-secret", "s3cret"]).await;
+    let mut ann = connect_as(addr, "ann").await;
+    ann.join("chat:x", 0).await;
+    ann.join("plain", 0).await;
+    let mut bob = connect_as(addr, "bob").await;
+    bob.join("chat:x", 0).await;
+    bob.join("plain", 0).await;
+    assert_eq!(ann.next().await, json!({"type": "member_joined", "room": "chat:x", "member": "bob"}));
+    assert_eq!(notices_before_a_message(&mut bob, "chat:x", "b1").await, [] as [Value; 0], "not of itself");
+    // Bob's second connection: he was in the room already, nobody is told.
+    let mut bob_again = connect_as(addr, "bob").await;
+    bob_again.join("chat:x", 1).await;
+    assert_eq!(notices_before_a_message(&mut ann, "chat:x", "a1").await.last().unwrap()["content"], "b1");
+    bob.send(json!({"type": "leave", "room": "chat:x"})).await;
+    bob.until(json!({"type": "left", "room": "chat:x"})).await;
+    assert_eq!(notices_before_a_message(&mut ann, "chat:x", "a2").await, [] as [Value; 0], "bob is still there");
+    drop(bob_again);
+    assert_eq!(ann.next().await, json!({"type": "member_left", "room": "chat:x", "member": "bob"}));
+    // A namespace that does not ask tells nothing.
+    bob.send(json!({"type": "leave", "room": "plain"})).await;
+    bob.until(json!({"type": "left", "room": "plain"})).await;
+    assert_eq!(notices_before_a_message(&mut ann, "plain", "p").await, [] as [Value; 0]);
 }
 
 /// The production TOML of docs/operations.md, as the page shows it.

@@ -83,16 +83,19 @@ impl Cluster {
     }
 
     /// Joins `room` as `member`; with `since`, also the messages after it
-    /// that the room's `history` in Redis holds, up to the subscription's start.
+    /// that the room's `history` in Redis holds, up to the subscription's
+    /// start. With `announce`, the room's members on every server are told
+    /// if it is the member's first connection there.
     pub async fn join(
         &self,
         room: String,
         member: Arc<str>,
         since: Option<u64>,
         history: History,
+        announce: bool,
     ) -> Result<(Subscription, Option<Replay>), EnvelopeError> {
         let (reply, joined) = oneshot::channel();
-        let request = Control::Join { room, member, reply };
+        let request = Control::Join { room, member, announce, reply };
         self.control.send(request).map_err(|_| unavailable("the server is stopping"))?;
         // Held while there is no link, for as long as a request may take.
         let joined = timeout(REQUEST_TIMEOUT, joined).await.map_err(|_| unavailable("no link to redis"))?;
@@ -123,10 +126,11 @@ impl Cluster {
     }
 
     /// A connection of `member` left `room` on this server (its
-    /// subscription dropped first).
-    pub fn left(&self, room: Arc<str>, member: Arc<str>) {
+    /// subscription dropped first); with `announce`, the room's members on
+    /// every server are told if it was the member's last there.
+    pub fn left(&self, room: Arc<str>, member: Arc<str>, announce: bool) {
         // Fails only when the server stops, and its subscriptions with it.
-        let _ = self.control.send(Control::Left { room, member });
+        let _ = self.control.send(Control::Left { room, member, announce });
     }
 
     /// Who is in `room` on every server: how many, and up to `max` names, in order.

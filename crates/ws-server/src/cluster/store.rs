@@ -88,6 +88,35 @@ pub(super) fn presence_key(room: &str) -> String {
     format!("ws:{{{room}}}:presence")
 }
 
+/// The servers `member` is in `room` on, each expiring as a presence entry
+/// does: kept for rooms whose members are told of joins and leaves.
+pub(super) fn member_key(room: &str, member: &str) -> String {
+    format!("ws:{{{room}}}:member:{member}")
+}
+
+/// Adds this server to a member's servers in a room (ARGV[2], the TTL in
+/// ms) or takes it away (ARGV[2] = '0'); when that makes the member come
+/// into the room or leave it, on any server, publishes the notice
+/// ARGV[4] ('' for none) to the room's channel ARGV[3] as `e\n<json>`.
+/// KEYS: the member's key; ARGV: instance, TTL, channel, notice.
+pub(super) const MEMBER: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local before = redis.call('ZCARD', KEYS[1])
+if ARGV[2] == '0' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+local after = redis.call('ZCARD', KEYS[1])
+if ARGV[4] ~= '' and (before == 0) ~= (after == 0) then
+  redis.call('PUBLISH', ARGV[3], 'e\n' .. ARGV[4])
+end
+return after
+";
+
 /// A presence entry: the member, then the server it is on.
 pub(super) fn presence_entry(member: &str, instance: &str) -> String {
     format!("{member}\n{instance}")

@@ -3,7 +3,7 @@
 //! does not tell; it also keeps the presence of this server's members.
 
 use super::store::*;
-use crate::envelope::EnvelopeError;
+use crate::envelope::{EnvelopeError, Outgoing};
 use crate::hub::{Hub, RoomsFull, Subscription};
 use crate::metrics::ClusterMetrics;
 use redis::aio::{ConnectionManager, PubSubSink};
@@ -19,11 +19,14 @@ use tracing::{info, warn};
 /// What sessions ask of the subscriber task.
 #[derive(Debug)]
 pub(super) enum Control {
-    /// Join `room` as `member`, subscribing to its channel first if needed.
-    Join { room: String, member: Arc<str>, reply: oneshot::Sender<Result<Subscription, EnvelopeError>> },
+    /// Join `room` as `member`, subscribing to its channel first if needed;
+    /// with `announce`, its members are told if it is the member's first
+    /// connection in the room on any server.
+    Join { room: String, member: Arc<str>, announce: bool, reply: oneshot::Sender<Result<Subscription, EnvelopeError>> },
     /// A connection of `member` left `room`: it leaves the presence if it was
-    /// its last here, and the server unsubscribes if it was the room's last.
-    Left { room: Arc<str>, member: Arc<str> },
+    /// its last here, and the server unsubscribes if it was the room's last;
+    /// with `announce`, the members are told if it was its last anywhere.
+    Left { room: Arc<str>, member: Arc<str>, announce: bool },
 }
 
 /// The task that holds the subscriptions and delivers what they bring.
@@ -33,6 +36,8 @@ pub(super) struct Subscriber {
     redis: ConnectionManager,
     /// The rooms subscribed to: those with members here.
     rooms: HashSet<Arc<str>>,
+    /// Those of them whose members are told of joins and leaves.
+    announcing: HashSet<Arc<str>>,
     metrics: ClusterMetrics,
     /// Whether the outage going on is counted.
     down: bool,
@@ -50,8 +55,16 @@ impl Subscriber {
         metrics: ClusterMetrics,
     ) -> mpsc::UnboundedSender<Control> {
         let (control, requests) = mpsc::unbounded_channel();
-        let subscriber =
-            Subscriber { hub, client, redis, rooms: HashSet::new(), metrics, down: false, held: Vec::new() };
+        let subscriber = Subscriber {
+            hub,
+            client,
+            redis,
+            rooms: HashSet::new(),
+            announcing: HashSet::new(),
+            metrics,
+            down: false,
+            held: Vec::new(),
+        };
         tokio::spawn(subscriber.run(requests));
         control
     }
@@ -100,8 +113,8 @@ impl Subscriber {
                 Ok(Some(Control::Join { reply, .. })) if reply.is_closed() => {}
                 Ok(Some(join @ Control::Join { .. })) => self.held.push(join),
                 // Its presence entry expires on its own.
-                Ok(Some(Control::Left { room, member })) => {
-                    self.hub.leave(&room, &member);
+                Ok(Some(Control::Left { room, member, .. })) => {
+                    self.hub.leave(&room, &member, false);
                 }
             }
         }
@@ -172,11 +185,11 @@ impl Subscriber {
 
     async fn handle(&mut self, request: Control, sink: &mut PubSubSink) -> RedisResult<()> {
         match request {
-            Control::Join { room, member, reply } => {
+            Control::Join { room, member, announce, reply } => {
                 if reply.is_closed() {
                     return Ok(());
                 }
-                let (answer, failure) = match self.join(&room, &member, sink).await {
+                let (answer, failure) = match self.join(&room, &member, announce, sink).await {
                     Ok(Ok(subscription)) => (Ok(subscription), None),
                     Ok(Err(full)) => (Err(full.into()), None),
                     Err(e) => (Err(unavailable(&e)), Some(e)),
@@ -184,31 +197,38 @@ impl Subscriber {
                 if let Err(Ok(subscription)) = reply.send(answer) {
                     // The session is gone: so is its place in the room.
                     drop(subscription);
-                    self.leave(&room, &member, sink).await?;
+                    self.leave(&room, &member, announce, sink).await?;
                 }
                 failure.map_or(Ok(()), Err)
             }
-            Control::Left { room, member } => self.leave(&room, &member, sink).await,
+            Control::Left { room, member, announce } => self.leave(&room, &member, announce, sink).await,
         }
     }
 
     /// A connection of `member` left `room` (its subscription dropped).
-    async fn leave(&mut self, room: &str, member: &str, sink: &mut PubSubSink) -> RedisResult<()> {
-        if self.hub.leave(room, member) {
+    async fn leave(&mut self, room: &str, member: &Arc<str>, announce: bool, sink: &mut PubSubSink) -> RedisResult<()> {
+        if self.hub.leave(room, member, false) {
             let entry = presence_entry(member, self.hub.instance());
             let _: usize = self.redis.zrem(presence_key(room), entry).await?;
+            if announce {
+                let notice = Outgoing::MemberLeft { room, member }.to_json();
+                self.member(room, member, 0, &notice).await?;
+            }
         }
         if !self.hub.has_members(room) && self.rooms.remove(room) {
+            self.announcing.remove(room);
             sink.unsubscribe(channel(room)).await?;
         }
         Ok(())
     }
 
-    /// Subscribes to `room` if needed, then joins it in the hub.
+    /// Subscribes to `room` if needed, then joins it in the hub; with
+    /// `announce`, tells the room if the member came into it.
     async fn join(
         &mut self,
         room: &str,
         member: &Arc<str>,
+        announce: bool,
         sink: &mut PubSubSink,
     ) -> RedisResult<Result<Subscription, RoomsFull>> {
         if !self.rooms.contains(room) {
@@ -220,11 +240,29 @@ impl Subscriber {
             }
             self.rooms.insert(Arc::from(room));
         }
-        let joined = self.hub.join(room, member, None).map(|(subscription, _)| subscription);
-        if joined.is_ok() {
+        let joined = self.hub.join(room, member, None, false).map(|(subscription, _)| subscription);
+        if let Ok(subscription) = &joined {
             self.touch(room, std::slice::from_ref(member)).await?;
+            if announce {
+                self.announcing.insert(Arc::from(room));
+                if subscription.first {
+                    let notice = Outgoing::MemberJoined { room, member }.to_json();
+                    self.member(room, member, PRESENCE_TTL.as_millis() as u64, &notice).await?;
+                }
+            }
         }
         Ok(joined)
+    }
+
+    /// Keeps this server among `member`'s in `room` for `ttl_ms` more (0:
+    /// takes it away), publishing `notice` ('' for none) if the member
+    /// thereby came into the room or left it on every server.
+    async fn member(&mut self, room: &str, member: &str, ttl_ms: u64, notice: &str) -> RedisResult<()> {
+        let script = Script::new(MEMBER);
+        let mut invocation = script.prepare_invoke();
+        invocation.key(member_key(room, member)).arg(self.hub.instance()).arg(ttl_ms).arg(channel(room)).arg(notice);
+        let _: u64 = invocation.invoke_async(&mut self.redis).await?;
+        Ok(())
     }
 
     /// Renews the presence of `members` in `room`.
@@ -245,6 +283,11 @@ impl Subscriber {
             if !members.is_empty() {
                 self.touch(&room, &members).await?;
             }
+            if self.announcing.contains(&room) {
+                for member in &members {
+                    self.member(&room, member, PRESENCE_TTL.as_millis() as u64, "").await?;
+                }
+            }
         }
         Ok(())
     }
@@ -254,10 +297,20 @@ impl Subscriber {
         Script::new(FLOOR).key(seq_key(room)).arg(known).invoke_async(&mut self.redis).await
     }
 
-    /// One message from a channel: `<seq>\n<json>`.
+    /// One message from a channel: `<seq>\n<json>`, or a notice, `e\n<json>`.
     async fn receive(&mut self, message: Msg) -> RedisResult<()> {
         let Some(room) = room_of(message.get_channel_name()) else { return Ok(()) };
         let payload = String::from_utf8_lossy(message.get_payload_bytes());
+        if let Some(notice) = payload.strip_prefix("e\n") {
+            let member = serde_json::from_str::<serde_json::Value>(notice)
+                .ok()
+                .and_then(|v| v["member"].as_str().map(Arc::from));
+            match member {
+                Some(member) => self.hub.announce(room, notice.to_owned(), &member),
+                None => warn!(room, "redis: a notice not in this server's format, ignored"),
+            }
+            return Ok(());
+        }
         let Some((seq, json)) = payload.split_once('\n').and_then(|(s, j)| Some((s.parse::<u64>().ok()?, j))) else {
             warn!(room, "redis: a message not in this server's format, ignored");
             return Ok(());

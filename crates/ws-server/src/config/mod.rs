@@ -119,6 +119,12 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_PRESENCE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub presence: bool,
 
+    /// Whether the members of a room of the default namespace are told when
+    /// a member comes into it (`member_joined`, at its first connection
+    /// there) and leaves it (`member_left`, at its last), on any server.
+    #[arg(long, env = "WS_JOIN_LEAVE_EVENTS", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub join_leave_events: bool,
+
     /// What happens to a room of a namespace the TOML file does not list:
     /// it has the default namespace's options, or it is refused with
     /// `unknown_namespace`.
@@ -346,6 +352,7 @@ impl ServerConfig {
             history: History { len: self.history, max_age: self.history_max_age },
             recovery: self.recovery,
             presence: self.presence,
+            join_leave_events: self.join_leave_events,
             limits: self.limits(),
         };
         let listed = self.namespace_tables.iter().map(|(name, table)| (name.clone(), table.over(&default))).collect();

@@ -1,7 +1,8 @@
 //! Namespaces: the part of a room's name before its first `:` names its
 //! namespace (`feed:btc` is in `feed`), whose options rule its rooms: who
 //! may publish, the history, whether `since` recovery and `presence` are
-//! offered, and the limits of a message. A room without `:` is in the default namespace, whose
+//! offered, whether members are told of joins and leaves, and the limits
+//! of a message. A room without `:` is in the default namespace, whose
 //! options are the top-level settings. The TOML file lists the others as
 //! `[namespace.NAME]` tables; an option a table leaves out is the default
 //! namespace's. A room whose namespace is not listed has the default
@@ -45,6 +46,9 @@ pub struct Namespace {
     pub recovery: bool,
     /// Whether members may ask who is present.
     pub presence: bool,
+    /// Whether members are told when a member comes into the room (its
+    /// first connection there) or leaves it (its last).
+    pub join_leave_events: bool,
     /// The bounds of a message's content and data.
     pub limits: Limits,
 }
@@ -109,11 +113,12 @@ impl Namespace {
             || "# history-max-age: none, as long as history allows".to_owned(),
             |age| format!("history-max-age = {}", age.as_secs_f64()),
         );
-        let (history, recovery, presence) = (self.history.len, self.recovery, self.presence);
+        let (history, recovery, presence, events) =
+            (self.history.len, self.recovery, self.presence, self.join_leave_events);
         let (chars, bytes) = (self.limits.content_chars, self.limits.data_bytes);
         // Writing to a String cannot fail.
         let _ = writeln!(text, "publish = \"{publish}\"\nhistory = {history}\n{age}");
-        let _ = writeln!(text, "recovery = {recovery}\npresence = {presence}");
+        let _ = writeln!(text, "recovery = {recovery}\npresence = {presence}\njoin-leave-events = {events}");
         let _ = writeln!(text, "max-content-chars = {chars}\nmax-data-bytes = {bytes}");
     }
 }
@@ -128,6 +133,7 @@ pub struct NamespaceTable {
     history_max_age: Option<Seconds>,
     recovery: Option<bool>,
     presence: Option<bool>,
+    join_leave_events: Option<bool>,
     max_content_chars: Option<usize>,
     max_data_bytes: Option<usize>,
 }
@@ -143,6 +149,7 @@ impl NamespaceTable {
             },
             recovery: self.recovery.unwrap_or(default.recovery),
             presence: self.presence.unwrap_or(default.presence),
+            join_leave_events: self.join_leave_events.unwrap_or(default.join_leave_events),
             limits: Limits {
                 content_chars: self.max_content_chars.unwrap_or(default.limits.content_chars),
                 data_bytes: self.max_data_bytes.unwrap_or(default.limits.data_bytes),
@@ -192,6 +199,7 @@ mod tests {
             history: History { len: 100, max_age: None },
             recovery: true,
             presence: true,
+            join_leave_events: false,
             limits: Limits { content_chars: 1000, data_bytes: 16384 },
         }
     }

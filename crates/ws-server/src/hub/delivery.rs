@@ -1,6 +1,9 @@
 //! One message of a room as its members receive it: numbered, serialized
-//! once and encoded as a frame once for all of them.
+//! once and encoded as a frame once for all of them; or a notice between
+//! messages (a member joined or left), which carries the seq of the
+//! message before it.
 
+use std::sync::Arc;
 use std::time::Instant;
 use ws_proto::{DeflateConfig, Message, SharedMessage};
 
@@ -15,6 +18,8 @@ pub struct Delivery {
     pub published: Instant,
     /// The hash of who sent it and the id it gave, to know a retry.
     pub(super) retry_key: Option<u64>,
+    /// For a notice about a member, that member, who is not sent it.
+    pub about: Option<Arc<str>>,
 }
 
 impl Delivery {
@@ -22,6 +27,11 @@ impl Delivery {
     /// compressed once with `deflate` for members that compress messages on their own.
     pub fn new(seq: u64, json: String, deflate: Option<&DeflateConfig>) -> Self {
         let frame = SharedMessage::new(&Message::from(json), deflate);
-        Delivery { seq, frame, published: Instant::now(), retry_key: None }
+        Delivery { seq, frame, published: Instant::now(), retry_key: None, about: None }
+    }
+
+    /// Whether it is a notice, not a message.
+    pub fn is_notice(&self) -> bool {
+        self.about.is_some()
     }
 }

@@ -1,9 +1,12 @@
 //! A room's fan-out: its most recent deliveries, which every member reads
 //! at its own pace, and the wakers of the members waiting for the next.
 //!
-//! A member holds a cursor (the next seq it wants) and a slot for its
-//! waker, nothing more: no receive future of its own. A member that falls
-//! further behind than the room keeps learns which seqs it lost.
+//! A member holds a cursor (the place of the next delivery it wants, in
+//! the order they were sent) and a slot for its waker, nothing more: no
+//! receive future of its own. A member that falls further behind than the
+//! room keeps learns which seqs it lost. Deliveries are messages, in seq
+//! order, and the notices that come between them (join and leave events),
+//! which carry the seq of the message before them.
 
 use super::Delivery;
 use std::collections::VecDeque;
@@ -23,9 +26,11 @@ pub struct Fanout {
 
 #[derive(Debug)]
 struct State {
-    /// The last deliveries, in seq order.
+    /// The last deliveries, in the order they were sent.
     recent: VecDeque<Arc<Delivery>>,
     capacity: usize,
+    /// How many deliveries were sent: the place of the next one.
+    sent: u64,
     /// The highest seq that has left `recent`.
     dropped: u64,
     /// The wakers of waiting members, by slot.
@@ -38,7 +43,7 @@ struct State {
 pub struct Member {
     fanout: Arc<Fanout>,
     slot: u32,
-    /// The next seq it wants.
+    /// The place of the next delivery it wants.
     next: u64,
 }
 
@@ -55,6 +60,7 @@ impl Fanout {
         let state = State {
             recent: VecDeque::new(),
             capacity: capacity.max(1),
+            sent: 0,
             dropped: 0,
             waiting: Vec::new(),
             free: Vec::new(),
@@ -67,14 +73,14 @@ impl Fanout {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A new member, which reads from the delivery after seq `latest` on.
-    pub fn subscribe(self: &Arc<Self>, latest: u64) -> Member {
+    /// A new member, which reads from the next delivery sent on.
+    pub fn subscribe(self: &Arc<Self>) -> Member {
         let mut state = self.state();
         let slot = state.free.pop().unwrap_or_else(|| {
             state.waiting.push(None);
             (state.waiting.len() - 1) as u32
         });
-        Member { fanout: self.clone(), slot, next: latest + 1 }
+        Member { fanout: self.clone(), slot, next: state.sent }
     }
 
     /// How many members it has.
@@ -89,10 +95,11 @@ impl Fanout {
             let mut state = self.state();
             if state.recent.len() == state.capacity {
                 if let Some(oldest) = state.recent.pop_front() {
-                    state.dropped = oldest.seq;
+                    state.dropped = state.dropped.max(oldest.seq);
                 }
             }
             state.recent.push_back(delivery);
+            state.sent += 1;
             0
         };
         // In batches, the lock let go while waking, as the woken may want it at once.
@@ -129,16 +136,16 @@ impl Member {
         max: usize,
     ) -> Poll<Result<(), Lagged>> {
         let mut state = self.fanout.state();
-        if self.next <= state.dropped {
-            self.next = state.dropped + 1;
+        let oldest = state.sent - state.recent.len() as u64;
+        if self.next < oldest {
+            self.next = oldest;
             return Poll::Ready(Err(Lagged { upto: state.dropped }));
         }
-        let next = self.next;
-        let first = state.recent.partition_point(|d| d.seq < next);
+        let first = (self.next - oldest) as usize;
         let end = state.recent.len().min(first.saturating_add(max));
         if first < end {
             batch.extend(state.recent.range(first..end).cloned());
-            self.next = state.recent[end - 1].seq + 1;
+            self.next = oldest + end as u64;
             return Poll::Ready(Ok(()));
         }
         let waiting = &mut state.waiting[self.slot as usize];
@@ -173,7 +180,7 @@ mod tests {
     #[test]
     fn a_member_takes_up_to_a_batch_at_once() {
         let fanout = Fanout::new(Arc::from("r"), 8);
-        let mut member = fanout.subscribe(0);
+        let mut member = fanout.subscribe();
         for delivery in deliveries(&[1, 2, 3, 4, 5]) {
             fanout.send(delivery);
         }
@@ -188,10 +195,10 @@ mod tests {
     #[test]
     fn each_member_reads_every_delivery_once_from_where_it_joined() {
         let fanout = Fanout::new(Arc::from("r"), 8);
-        let mut early = fanout.subscribe(0);
+        let mut early = fanout.subscribe();
         let sent = deliveries(&[1, 2, 3]);
         fanout.send(sent[0].clone());
-        let mut late = fanout.subscribe(1);
+        let mut late = fanout.subscribe();
         fanout.send(sent[1].clone());
         fanout.send(sent[2].clone());
         assert_eq!(
@@ -211,7 +218,7 @@ mod tests {
     #[test]
     fn a_member_that_falls_behind_learns_what_it_lost_then_reads_on() {
         let fanout = Fanout::new(Arc::from("r"), 2);
-        let mut member = fanout.subscribe(0);
+        let mut member = fanout.subscribe();
         for delivery in deliveries(&[1, 2, 3, 4]) {
             fanout.send(delivery);
         }
@@ -231,7 +238,7 @@ mod tests {
         let fanout = Fanout::new(Arc::from("r"), 4);
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
-        let mut members: Vec<Member> = (0..100).map(|_| fanout.subscribe(0)).collect();
+        let mut members: Vec<Member> = (0..100).map(|_| fanout.subscribe()).collect();
         for member in &mut members {
             assert!(member.poll_recv(&mut Context::from_waker(&waker), &mut Vec::new(), 1).is_pending());
         }

@@ -47,6 +47,8 @@ pub struct Subscription {
     pub member: Member,
     /// The room's latest seq at the time of joining (0: none yet).
     pub latest: u64,
+    /// Whether the member was in the room on no other connection here.
+    pub first: bool,
 }
 
 /// What a join with `since` replays.
@@ -118,16 +120,26 @@ impl Hub {
     /// history), also returns the messages after that seq that its history
     /// holds. The receiver and the replay are taken together, so nothing is
     /// missed or seen twice between them.
+    ///
+    /// With `announce`, the members are told when it is the member's first
+    /// connection in the room (a `member_joined` notice).
     pub fn join(
         &self,
         room: &str,
         member: &Arc<str>,
         since: Option<(u64, History)>,
+        announce: bool,
     ) -> Result<(Subscription, Option<Replay>), RoomsFull> {
         let mut rooms = self.rooms();
-        let room = self.room(&mut rooms, room)?.1;
-        *room.members.entry(member.clone()).or_default() += 1;
-        let subscription = Subscription { member: room.fanout.subscribe(room.latest), latest: room.latest };
+        let (name, room) = self.room(&mut rooms, room)?;
+        let connections = room.members.entry(member.clone()).or_default();
+        *connections += 1;
+        let first = *connections == 1;
+        if first && announce {
+            let json = Outgoing::MemberJoined { room: &name, member }.to_json();
+            room.fanout.send(Arc::new(self.notice(room.latest, json, member)));
+        }
+        let subscription = Subscription { member: room.fanout.subscribe(), latest: room.latest, first };
         let replay = since.map(|(since, history)| room.replay(since, history.max_age));
         Ok((subscription, replay))
     }
@@ -156,17 +168,36 @@ impl Hub {
         Ok((name, room))
     }
 
-    /// One connection of `member` left `room`; true if it was its last there.
-    pub fn leave(&self, room: &str, member: &str) -> bool {
+    /// One connection of `member` left `room`; true if it was its last
+    /// there. With `announce`, the members are then told (`member_left`).
+    pub fn leave(&self, room: &str, member: &Arc<str>, announce: bool) -> bool {
         let mut rooms = self.rooms();
-        let Some(room) = rooms.get_mut(room) else { return false };
-        let Some(count) = room.members.get_mut(member) else { return false };
+        let Some(state) = rooms.get_mut(room) else { return false };
+        let Some(count) = state.members.get_mut(member) else { return false };
         *count -= 1;
         if *count > 0 {
             return false;
         }
-        room.members.remove(member);
+        state.members.remove(member);
+        if announce {
+            let json = Outgoing::MemberLeft { room, member }.to_json();
+            state.fanout.send(Arc::new(self.notice(state.latest, json, member)));
+        }
         true
+    }
+
+    /// Hands `json`, a notice about `member` that came from elsewhere (the
+    /// cluster), to the members of `room` here.
+    pub fn announce(&self, room: &str, json: String, member: &Arc<str>) {
+        let rooms = self.rooms();
+        if let Some(state) = rooms.get(room) {
+            state.fanout.send(Arc::new(self.notice(state.latest, json, member)));
+        }
+    }
+
+    /// `json`, a notice about `member`, after message `seq`.
+    fn notice(&self, seq: u64, json: String, member: &Arc<str>) -> Delivery {
+        Delivery { about: Some(member.clone()), ..self.delivery(seq, json) }
     }
 
     /// Who is in `room`: how many, and the names of up to `max` of them, in order.
@@ -364,7 +395,7 @@ mod tests {
     #[test]
     fn replay_is_complete_only_when_the_history_reaches_back() {
         let (hub, history) = (hub(10), keep(3));
-        let (mut member, _) = hub.join("r", &Arc::from("u"), None).unwrap();
+        let (mut member, _) = hub.join("r", &Arc::from("u"), None, false).unwrap();
         for i in 1..=5 {
             assert_eq!(hub.publish("r", "u", &Body::text(&format!("m{i}")), None, history).unwrap(), i);
         }
@@ -389,10 +420,10 @@ mod tests {
     #[test]
     fn a_join_with_since_and_the_live_stream_meet_without_a_gap_or_a_double() {
         let (hub, history) = (hub(10), keep(10));
-        let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
+        let _keep = hub.join("r", &Arc::from("u"), None, false).unwrap();
         hub.publish("r", "u", &Body::text("one"), None, history).unwrap();
         hub.publish("r", "u", &Body::text("two"), None, history).unwrap();
-        let (mut late, replay) = hub.join("r", &Arc::from("u"), Some((0, history))).unwrap();
+        let (mut late, replay) = hub.join("r", &Arc::from("u"), Some((0, history)), false).unwrap();
         assert_eq!((late.latest, seqs(&replay.unwrap())), (2, vec![1, 2]));
         hub.publish("r", "u", &Body::text("three"), None, history).unwrap();
         assert_eq!(recv(&mut late.member).unwrap().seq, 3);
@@ -402,7 +433,7 @@ mod tests {
     #[test]
     fn a_retry_within_the_history_is_not_published_again() {
         let (hub, history) = (hub(10), keep(2));
-        let (mut member, _) = hub.join("r", &Arc::from("u"), None).unwrap();
+        let (mut member, _) = hub.join("r", &Arc::from("u"), None, false).unwrap();
         assert_eq!(hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1")), history).unwrap(), 1);
         assert_eq!(
             hub.publish("r", "u", &Body::text("hello"), Some(("u", "c1")), history).unwrap(),
@@ -425,7 +456,7 @@ mod tests {
     fn messages_past_the_age_limit_are_not_replayed() {
         let age = Duration::from_micros(1);
         let (hub, history) = (hub(10), History { len: 10, max_age: Some(age) });
-        let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
+        let _keep = hub.join("r", &Arc::from("u"), None, false).unwrap();
         hub.publish("r", "u", &Body::text("old"), None, history).unwrap();
         // The clock moves past the limit: an event, not a measure of speed.
         let published = Instant::now();
@@ -438,7 +469,7 @@ mod tests {
     #[test]
     fn without_history_nothing_is_held_and_every_message_still_numbered() {
         let (hub, history) = (hub(10), keep(0));
-        let _keep = hub.join("r", &Arc::from("u"), None).unwrap();
+        let _keep = hub.join("r", &Arc::from("u"), None, false).unwrap();
         assert_eq!(
             (
                 hub.publish("r", "u", &Body::text("a"), None, history).unwrap(),
@@ -455,15 +486,15 @@ mod tests {
     fn presence_counts_each_member_once_until_its_last_connection_leaves() {
         let hub = hub(10);
         let (alice, bob) = (Arc::from("alice"), Arc::from("bob"));
-        let _a1 = hub.join("r", &alice, None).unwrap();
-        let _a2 = hub.join("r", &alice, None).unwrap();
-        let _b = hub.join("r", &bob, None).unwrap();
+        let _a1 = hub.join("r", &alice, None, false).unwrap();
+        let _a2 = hub.join("r", &alice, None, false).unwrap();
+        let _b = hub.join("r", &bob, None, false).unwrap();
         assert_eq!(hub.presence("r", 10), (2, vec![alice.clone(), bob.clone()]));
         assert_eq!(hub.presence("r", 1), (2, vec![alice.clone()]), "names are bounded, the count is not");
-        hub.leave("r", "alice");
+        hub.leave("r", &alice, false);
         assert_eq!(hub.presence("r", 10).0, 2, "alice still has a connection in the room");
-        hub.leave("r", "alice");
-        hub.leave("r", "bob");
+        hub.leave("r", &alice, false);
+        hub.leave("r", &bob, false);
         assert_eq!(hub.presence("r", 10), (0, vec![]));
         assert_eq!(hub.presence("elsewhere", 10), (0, vec![]));
     }
@@ -471,11 +502,11 @@ mod tests {
     #[test]
     fn a_full_hub_lets_go_of_rooms_without_members() {
         let (hub, history) = (hub(2), keep(10));
-        let (kept, _) = hub.join("a", &Arc::from("u"), None).unwrap();
-        let (left, _) = hub.join("b", &Arc::from("u"), None).unwrap();
-        assert_eq!(hub.join("c", &Arc::from("u"), None).unwrap_err(), RoomsFull);
+        let (kept, _) = hub.join("a", &Arc::from("u"), None, false).unwrap();
+        let (left, _) = hub.join("b", &Arc::from("u"), None, false).unwrap();
+        assert_eq!(hub.join("c", &Arc::from("u"), None, false).unwrap_err(), RoomsFull);
         drop(left);
-        let _c = hub.join("c", &Arc::from("u"), None).unwrap();
+        let _c = hub.join("c", &Arc::from("u"), None, false).unwrap();
         assert_eq!(hub.room_count(), 2);
         assert!(hub.replay("b", 0, history).deliveries.is_empty(), "b is gone");
         drop(kept);

@@ -43,12 +43,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         any
     }
 
-    /// Messages of room `i`, in seq order, those not sent yet. The fan-out
-    /// latency is taken of the first, the oldest: one clock read per batch,
-    /// not per message.
+    /// Messages of room `i`, in seq order, those not sent yet, and the
+    /// notices between them but those about the client's own user. The
+    /// fan-out latency is taken of the first, the oldest: one clock read
+    /// per batch, not per message.
     fn deliver(&mut self, i: usize, batch: &[Arc<Delivery>]) {
-        let delivered = self.rooms[i].delivered;
-        let fresh = batch.iter().filter(|d| d.seq > delivered);
+        // The name's own count, not the session's: per batch, on this connection alone.
+        let (delivered, name) = (self.rooms[i].delivered, self.identity.name.clone());
+        let fresh = batch.iter().filter(move |d| d.about.as_ref().map_or(d.seq > delivered, |about| *about != name));
         if let Some(first) = fresh.clone().next() {
             self.server.metrics.fanout_latency.observe(first.published.elapsed().as_secs_f64());
         }
@@ -118,11 +120,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Queues a message of room `i` if the queue has room for it, and says
-    /// how many bytes it queued; else the slow-consumer policy.
+    /// how many bytes it queued; else the slow-consumer policy (a notice
+    /// that does not fit is dropped: it is no message to recover).
     fn queue(&mut self, i: usize, delivery: &Delivery) -> Option<usize> {
         let queued = self.ws.connection().output().len();
         if queued + delivery.frame.frame_len() > self.server.config.max_queue_bytes {
-            self.skip(i, delivery.seq, delivery.seq);
+            if !delivery.is_notice() {
+                self.skip(i, delivery.seq, delivery.seq);
+            }
             return None;
         }
         let member = &mut self.rooms[i];
