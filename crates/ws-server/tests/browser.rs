@@ -36,8 +36,9 @@ fn installed(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
+/// A hub on `listen` whose members are told of joins and leaves.
 async fn server(listen: &str) -> Running {
-    spawn(ServerConfig::parse_from(["ws-server", "--listen", listen])).await.unwrap()
+    spawn(ServerConfig::parse_from(["ws-server", "--listen", listen, "--join-leave-events", "true"])).await.unwrap()
 }
 
 /// Starts chromedriver on a free port; returns it (killed when dropped) and its URL.
@@ -123,11 +124,14 @@ async fn the_demo_page_chats_and_comes_back_after_a_restart_in_chromium() {
     let addr = first.addr;
     let (_driver, driver_url) = chromedriver().await;
     let alice = browser(&driver_url, "alice", addr).await;
+    status_is(&alice, "connected").await;
+    shows(&alice, "joined general").await;
     let bob = browser(&driver_url, "bob", addr).await;
-    for page in [&alice, &bob] {
-        status_is(page, "connected").await;
-        shows(page, "joined general").await;
-    }
+    status_is(&bob, "connected").await;
+    shows(&bob, "joined general").await;
+    // Alice was in the room first: she is told of Bob, by his address.
+    let xpath = "//ul[@id='log']/li[contains(., '127.0.0.1:') and contains(., ' joined')]";
+    alice.wait().at_most(PATIENCE).for_element(Locator::XPath(xpath)).await.unwrap();
     say(&alice, "hello from alice").await;
     say(&bob, "hello from bob").await;
     for page in [&alice, &bob] {
