@@ -262,14 +262,18 @@ impl SharedMessage {
         self.plain.len()
     }
 
+    /// The message's payload, as it was given.
+    pub fn payload(&self) -> &[u8] {
+        &self.plain[self.plain.len() - self.len..]
+    }
+
     /// The frame for a connection that compresses with `compressor`, if any.
     pub(crate) fn frame_for(&self, compressor: Option<&Compressor>) -> Bytes {
         match (&self.compressed, compressor) {
             (Some(compressed), Some(c))
                 if c.stands_alone() && c.window_bits() >= compressed.alone.window_bits && c.wants(self.len) =>
             {
-                let payload = &self.plain[self.plain.len() - self.len..];
-                compressed.frame.get_or_init(|| compressed.compress(payload)).clone()
+                compressed.frame.get_or_init(|| compressed.compress(self.payload())).clone()
             }
             _ => self.plain.clone(),
         }

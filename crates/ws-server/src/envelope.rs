@@ -292,8 +292,9 @@ pub enum Outgoing<'a> {
     Left {
         /// The room.
         room: &'a str,
-        /// Why the server removed it: `token_expired` (its room token), or
-        /// `forbidden` (a refreshed token no longer allows the room).
+        /// Why the server removed it: `token_expired` (its room token),
+        /// `forbidden` (a refreshed token no longer allows the room), or
+        /// `removed` (the server API took the user out of the room).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<&'a str>,
     },

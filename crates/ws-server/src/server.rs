@@ -7,6 +7,7 @@
 //! to poll, from the cluster through Redis. The callers do not branch on
 //! the mode.
 
+use crate::admin::{Command, Local, Report};
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::config::namespaces::Namespaces;
@@ -40,8 +41,9 @@ pub struct Server {
     pub handshakes: Arc<ConnectionLimits>,
     /// Every connection's task, to wait for at shutdown.
     pub tasks: TaskTracker,
-    /// The hub sessions' heartbeat, and the word to shut down to every connection.
-    pub pulse: Pulse,
+    /// The hub sessions' heartbeat, the word to shut down to every
+    /// connection, and the server API's orders to a user's.
+    pub pulse: Arc<Pulse>,
     /// What `/metrics` reports.
     pub metrics: Metrics,
     /// When the server started: the clock of the sessions' rate limits.
@@ -93,10 +95,11 @@ impl Server {
         }
         let hub = Arc::new(Hub::new(config.hub_settings()));
         let metrics = Metrics::default();
+        let limits = Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip));
+        let pulse = Arc::new(Pulse::default());
+        let local = Local { hub: hub.clone(), pulse: pulse.clone(), limits: limits.clone() };
         let cluster = match &config.redis {
-            Some(url) => {
-                Some(Cluster::start(url, hub.clone(), metrics.cluster.clone()).map_err(std::io::Error::other)?)
-            }
+            Some(url) => Some(Cluster::start(url, local, metrics.cluster.clone()).map_err(std::io::Error::other)?),
             None => None,
         };
         Ok(Server {
@@ -104,10 +107,10 @@ impl Server {
             auth,
             hub,
             cluster,
-            limits: Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip)),
+            limits,
             handshakes: Arc::new(ConnectionLimits::new(0, config.max_connections_per_ip)),
             tasks: TaskTracker::new(),
-            pulse: Pulse::default(),
+            pulse,
             metrics,
             config,
             started: std::time::Instant::now(),
@@ -146,6 +149,16 @@ impl Server {
         Answer::later(async move { cluster.replay(&room, since, upto, history).await })
     }
 
+    /// The held messages of `room` after `since`, for the server API.
+    pub fn history(&self, room: &str, since: u64) -> Answer<Result<Replay, EnvelopeError>> {
+        let history = self.namespaces.rules(room).history;
+        let Some(cluster) = self.cluster.clone() else {
+            return Answer::Now(Ok(self.hub.replay(room, since, history)));
+        };
+        let room = room.to_owned();
+        Answer::later(async move { cluster.history(&room, since, history).await })
+    }
+
     /// Publishes `body` from `sender` to `room`; its seq. `client_id`
     /// (who gave it, the id) makes a retry harmless (docs/protocol.md).
     pub fn publish(
@@ -175,6 +188,15 @@ impl Server {
         };
         let room = room.to_owned();
         Answer::later(async move { cluster.presence(&room, max).await })
+    }
+
+    /// Carries `command` out on every server: each one's report.
+    pub fn command(&self, command: Command) -> Answer<Result<Vec<Report>, EnvelopeError>> {
+        let Some(cluster) = self.cluster.clone() else {
+            let local = Local { hub: self.hub.clone(), pulse: self.pulse.clone(), limits: self.limits.clone() };
+            return Answer::Now(Ok(vec![local.carry_out(&command)]));
+        };
+        Answer::later(async move { cluster.broadcast(&command).await })
     }
 
     /// A connection of `member` left `room` (its subscription dropped first,

@@ -569,6 +569,52 @@ async fn the_publish_api_of_one_server_reaches_the_members_of_every_server() {
     assert_eq!(member.publish("after", "next").await, Ok(2), "the retry was not published");
 }
 
+/// The answer of a server API call to `addr`.
+async fn api(addr: SocketAddr, call: &str, body: Value) -> Value {
+    let response = http(addr, "POST", &format!("/api/{call}"), "Authorization: Bearer k\r\n", &body.to_string()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+/// The server API of one server reaches the users of another: it takes one
+/// out of a room, disconnects another, and counts rooms and servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_of_one_server_disconnects_and_unsubscribes_the_users_of_another() {
+    let Some(redis) = Redis::start().await else { return };
+    let flags = ["--api-key", "k", "--jwt-secret", "s3cret"];
+    let (first, second) = (server(&redis, &flags).await, server(&redis, &flags).await);
+    let mut ann = user_in(second, "ann", "news").await;
+    let mut bob = user_in(second, "bob", "news").await;
+    let _ann_here = user_in(first, "ann", "news").await;
+    let info = api(first, "info", json!({})).await;
+    let counts: Vec<&Value> = info["servers"].as_array().unwrap().iter().map(|s| &s["connections"]).collect();
+    assert_eq!((&info["connections"], counts.len()), (&json!(3), 2), "{info}");
+    let rooms = api(first, "rooms", json!({})).await;
+    let news = rooms["rooms"].as_array().unwrap().iter().find(|r| r["room"] == "news").unwrap().clone();
+    assert_eq!(news, json!({"room": "news", "members": 2, "connections": 3}), "{rooms}");
+
+    let removed = api(first, "unsubscribe", json!({"user": "bob", "room": "news"})).await;
+    assert_eq!(removed["connections"], 1, "{removed}");
+    loop {
+        let envelope = bob.next().await;
+        if envelope["type"] == "left" {
+            assert_eq!(envelope, json!({"type": "left", "room": "news", "reason": "removed"}));
+            break;
+        }
+    }
+    let disconnected = api(first, "disconnect", json!({"user": "ann", "code": 4403, "reason": "bye"})).await;
+    assert_eq!(disconnected["connections"], 2, "both of ann's connections, one on each server: {disconnected}");
+    let closed = loop {
+        match timeout(PATIENCE, ann.ws.recv()).await.expect("the close in time") {
+            Some(Ok(Event::Close(frame))) => break frame.unwrap(),
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!((closed.code.0, closed.reason.as_str()), (4403, "bye"));
+    assert_eq!(bob.publish("still", "here").await, Ok(1), "bob's connection stays open");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_spans_the_servers_and_drops_what_no_server_renews() {
     let Some(redis) = Redis::start().await else { return };

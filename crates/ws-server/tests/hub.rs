@@ -478,7 +478,7 @@ async fn metrics_count_what_happened() {
     let origin = vec![("Origin".to_owned(), "https://elsewhere.example".to_owned())];
     assert_eq!(refused_status(addr, origin).await, Some(403));
     let metrics = http_get(addr, "/metrics").await;
-    assert!(metrics.contains("Content-Type: application/openmetrics-text"), "{metrics}");
+    assert!(metrics.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{metrics}");
     for line in [
         "ws_connections 1",
         "ws_connections_accepted_total 1",

@@ -2,7 +2,7 @@
 //! header bounds, let the application look at it, then accept or refuse.
 
 use crate::{Error, Options, WebSocket};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
@@ -17,6 +17,8 @@ const LINGER: Duration = Duration::from_secs(2);
 pub struct Handshake<S> {
     io: S,
     request: Request,
+    /// The head as it was read, for [`Handshake::into_http`].
+    head: BytesMut,
     leftover: BytesMut,
     options: Options,
     deadline: Instant,
@@ -43,8 +45,8 @@ where
     };
     match timeout_at(deadline, read).await {
         Ok(Ok((request, len))) => {
-            buf.advance(len);
-            Ok(Handshake { io, request, leftover: buf, options, deadline })
+            let head = buf.split_to(len);
+            Ok(Handshake { io, request, head, leftover: buf, options, deadline })
         }
         Ok(Err(Error::Protocol(e))) => {
             let status = e.http_status().unwrap_or(400);
@@ -89,6 +91,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<S> {
     /// The stream, for what the request does not say, such as the peer's address.
     pub fn get_ref(&self) -> &S {
         &self.io
+    }
+
+    /// The stream and every byte read from it, the head first, for another
+    /// HTTP server to serve the connection from its first request on.
+    pub fn into_http(self) -> (S, BytesMut) {
+        let Handshake { io, mut head, leftover, .. } = self;
+        head.unsplit(leftover);
+        (io, head)
     }
 
     /// Validates the request as an opening handshake and, if it is one,

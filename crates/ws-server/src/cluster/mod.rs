@@ -13,16 +13,23 @@
 //! connections, reconnects with backoff, subscribes again and catches up
 //! the same way. A publish or a join that Redis cannot serve is answered
 //! with an `unavailable` error, never dropped in silence.
+//!
+//! The server API's commands (admin.rs) go to every server on one channel;
+//! each server carries them out and publishes its report on the channel of
+//! the server that asked, which waits for as many as heard the command.
 
 mod store;
 mod subscriber;
 
+use crate::admin::{Command, Local, Report};
 use crate::envelope::{self, Body, EnvelopeError};
 use crate::hub::{History, Hub, Replay, Subscription};
 use crate::metrics::ClusterMetrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Script};
-use std::sync::Arc;
+use redis::{AsyncCommands, RedisResult, Script};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use store::*;
 pub use store::{PRESENCE_TTL, RETRY_WINDOW};
 use subscriber::{Control, Subscriber};
@@ -36,13 +43,45 @@ pub struct Cluster {
     redis: ConnectionManager,
     publish: Script,
     control: mpsc::UnboundedSender<Control>,
+    /// The commands of this server waiting for reports.
+    waiting: Arc<Waiting>,
+    next_command: AtomicU64,
+}
+
+/// Commands waiting for reports, by number.
+#[derive(Debug, Default)]
+pub(crate) struct Waiting(Mutex<HashMap<u64, mpsc::UnboundedSender<Report>>>);
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<Report>>> {
+        // Every change to the map is one call: a panic cannot leave it half-made.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands a report to the command it answers, if it still waits.
+    fn report(&self, number: u64, report: Report) {
+        if let Some(reports) = self.lock().get(&number) {
+            let _ = reports.send(report);
+        }
+    }
+}
+
+/// A command as it goes to every server, and as its reports come back.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Broadcast<T> {
+    /// Where the reports go.
+    to: String,
+    /// The command's number at the server that asked.
+    number: u64,
+    /// The command, or a report.
+    body: T,
 }
 
 impl Cluster {
     /// Links `hub` to the Redis at `url`. The link is made in the
     /// background, and made again whenever it is lost; until then joins and
     /// publishes are `unavailable`.
-    pub fn start(url: &str, hub: Arc<Hub>, metrics: ClusterMetrics) -> RedisResult<Arc<Cluster>> {
+    pub fn start(url: &str, local: Local, metrics: ClusterMetrics) -> RedisResult<Arc<Cluster>> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REQUEST_TIMEOUT))
@@ -51,9 +90,10 @@ impl Cluster {
             .set_max_delay(BACKOFF.1)
             .set_number_of_retries(1);
         let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        let control = Subscriber::start(hub.clone(), client, redis.clone(), metrics);
+        let (hub, waiting) = (local.hub.clone(), Arc::new(Waiting::default()));
+        let control = Subscriber::start(local, waiting.clone(), client, redis.clone(), metrics);
         let publish = Script::new(PUBLISH);
-        Ok(Arc::new(Cluster { hub, redis, publish, control }))
+        Ok(Arc::new(Cluster { hub, redis, publish, control, waiting, next_command: AtomicU64::new(1) }))
     }
 
     /// Publishes `body` from `sender` to `room` across the cluster, kept in
@@ -125,6 +165,13 @@ impl Cluster {
         Ok(Replay { deliveries, complete })
     }
 
+    /// The messages of `room` after `since` that Redis holds, up to its latest.
+    pub async fn history(&self, room: &str, since: u64, history: History) -> Result<Replay, EnvelopeError> {
+        let latest = timeout(REQUEST_TIMEOUT, self.redis.clone().get::<_, Option<u64>>(seq_key(room))).await;
+        let latest = latest.map_err(unavailable)?.map_err(unavailable)?.unwrap_or(0);
+        self.replay(room, since, latest, history).await
+    }
+
     /// A connection of `member` left `room` on this server (its
     /// subscription dropped first); with `announce`, the room's members on
     /// every server are told if it was the member's last there.
@@ -145,5 +192,32 @@ impl Cluster {
         names.dedup();
         let count = names.len();
         Ok((count, names.into_iter().take(max).map(Arc::from).collect()))
+    }
+
+    /// Carries `command` out on every server: the report of each one that
+    /// heard it, or `unavailable` if Redis could not take it or a server
+    /// did not answer in time (the command may have been carried out there).
+    pub async fn broadcast(&self, command: &Command) -> Result<Vec<Report>, EnvelopeError> {
+        let number = self.next_command.fetch_add(1, Ordering::Relaxed);
+        let (sender, mut reports) = mpsc::unbounded_channel();
+        self.waiting.lock().insert(number, sender);
+        let asked = Broadcast { to: reports_channel(self.hub.instance()), number, body: command };
+        let sent = async {
+            let payload = serde_json::to_string(&asked).map_err(unavailable)?;
+            let heard: usize = redis::cmd("PUBLISH")
+                .arg(ADMIN_CHANNEL)
+                .arg(payload)
+                .query_async(&mut self.redis.clone())
+                .await
+                .map_err(unavailable)?;
+            let mut all = Vec::with_capacity(heard);
+            while all.len() < heard {
+                all.extend(reports.recv().await);
+            }
+            Ok::<_, EnvelopeError>(all)
+        };
+        let answered = timeout(REQUEST_TIMEOUT, sent).await;
+        self.waiting.lock().remove(&number);
+        answered.map_err(|_| unavailable("a server did not answer the command in time"))?
     }
 }

@@ -133,6 +133,14 @@ pub(super) fn room_of(channel: &str) -> Option<&str> {
 
 pub(super) const EPOCH_KEY: &str = "ws:epoch";
 
+/// The channel every server hears the server API's commands on.
+pub(super) const ADMIN_CHANNEL: &str = "ws:admin";
+
+/// The channel a server hears the reports to its commands on.
+pub(super) fn reports_channel(instance: &str) -> String {
+    format!("ws:admin:{instance}")
+}
+
 /// Redis could not serve a request.
 pub(super) fn unavailable(e: impl std::fmt::Display) -> EnvelopeError {
     EnvelopeError::new("unavailable", format!("the message store is unavailable: {e}"))

@@ -3,6 +3,8 @@
 //! does not tell; it also keeps the presence of this server's members.
 
 use super::store::*;
+use super::{Broadcast, Waiting};
+use crate::admin::{Command, Local, Report};
 use crate::envelope::{EnvelopeError, Outgoing};
 use crate::hub::{Hub, RoomsFull, Subscription};
 use crate::metrics::ClusterMetrics;
@@ -32,6 +34,10 @@ pub(super) enum Control {
 /// The task that holds the subscriptions and delivers what they bring.
 pub(super) struct Subscriber {
     hub: Arc<Hub>,
+    /// What carries out the server API's commands here.
+    local: Local,
+    /// This server's commands waiting for reports.
+    waiting: Arc<Waiting>,
     client: redis::Client,
     redis: ConnectionManager,
     /// The rooms subscribed to: those with members here.
@@ -46,17 +52,20 @@ pub(super) struct Subscriber {
 }
 
 impl Subscriber {
-    /// Starts the task for `hub`, linked through `client` (subscriptions)
+    /// Starts the task for the hub of `local`, linked through `client` (subscriptions)
     /// and `redis` (commands); what sessions ask of it goes to the sender.
     pub(super) fn start(
-        hub: Arc<Hub>,
+        local: Local,
+        waiting: Arc<Waiting>,
         client: redis::Client,
         redis: ConnectionManager,
         metrics: ClusterMetrics,
     ) -> mpsc::UnboundedSender<Control> {
         let (control, requests) = mpsc::unbounded_channel();
         let subscriber = Subscriber {
-            hub,
+            hub: local.hub.clone(),
+            local,
+            waiting,
             client,
             redis,
             rooms: HashSet::new(),
@@ -157,7 +166,8 @@ impl Subscriber {
 
     /// A subscription connection, and the cluster's epoch taken (or given, by the first server).
     async fn link(&mut self) -> RedisResult<(PubSubSink, redis::aio::PubSubStream)> {
-        let pubsub = self.client.get_async_pubsub().await?;
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(&[ADMIN_CHANNEL.to_owned(), reports_channel(self.hub.instance())]).await?;
         let mine = self.hub.epoch();
         let _: bool = self.redis.set_nx(EPOCH_KEY, &*mine).await?;
         let epoch: String = self.redis.get(EPOCH_KEY).await?;
@@ -297,9 +307,22 @@ impl Subscriber {
         Script::new(FLOOR).key(seq_key(room)).arg(known).invoke_async(&mut self.redis).await
     }
 
-    /// One message from a channel: `<seq>\n<json>`, or a notice, `e\n<json>`.
+    /// One message from a channel: a command of the server API or a report
+    /// to one of this server's; otherwise from a room's, `<seq>\n<json>`, or
+    /// a notice, `e\n<json>`.
     async fn receive(&mut self, message: Msg) -> RedisResult<()> {
-        let Some(room) = room_of(message.get_channel_name()) else { return Ok(()) };
+        let channel = message.get_channel_name();
+        if channel == ADMIN_CHANNEL {
+            return self.carry_out(message.get_payload_bytes()).await;
+        }
+        if channel.starts_with(ADMIN_CHANNEL) {
+            match serde_json::from_slice::<Broadcast<Report>>(message.get_payload_bytes()) {
+                Ok(report) => self.waiting.report(report.number, report.body),
+                Err(_) => warn!("redis: a report not in this server's format, ignored"),
+            }
+            return Ok(());
+        }
+        let Some(room) = room_of(channel) else { return Ok(()) };
         let payload = String::from_utf8_lossy(message.get_payload_bytes());
         if let Some(notice) = payload.strip_prefix("e\n") {
             let member = serde_json::from_str::<serde_json::Value>(notice)
@@ -324,6 +347,19 @@ impl Subscriber {
         }
         self.fill(room, known, seq - 1).await?;
         self.hub.deliver(room, seq, json.to_owned());
+        Ok(())
+    }
+
+    /// Carries out a command of the server API heard from the cluster, and
+    /// publishes the report to the server that asked.
+    async fn carry_out(&mut self, payload: &[u8]) -> RedisResult<()> {
+        let Ok(asked) = serde_json::from_slice::<Broadcast<Command>>(payload) else {
+            warn!("redis: a command not in this server's format, ignored");
+            return Ok(());
+        };
+        let report = Broadcast { to: String::new(), number: asked.number, body: self.local.carry_out(&asked.body) };
+        let report = serde_json::to_string(&report).unwrap_or_default();
+        let _: usize = self.redis.publish(&asked.to, report).await?;
         Ok(())
     }
 

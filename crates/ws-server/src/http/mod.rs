@@ -3,7 +3,8 @@
 //! (routes.rs); at shutdown it stops accepting and waits for every
 //! connection to close.
 
-mod api;
+pub mod api;
+mod plain;
 mod routes;
 mod tls;
 

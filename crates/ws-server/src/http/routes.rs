@@ -1,6 +1,7 @@
-//! The routes: each request is sent where its path says: `/ws` the hub,
-//! `/echo` (with `--echo`) the echo endpoint, `/api/publish` the server
-//! API, `/` the demo page, `/healthz` a health check, `/metrics` the metrics.
+//! The routes: a connection's first request is sent where its path says:
+//! `/ws` the hub, `/echo` (with `--echo`) the echo endpoint, anything else
+//! to the plain HTTP routes (plain.rs): the server API, the demo page, the
+//! health check and the metrics, which serve the connection from then on.
 
 use crate::policy::auth::Identity;
 use crate::policy::limits::{Permit, client_address};
@@ -13,15 +14,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{info, warn};
-use ws_proto::handshake::server::http_response;
 use ws_tokio::server::{Handshake, read_request};
 use ws_tokio::{Options, WebSocket};
-
-/// The content type of `/metrics`.
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The demo chat page, served at `/`.
-const DEMO_PAGE: &str = include_str!("static/index.html");
 
 /// Reads the request by `deadline` and serves its route.
 pub(super) async fn route<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
@@ -33,19 +27,20 @@ pub(super) async fn route<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 ) -> Result<(), ws_tokio::Error> {
     let config = &server.config;
     let handshake = read_request(stream, config.socket_options(), deadline - Instant::now()).await?;
-    drop(permit);
     match handshake.request().path() {
-        "/ws" => hub_session(handshake, peer, server).await,
-        "/echo" if config.echo => echo_session(handshake, peer, server).await,
-        "/api/publish" => super::api::publish(handshake, server).await,
-        "/" => handshake.respond(&http_response(200, "", "text/html; charset=utf-8", DEMO_PAGE.as_bytes())).await,
-        "/healthz" => handshake.respond(&http_response(200, "", "text/plain; charset=utf-8", b"ok\n")).await,
-        "/metrics" => {
-            server.metrics.rooms.set(server.hub.room_count() as i64);
-            let text = server.metrics.encode();
-            handshake.respond(&http_response(200, "", OPENMETRICS, text.as_bytes())).await
+        "/ws" => {
+            drop(permit);
+            hub_session(handshake, peer, server).await
         }
-        _ => handshake.reject(404, "not found").await,
+        "/echo" if config.echo => {
+            drop(permit);
+            echo_session(handshake, peer, server).await
+        }
+        _ => {
+            let (stream, read) = handshake.into_http();
+            super::plain::serve(stream, read, server.clone(), permit).await;
+            Ok(())
+        }
     }
 }
 

@@ -343,6 +343,23 @@ impl Hub {
         state.fanout.send(Arc::new(self.delivery(to, json)));
     }
 
+    /// The rooms with members: each with its members' names and its connections.
+    pub fn occupancy(&self) -> Vec<(Arc<str>, Vec<Arc<str>>, u64)> {
+        let rooms = self.rooms();
+        let occupied = rooms.iter().filter(|(_, room)| !room.members.is_empty());
+        occupied
+            .map(|(name, room)| {
+                let connections = room.members.values().map(|&n| u64::from(n)).sum();
+                (name.clone(), room.members.keys().cloned().collect(), connections)
+            })
+            .collect()
+    }
+
+    /// How many rooms have members.
+    pub fn occupied(&self) -> usize {
+        self.rooms().values().filter(|room| !room.members.is_empty()).count()
+    }
+
     /// How many rooms the hub holds.
     pub fn room_count(&self) -> usize {
         self.rooms().len()

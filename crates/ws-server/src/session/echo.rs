@@ -28,7 +28,7 @@ impl<S> Echo<S> {
     /// The echo of `ws`, whose client is `peer`.
     pub fn new(ws: WebSocket<S>, peer: SocketAddr, server: Arc<Server>) -> Self {
         info!(%peer, "echo connection open");
-        Echo { ws, pulse: server.pulse.listen(), server, peer }
+        Echo { ws, pulse: server.pulse.listen(""), server, peer }
     }
 }
 

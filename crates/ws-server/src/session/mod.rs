@@ -15,7 +15,7 @@ use crate::hub::fanout::Member;
 use crate::hub::{Replay, Subscription};
 use crate::policy::auth::Identity;
 use crate::policy::limits::{Permit, TokenBucket};
-use crate::pulse::{Listener, Signal};
+use crate::pulse::{Listener, Order, Signal};
 use crate::server::{Presence, Server};
 use delivery::BATCH;
 use std::num::NonZeroU64;
@@ -138,7 +138,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut session = Session {
             ws,
             bucket: TokenBucket::default(),
-            pulse: server.pulse.listen(),
+            pulse: server.pulse.listen(&identity.name),
             heard_at: server.pulse.beats(),
             server,
             _permit: permit,
@@ -203,15 +203,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         ControlFlow::Continue(served)
     }
 
-    /// The server's pulse: a heartbeat, or the word to close with 1001.
+    /// The server's pulse: a heartbeat, the word to close with 1001, or an
+    /// order of the server API for this connection's user.
     fn poll_pulse(&mut self, cx: &mut Context<'_>) {
-        match self.pulse.poll(&self.server.pulse, cx) {
-            Some(Signal::Beat) => self.heartbeat(),
-            Some(Signal::Shutdown) if self.ws.connection().state() == State::Open => {
-                // Fails only if the connection is closing already.
-                let _ = self.ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
+        while let Some(signal) = self.pulse.poll(&self.server.pulse, cx) {
+            match signal {
+                Signal::Beat => self.heartbeat(),
+                Signal::Shutdown if self.ws.connection().state() == State::Open => {
+                    // Fails only if the connection is closing already.
+                    let _ = self.ws.queue_close(CloseCode::GOING_AWAY, "server shutting down");
+                }
+                Signal::Shutdown => {}
+                Signal::Order(order) if order.user == *self.identity.name => self.obey(&order.order),
+                Signal::Order(_) => {}
             }
-            Some(Signal::Shutdown) | None => {}
+        }
+    }
+
+    /// Carries out an order of the server API.
+    fn obey(&mut self, order: &Order) {
+        match order {
+            Order::Disconnect { code, reason } => {
+                if self.ws.queue_close(CloseCode(*code), reason).is_ok() {
+                    info!(sender = %self.identity.name, code, reason, "disconnected through the server API");
+                }
+            }
+            Order::Unsubscribe { room } => self.remove_where(|m| **m.room() == **room, "removed"),
         }
     }
 

@@ -169,7 +169,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Takes the client out of the rooms `gone` picks, and tells it why.
-    fn remove_where(&mut self, gone: impl Fn(&Membership) -> bool, reason: &str) {
+    pub(super) fn remove_where(&mut self, gone: impl Fn(&Membership) -> bool, reason: &str) {
         if !self.rooms.iter().any(&gone) {
             return;
         }

@@ -130,6 +130,17 @@ impl Client {
         self.messages_until_closed().await.1
     }
 
+    /// The code and reason of the close frame that ends the connection, after any envelopes.
+    pub(crate) async fn close_frame(&mut self) -> Option<(CloseCode, String)> {
+        loop {
+            match timeout(PATIENCE, self.ws.recv()).await.expect("the end in time") {
+                Some(Ok(Event::Close(frame))) => return frame.map(|f| (f.code, f.reason.as_str().to_owned())),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
     /// How many messages arrive before the server ends the connection, and its close code.
     pub(crate) async fn messages_until_closed(&mut self) -> (usize, Option<CloseCode>) {
         let mut messages = 0;
@@ -145,9 +156,9 @@ impl Client {
     }
 }
 
-/// The whole response to a plain GET of `path`.
+/// The whole response to a plain GET of `path`, `Connection: close`.
 pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> String {
-    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")).await
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).await
 }
 
 /// The whole response to `request`, sent as it is.
@@ -159,9 +170,10 @@ pub(crate) async fn http(addr: SocketAddr, request: &str) -> String {
     response
 }
 
-/// POSTs `body` to the publish API with `key`: the status and the JSON answer.
+/// POSTs `body` to the publish API with `key`, `Connection: close`: the status and the JSON answer.
 pub(crate) async fn api_publish(addr: SocketAddr, key: &str, body: &str) -> (u16, Value) {
-    let head = format!("POST /api/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n");
+    let head =
+        format!("POST /api/publish HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n");
     let response = http(addr, &format!("{head}Content-Length: {}\r\n\r\n{body}", body.len())).await;
     let status = response[9..12].parse().unwrap();
     let json = response.split_once("\r\n\r\n").unwrap().1;

@@ -1,0 +1,165 @@
+//! The plain HTTP routes, served by hyper: the demo page, the health check,
+//! the metrics and the server API, on connections kept alive that may
+//! pipeline their requests. A connection comes here once routes.rs has
+//! read its first request and found it is not a WebSocket upgrade; hyper
+//! reads that request again from the bytes read so far.
+//!
+//! The bounds are the handshake's: a head within `--handshake-timeout` (a
+//! kept-alive connection that sends nothing for as long is closed) and the
+//! header limits, a body within `--max-message-size` bytes and the same
+//! timeout.
+
+use crate::policy::limits::Permit;
+use crate::server::Server;
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The content type of `/metrics`.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The demo chat page, served at `/`.
+const DEMO_PAGE: &str = include_str!("static/index.html");
+
+/// A response to a plain route.
+pub(super) type Answer = Response<Full<Bytes>>;
+
+/// Serves the connection's requests, from the bytes `read` so far, until
+/// the client closes, a timeout or the server's shutdown. `_permit` counts
+/// it against its address's connections in progress.
+pub(super) async fn serve<S>(stream: S, read: BytesMut, server: Arc<Server>, _permit: Option<Permit>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (config, bounds) = (&server.config, server.config.socket_options().config);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.handshake_timeout)
+        .max_headers(bounds.max_headers)
+        .max_buf_size(bounds.max_header_bytes.max(8 << 10))
+        .pipeline_flush(true);
+    let routes = server.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let server = routes.clone();
+        async move { Ok::<_, Infallible>(route(request, &server).await) }
+    });
+    let connection = http.serve_connection(TokioIo::new(Replayed { read, stream }), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = server.pulse.shutdown() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Sends the request where its path says.
+async fn route(request: Request<Incoming>, server: &Server) -> Answer {
+    let path = request.uri().path().to_owned();
+    match path.as_str() {
+        "/" => answer(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE),
+        "/healthz" => answer(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        "/metrics" => {
+            server.metrics.rooms.set(server.hub.room_count() as i64);
+            answer(StatusCode::OK, OPENMETRICS, server.metrics.encode())
+        }
+        "/ws" | "/echo" => {
+            let refusal = "a WebSocket opens with the first request of a connection\n";
+            closing(answer(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", refusal))
+        }
+        api if api.starts_with("/api/") => super::api::call(&api[5..], request, server).await,
+        _ => answer(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n"),
+    }
+}
+
+/// A response of `status` with `body`.
+pub(super) fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// `response`, and the connection closed after it.
+pub(super) fn closing(mut response: Answer) -> Answer {
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Why a body could not be read.
+pub(super) enum BodyError {
+    /// Longer than the bound.
+    TooLong(usize),
+    /// Not all there within the timeout.
+    Slow,
+    /// The connection failed.
+    Failed,
+}
+
+/// Reads the body of `request`, at most `max` bytes, within `--handshake-timeout`.
+pub(super) async fn read_body(request: Request<Incoming>, max: usize, server: &Server) -> Result<Bytes, BodyError> {
+    let body = Limited::new(request.into_body(), max).collect();
+    match tokio::time::timeout(server.config.handshake_timeout, body).await {
+        Err(_) => Err(BodyError::Slow),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLong(max)),
+        Ok(Err(_)) => Err(BodyError::Failed),
+    }
+}
+
+/// A stream whose first bytes, already read from it, are read again.
+struct Replayed<S> {
+    read: BytesMut,
+    stream: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        if self.read.is_empty() {
+            // Let go of the buffer: the connection may stay open long.
+            self.read = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
