@@ -843,7 +843,7 @@ async fn handshake_without_key_is_answered_400() {
 async fn handshake_for_a_path_not_served_is_answered_404() {
     let server = echo_server().await;
     let upgrade = upgrade_request("/no-such-path", Some("13"), Some(SAMPLE_KEY));
-    let plain = "GET /no-such-path HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let plain = "GET /no-such-path HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     for request in [upgrade.as_str(), plain] {
         let response = http_response(server, request).await;
         assert!(response.starts_with("HTTP/1.1 404 "), "{response}");

@@ -14,7 +14,7 @@ use crate::server::Server;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -62,8 +62,15 @@ where
     }
 }
 
-/// Sends the request where its path says.
+/// Sends the request where its path says. A WebSocket upgrade that is
+/// not served is answered, and the connection closed.
 async fn route(request: Request<Incoming>, server: &Server) -> Answer {
+    let upgrade = request.headers().contains_key(UPGRADE);
+    let answer = dispatch(request, server).await;
+    if upgrade { closing(answer) } else { answer }
+}
+
+async fn dispatch(request: Request<Incoming>, server: &Server) -> Answer {
     let path = request.uri().path().to_owned();
     match path.as_str() {
         "/" => answer(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE),
@@ -74,7 +81,7 @@ async fn route(request: Request<Incoming>, server: &Server) -> Answer {
         }
         "/ws" | "/echo" => {
             let refusal = "a WebSocket opens with the first request of a connection\n";
-            closing(answer(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", refusal))
+            answer(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", refusal)
         }
         api if api.starts_with("/api/") => super::api::call(&api[5..], request, server).await,
         _ => answer(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n"),
