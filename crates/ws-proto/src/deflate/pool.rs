@@ -20,7 +20,9 @@ const INFLATES_KEPT: usize = 4;
 thread_local! {
     /// Reset compressors with their settings, the most recently returned last.
     static DEFLATES: RefCell<Vec<(zlib_rs::DeflateConfig, Box<zlib_rs::Deflate>)>> = const { RefCell::new(Vec::new()) };
-    /// Reset decompressors of raw DEFLATE with a 15-bit window.
+    /// Reset decompressors of raw DEFLATE with a 15-bit window. Boxed as
+    /// the connections hold them, so lending one moves a pointer.
+    #[allow(clippy::vec_box)]
     static INFLATES: RefCell<Vec<Box<zlib_rs::Inflate>>> = const { RefCell::new(Vec::new()) };
 }
 
