@@ -9,8 +9,11 @@
 //! extension allows; it inflates with at least 9 bits, which reads any
 //! stream made with a smaller window. Inflation is bounded as it streams by
 //! the message limit. A compressor or decompressor exists only once a message
-//! needs it, and one whose context is not kept is dropped after each message,
-//! so an idle connection holds no zlib state.
+//! needs it; one whose context is not kept is lent by a per-thread pool
+//! ([`pool`]) for the length of one message and given back after it, so an
+//! idle connection holds no zlib state.
+
+mod pool;
 
 use crate::handshake::ExtensionOffer;
 use crate::{Error, Role};
@@ -214,6 +217,7 @@ pub struct Compressor {
     config: zlib_rs::DeflateConfig,
     reset: bool,
     threshold: usize,
+    /// The context kept from message to message; never set when it is reset.
     /// Boxed: an idle connection keeps only the pointer.
     state: Option<Box<zlib_rs::Deflate>>,
 }
@@ -262,37 +266,45 @@ impl Compressor {
     /// Compresses one message's payload, without the `00 00 ff ff` tail.
     pub fn compress(&mut self, payload: &[u8]) -> Bytes {
         let config = self.config;
-        let state = self.state.get_or_insert_with(|| Box::new(zlib_rs::Deflate::new_with_config(config)));
-        let mut out = BytesMut::with_capacity(payload.len() / 2 + 64);
-        let mut input = payload;
-        loop {
-            let start = out.len();
-            out.resize(start + (input.len() + 64).min(64 << 10), 0);
-            let (before_in, before_out) = (state.total_in(), state.total_out());
-            // Compressing into a buffer cannot fail: the stream is ours and well-formed.
-            let _ = state.compress(input, &mut out[start..], DeflateFlush::SyncFlush);
-            input = &input[(state.total_in() - before_in) as usize..];
-            let produced = (state.total_out() - before_out) as usize;
-            let full = produced == out.len() - start;
-            out.truncate(start + produced);
-            if input.is_empty() && !full {
-                break;
-            }
-        }
-        debug_assert!(out.ends_with(&TAIL));
-        out.truncate(out.len().saturating_sub(TAIL.len()));
         if self.reset {
-            self.state = None;
+            let mut state = pool::take_deflate(config);
+            let out = deflate(&mut state, payload);
+            pool::give_deflate(config, state);
+            return out;
         }
-        out.freeze()
+        deflate(self.state.get_or_insert_with(|| pool::take_deflate(config)), payload)
     }
+}
+
+/// Compresses one message's payload with `state`, ending it with a sync
+/// flush whose tail is left off.
+fn deflate(state: &mut zlib_rs::Deflate, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() / 2 + 64);
+    let mut input = payload;
+    loop {
+        let start = out.len();
+        out.resize(start + (input.len() + 64).min(64 << 10), 0);
+        let (before_in, before_out) = (state.total_in(), state.total_out());
+        // Compressing into a buffer cannot fail: the stream is ours and well-formed.
+        let _ = state.compress(input, &mut out[start..], DeflateFlush::SyncFlush);
+        input = &input[(state.total_in() - before_in) as usize..];
+        let produced = (state.total_out() - before_out) as usize;
+        let full = produced == out.len() - start;
+        out.truncate(start + produced);
+        if input.is_empty() && !full {
+            break;
+        }
+    }
+    debug_assert!(out.ends_with(&TAIL));
+    out.truncate(out.len().saturating_sub(TAIL.len()));
+    out.freeze()
 }
 
 /// Inflates the compressed messages one end receives, bounded as it streams.
 pub struct Inflater {
-    window_bits: u8,
     reset: bool,
-    /// Boxed: an idle connection keeps only the pointer.
+    /// The state of the message being received, and between messages the
+    /// context kept, if it is. Boxed: an idle connection keeps only the pointer.
     state: Option<Box<zlib_rs::Inflate>>,
     /// The stream ended with a final block: what else the message holds is ignored.
     ended: bool,
@@ -300,18 +312,17 @@ pub struct Inflater {
 
 impl fmt::Debug for Inflater {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inflater")
-            .field("window_bits", &self.window_bits)
-            .field("reset", &self.reset)
-            .finish_non_exhaustive()
+        f.debug_struct("Inflater").field("reset", &self.reset).finish_non_exhaustive()
     }
 }
 
 impl Inflater {
-    /// The inflater of `role` for the agreed `params`.
+    /// The inflater of `role` for the agreed `params`. It inflates with a
+    /// 15-bit window, which reads a stream made with any window the peer
+    /// agreed to (zlib-rs allocates the full window whatever the bits).
     pub fn new(role: Role, params: &DeflateParams) -> Self {
-        let (_, (window_bits, reset)) = params.sides(role);
-        Inflater { window_bits, reset, state: None, ended: false }
+        let (_, (_, reset)) = params.sides(role);
+        Inflater { reset, state: None, ended: false }
     }
 
     /// Inflates the next compressed bytes of a message onto `out`, which may
@@ -321,21 +332,22 @@ impl Inflater {
         self.run(input, out, limit, InflateFlush::NoFlush)
     }
 
-    /// Ends a message: inflates the `00 00 ff ff` tail, then drops the
-    /// context if it is not kept.
+    /// Ends a message: inflates the `00 00 ff ff` tail, then gives the
+    /// context back to the pool if it is not kept.
     pub fn finish(&mut self, out: &mut BytesMut, limit: usize) -> Result<(), Error> {
         let result = self.run(&TAIL, out, limit, InflateFlush::SyncFlush);
         if self.reset || self.ended {
-            self.state = None;
+            // A stream that failed is freed, not lent again.
+            if let Some(state) = self.state.take().filter(|_| result.is_ok()) {
+                pool::give_inflate(state);
+            }
             self.ended = false;
         }
         result
     }
 
     fn run(&mut self, mut input: &[u8], out: &mut BytesMut, limit: usize, flush: InflateFlush) -> Result<(), Error> {
-        // A window of 9 bits reads any stream made with 8 (which zlib writes as 9).
-        let bits = self.window_bits.clamp(9, 15);
-        let state = self.state.get_or_insert_with(|| Box::new(zlib_rs::Inflate::new(false, bits)));
+        let state = self.state.get_or_insert_with(pool::take_inflate);
         while !self.ended {
             let start = out.len();
             let room = (input.len() * 4).clamp(1 << 10, 64 << 10).min(limit.saturating_sub(start) + 1);
@@ -546,6 +558,56 @@ mod tests {
             events.extend(receive(&mut server, read).unwrap());
         }
         assert_eq!(events, [Event::Message(Message::from(text))]);
+    }
+
+    #[test]
+    fn messages_split_across_frames_on_interleaved_connections_borrow_from_one_pool() {
+        let config = DeflateConfig {
+            threshold: 0,
+            no_context_takeover: true,
+            peer_no_context_takeover: true,
+            ..DeflateConfig::default()
+        };
+        let (mut client_a, mut server_a) = pair(&config, &config, 1 << 20);
+        let (mut client_b, mut server_b) = pair(&config, &config, 1 << 20);
+        for round in 0..3 {
+            let words = |seed: usize| (0..600).map(|i| format!("{} ", (i * 7919 + seed) % 1009)).collect::<String>();
+            let (a, b) = (Message::from(words(round)), Message::from(words(round + 100)));
+            client_a.send_fragmented(&a, 300).unwrap();
+            client_b.send_fragmented(&b, 200).unwrap();
+            assert_eq!(pool::kept().0, 1, "one compressor serves both clients, given back after each message");
+            let (wire_a, wire_b) = (wire(&mut client_a), wire(&mut client_b));
+            assert!(wire_a.len().min(wire_b.len()) > 4 * 97, "several reads each: {} {}", wire_a.len(), wire_b.len());
+            let mut events = (Vec::new(), Vec::new());
+            let mut reads = (wire_a.chunks(97), wire_b.chunks(97));
+            for i in 0.. {
+                let (next_a, next_b) = (reads.0.next(), reads.1.next());
+                if next_a.is_none() && next_b.is_none() {
+                    break;
+                }
+                events.0.extend(next_a.map(|read| receive(&mut server_a, read).unwrap()).into_iter().flatten());
+                events.1.extend(next_b.map(|read| receive(&mut server_b, read).unwrap()).into_iter().flatten());
+                if i == 1 {
+                    // Both messages in flight: each server holds a decompressor,
+                    // taken from the pool after the first round.
+                    assert_eq!(pool::kept().1, 0, "round {round}");
+                }
+            }
+            assert_eq!(events, (vec![Event::Message(a)], vec![Event::Message(b)]), "round {round}");
+            assert_eq!(pool::kept(), (1, 2), "both decompressors back after round {round}");
+        }
+    }
+
+    #[test]
+    fn a_kept_context_is_not_lent() {
+        let config = DeflateConfig { threshold: 0, ..DeflateConfig::default() };
+        let (mut client, mut server) = pair(&config, &config, 1 << 20);
+        let message = Message::from("context kept from message to message ".repeat(10));
+        for _ in 0..3 {
+            client.send(&message).unwrap();
+            assert_eq!(receive(&mut server, &wire(&mut client)).unwrap(), [Event::Message(message.clone())]);
+        }
+        assert_eq!(pool::kept(), (0, 0));
     }
 
     #[test]

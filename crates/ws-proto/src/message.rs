@@ -67,10 +67,6 @@ impl From<Vec<u8>> for Message {
 /// Most of a frame's announced length reserved up front; the rest grows as
 /// bytes arrive, so a header alone cannot make the receiver allocate much.
 const RESERVE_AHEAD: u64 = 64 << 10;
-/// Past this, the spare room left after a message is let go, so an idle
-/// connection does not keep the allocation of the largest message it received.
-const KEEP_SPARE: usize = 4 << 10;
-
 /// Compressed bytes are unmasked through a buffer of this size on the stack.
 const UNMASK_CHUNK: usize = 4 << 10;
 
@@ -173,10 +169,9 @@ impl Reassembly {
             self.validate_from(start)?;
             self.compressed = false;
         }
-        let payload = self.payload.split().freeze();
-        if self.payload.capacity() > KEEP_SPARE {
-            self.payload = BytesMut::new();
-        }
+        // The whole buffer goes with the message: an idle connection keeps
+        // none, nor a share of the allocation that would outlive the message.
+        let payload = std::mem::take(&mut self.payload).freeze();
         match self.opcode.take() {
             Some(OpCode::Text) => {
                 self.utf8.finish()?;

@@ -251,15 +251,19 @@ pub struct ServerConfig {
     /// connection: smaller messages on the wire, but about 370 KiB of zlib
     /// state per connection, and a broadcast compressed for each receiver.
     /// By default each message is compressed on its own
-    /// (server_no_context_takeover), once for all receivers of a broadcast.
+    /// (server_no_context_takeover), once for all receivers of a broadcast,
+    /// with zlib state lent by a per-thread pool for the one message.
     #[arg(long, env = "WS_DEFLATE_CONTEXT_TAKEOVER")]
     pub deflate_context_takeover: bool,
 
-    /// Ask clients to compress each message on its own
-    /// (client_no_context_takeover), so the server keeps no inflate state
-    /// between messages.
-    #[arg(long, env = "WS_DEFLATE_CLIENT_NO_CONTEXT_TAKEOVER")]
-    pub deflate_client_no_context_takeover: bool,
+    /// Let clients keep their compression context from message to message:
+    /// smaller messages from them on the wire, but a 15-bit inflate window
+    /// of about 48 KiB per connection kept between messages. By default the
+    /// server asks each client to compress each message on its own
+    /// (client_no_context_takeover, which browsers accept although they do
+    /// not offer it), and borrows inflate state for one message at a time.
+    #[arg(long, env = "WS_DEFLATE_CLIENT_CONTEXT_TAKEOVER")]
+    pub deflate_client_context_takeover: bool,
 }
 
 /// What happens to a client that falls more than `--max-queue-bytes` behind,
@@ -388,7 +392,7 @@ impl ServerConfig {
             window_bits: self.deflate_window_bits,
             peer_window_bits: self.deflate_client_window_bits,
             no_context_takeover: !self.deflate_context_takeover,
-            peer_no_context_takeover: self.deflate_client_no_context_takeover,
+            peer_no_context_takeover: !self.deflate_client_context_takeover,
             memory_level: self.deflate_memory_level,
             threshold: self.deflate_threshold,
         });
@@ -509,6 +513,18 @@ mod tests {
         assert_eq!(config.slow_consumer, SlowConsumer::Skip);
         assert_eq!(config.redis.as_deref(), Some("redis://127.0.0.1:6379"));
         assert_eq!(config.history, 100, "defaults stay");
+    }
+
+    #[test]
+    fn clients_are_asked_to_reset_their_context_unless_a_flag_or_the_file_lets_them_keep_it() {
+        let deflate = |config: ServerConfig| config.socket_options().deflate.expect("on");
+        let default = deflate(ServerConfig::load(["ws-server"]).expect("valid"));
+        assert!(default.no_context_takeover && default.peer_no_context_takeover);
+        let flag = ServerConfig::load(["ws-server", "--deflate-client-context-takeover"]).expect("valid");
+        assert!(!deflate(flag).peer_no_context_takeover);
+        let file = load_with_file("client-context", "deflate-client-context-takeover = true", &[]).expect("valid");
+        let file = deflate(file);
+        assert!(file.no_context_takeover && !file.peer_no_context_takeover, "the server's own context stays reset");
     }
 
     #[test]
