@@ -66,7 +66,7 @@ fn section(machine: &Machine, samples: &Samples, micro: &[Pair]) -> String {
     out.push_str(COMMANDS);
     out.push_str("\n### Server cost, medians (lower is better, unless the figure says otherwise)\n\n");
     out.push_str("In parentheses: ours divided by that server's figure; below 1, ours costs less. ");
-    out.push_str("A target is ours's, and is in the Targets below as well.\n\n");
+    out.push_str("A target applies to ours, and is listed under Targets as well.\n\n");
     table(&mut out, samples, true);
     out.push_str("\n### Rate seen by ws-load, medians per second\n\n");
     out.push_str(
@@ -253,4 +253,33 @@ fn targets(samples: &Samples, micro: &[Pair]) -> Vec<Target> {
         });
     }
     targets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(short: &str) -> usize {
+        SCENARIOS.iter().position(|s| s.short == short).expect("a scenario")
+    }
+
+    #[test]
+    fn rows_per_figure_and_targets() {
+        let mut samples = Samples::new();
+        let sample = |figures: Vec<f64>| vec![Sample { figures, per_second: Some(10.0) }];
+        samples.insert((index("fan-out 10/s"), Server::Ours), sample(vec![1000.0, 3000.0]));
+        samples.insert((index("fan-out 10/s"), Server::GorillaHub), sample(vec![2000.0, 6000.0]));
+        samples.insert((index("api x1"), Server::Ours), sample(vec![25_000.0]));
+        let mut out = String::new();
+        table(&mut out, &samples, true);
+        assert!(out.contains("| `p50_us`, us from publish to delivery |  | 1000 |"), "{out}");
+        assert!(out.contains("| `p99_us`, us from publish to delivery |  | 3000 |"), "{out}");
+        assert!(out.contains("6000 (0.50)"), "{out}");
+        assert!(out.contains("| messages per second (higher is better) | at least 20000 | 25000 |"), "{out}");
+        assert!(out.contains("--api-key KEY"), "{out}");
+        let api = targets(&samples, &[])
+            .into_iter()
+            .find(|t| t.what.starts_with("API publish") && t.what.contains("one message"));
+        assert!(api.is_some_and(|t| t.met && t.measured == "per_second = 25000"));
+    }
 }

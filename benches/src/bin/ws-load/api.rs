@@ -118,6 +118,7 @@ async fn publish(
 
 /// One whole answer at the start of the buffer: its length, and how many
 /// envelopes it acks and refuses.
+#[derive(Debug)]
 struct Answer {
     len: usize,
     acks: u64,
@@ -149,5 +150,39 @@ impl Answer {
             answer => (usize::from(is_ack(&answer)), 1),
         };
         Ok(Some(Answer { len: head + len, acks: acks as u64, errors: (all - acks) as u64 }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(head: &str, body: &str) -> String {
+        format!("HTTP/1.1 200 OK\r\n{head}Content-Length: {}\r\n\r\n{body}", body.len())
+    }
+
+    #[test]
+    fn answers_count_acks() {
+        let one = answer("", r#"{"type":"ack","seq":1}"#);
+        let parsed = Answer::parse(one.as_bytes()).unwrap().unwrap();
+        assert_eq!((parsed.len, parsed.acks, parsed.errors), (one.len(), 1, 0));
+        let batch = answer("", r#"[{"type":"ack","seq":2},{"type":"error","code":"too_long"},{"type":"ack","seq":3}]"#);
+        let parsed = Answer::parse(format!("{batch}HTTP/1.1").as_bytes()).unwrap().unwrap();
+        assert_eq!((parsed.len, parsed.acks, parsed.errors), (batch.len(), 2, 1));
+    }
+
+    #[test]
+    fn a_cut_answer_waits() {
+        let one = answer("", r#"{"type":"ack","seq":1}"#);
+        assert!(Answer::parse(&one.as_bytes()[..one.len() - 1]).unwrap().is_none());
+        assert!(Answer::parse(&one.as_bytes()[..10]).unwrap().is_none());
+    }
+
+    #[test]
+    fn close_and_refusals_fail() {
+        let close = answer("Connection: close\r\n", r#"{"type":"ack","seq":1}"#);
+        assert!(Answer::parse(close.as_bytes()).unwrap_err().to_string().contains("Connection: close"));
+        let refused = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}";
+        assert!(Answer::parse(refused.as_bytes()).unwrap_err().to_string().contains("401"));
     }
 }
