@@ -11,7 +11,7 @@ use ws_benches::Failure;
 const GROUP_WIDTH: f64 = 0.8;
 
 pub(crate) fn draw(path: &Path, samples: &Samples) -> Result<(), Failure> {
-    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    let root = SVGBackend::new(path, (1600, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = SCENARIOS.len() as f64;
     let mut chart = ChartBuilder::on(&root)
@@ -31,8 +31,9 @@ pub(crate) fn draw(path: &Path, samples: &Samples) -> Result<(), Failure> {
     for (k, server) in Server::ALL.into_iter().enumerate() {
         let color = Palette99::pick(k).to_rgba();
         let bars = SCENARIOS.iter().enumerate().filter_map(|(i, _)| {
-            let ours = medians(samples, i, Server::Ours, |s| Some(s.figure))?;
-            let cost = medians(samples, i, server, |s| Some(s.figure))? / ours;
+            let first = |s: &crate::Sample| s.figures.first().copied();
+            let ours = medians(samples, i, Server::Ours, first)?;
+            let cost = medians(samples, i, server, first)? / ours;
             let left = i as f64 - GROUP_WIDTH / 2.0 + k as f64 * width;
             Some(Rectangle::new([(left, 0.05), (left + width * 0.9, cost)], color.filled()))
         });

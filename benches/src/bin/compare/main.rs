@@ -58,6 +58,9 @@ impl Server {
             Server::Ours => {
                 let mut c = Command::new(bin.join("ws-server"));
                 c.args(["--echo", "--max-connections", "0", "--max-connections-per-ip", "0", "--rate-limit", "0"]);
+                // The key turns on the HTTP publish API, for the API scenarios; nothing else uses
+                // it. Each browser-like client makes a room of its own, past the default 10,000.
+                c.args(["--api-key", API_KEY, "--max-rooms", "100000"]);
                 // Peers log nothing per connection; ours logs warnings only, as they do.
                 c.env("RUST_LOG", "warn");
                 c
@@ -89,17 +92,50 @@ const ECHO: &[Server] =
     &[Server::Ours, Server::Tungstenite, Server::TokioWebsockets, Server::Fastwebsockets, Server::Floor];
 /// The hubs.
 const HUBS: &[Server] = &[Server::Ours, Server::GorillaHub];
+/// Ours alone, where no peer has what the scenario needs.
+const OURS: &[Server] = &[Server::Ours];
 
-/// One load scenario: what `ws-load` runs, against which servers, and the
-/// figure of its result that the report compares (lower is better).
+/// The key ours is started with, for its HTTP publish API.
+const API_KEY: &str = "bench-key";
+
+/// One load scenario: what `ws-load` runs, against which servers, the
+/// figures of its result that the report compares (lower is better, but
+/// where the unit says otherwise), and the target of the first, if the
+/// issue that asked for the scenario set one.
 struct Scenario {
     title: &'static str,
     short: &'static str,
     servers: &'static [Server],
+    /// The endpoint; one under `/api/` is HTTP, any other a WebSocket.
     path: &'static str,
     load: &'static [&'static str],
-    figure: &'static str,
+    /// Keys of ws-load's `result` JSON; each is a row of the report.
+    figures: &'static [&'static str],
     unit: &'static str,
+    target: Option<Goal>,
+}
+
+/// What a scenario's first figure should be, on ours.
+#[derive(Clone, Copy)]
+enum Goal {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Goal {
+    fn met(self, value: f64) -> bool {
+        match self {
+            Goal::AtMost(limit) => value <= limit,
+            Goal::AtLeast(floor) => value >= floor,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Goal::AtMost(limit) => format!("at most {limit}"),
+            Goal::AtLeast(floor) => format!("at least {floor}"),
+        }
+    }
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -109,7 +145,8 @@ const SCENARIOS: &[Scenario] = &[
         servers: ECHO,
         path: "/echo",
         load: &["echo", "--connections", "100", "--size", "20", "--depth", "10"],
-        figure: "server_cpu_us",
+        figures: &["server_cpu_us"],
+        target: None,
         unit: "us of server CPU per message",
     },
     Scenario {
@@ -118,7 +155,8 @@ const SCENARIOS: &[Scenario] = &[
         servers: ECHO,
         path: "/echo",
         load: &["echo", "--connections", "100", "--size", "16384", "--depth", "10"],
-        figure: "server_cpu_us",
+        figures: &["server_cpu_us"],
+        target: None,
         unit: "us of server CPU per message",
     },
     Scenario {
@@ -127,7 +165,8 @@ const SCENARIOS: &[Scenario] = &[
         servers: ECHO,
         path: "/echo",
         load: &["echo", "--connections", "100", "--size", "20", "--depth", "1"],
-        figure: "server_cpu_us",
+        figures: &["server_cpu_us"],
+        target: None,
         unit: "us of server CPU per message",
     },
     Scenario {
@@ -136,7 +175,8 @@ const SCENARIOS: &[Scenario] = &[
         servers: ECHO,
         path: "/echo",
         load: &["connect", "--concurrency", "16"],
-        figure: "server_cpu_us",
+        figures: &["server_cpu_us"],
+        target: None,
         unit: "us of server CPU per handshake",
     },
     Scenario {
@@ -145,7 +185,8 @@ const SCENARIOS: &[Scenario] = &[
         servers: ECHO,
         path: "/echo",
         load: &["idle", "--connections", "10000"],
-        figure: "rss_per_connection",
+        figures: &["rss_per_connection"],
+        target: None,
         unit: "bytes of server RSS per connection",
     },
     Scenario {
@@ -154,7 +195,8 @@ const SCENARIOS: &[Scenario] = &[
         servers: HUBS,
         path: "/ws",
         load: &["idle", "--connections", "10000"],
-        figure: "rss_per_connection",
+        figures: &["rss_per_connection"],
+        target: None,
         unit: "bytes of server RSS per connection",
     },
     Scenario {
@@ -163,7 +205,8 @@ const SCENARIOS: &[Scenario] = &[
         servers: HUBS,
         path: "/ws",
         load: &["fanout", "--members", "1000", "--window", "16"],
-        figure: "server_cpu_us",
+        figures: &["server_cpu_us"],
+        target: None,
         unit: "us of server CPU per delivery",
     },
     Scenario {
@@ -172,8 +215,61 @@ const SCENARIOS: &[Scenario] = &[
         servers: HUBS,
         path: "/ws",
         load: &["fanout", "--members", "10000", "--window", "16"],
-        figure: "server_cpu_us",
+        figures: &["server_cpu_us"],
+        target: None,
         unit: "us of server CPU per delivery",
+    },
+    // The gorilla-style hub has one room for everyone (each client's message
+    // would go to all 10,000) and no permessage-deflate: ours alone.
+    Scenario {
+        title: "Idle hub connections of browser-like clients, 10,000 (Chromium's offer, one message each way; ours only)",
+        short: "idle browser",
+        servers: OURS,
+        path: "/ws",
+        load: &["idle", "--browser", "--connections", "10000"],
+        figures: &["rss_per_connection"],
+        target: Some(Goal::AtMost(2048.0)),
+        unit: "bytes of server RSS per connection",
+    },
+    Scenario {
+        title: "API publish over one kept-alive connection, one message per request, 32 in flight (ours only)",
+        short: "api x1",
+        servers: OURS,
+        path: "/api/publish",
+        load: &["api", "--api-key", API_KEY, "--depth", "32"],
+        figures: &["per_second"],
+        target: Some(Goal::AtLeast(20_000.0)),
+        unit: "messages per second (higher is better)",
+    },
+    Scenario {
+        title: "API publish over one kept-alive connection, batches of 100 messages, 8 in flight (ours only)",
+        short: "api x100",
+        servers: OURS,
+        path: "/api/publish",
+        load: &["api", "--api-key", API_KEY, "--depth", "8", "--batch", "100"],
+        figures: &["per_second"],
+        target: Some(Goal::AtLeast(20_000.0)),
+        unit: "messages per second (higher is better)",
+    },
+    Scenario {
+        title: "Fan-out latency to 10,000 members of one room at 10 messages/s (every 50th member timed)",
+        short: "fan-out 10/s",
+        servers: HUBS,
+        path: "/ws",
+        load: &["fanout", "--members", "10000", "--rate", "10", "--sample", "50"],
+        figures: &["p50_us", "p99_us"],
+        target: None,
+        unit: "us from publish to delivery",
+    },
+    Scenario {
+        title: "Fan-out latency to 10,000 members of one room at 50 messages/s (every 50th member timed)",
+        short: "fan-out 50/s",
+        servers: HUBS,
+        path: "/ws",
+        load: &["fanout", "--members", "10000", "--rate", "50", "--sample", "50"],
+        figures: &["p50_us", "p99_us"],
+        target: None,
+        unit: "us from publish to delivery",
     },
 ];
 
@@ -181,10 +277,10 @@ const SCENARIOS: &[Scenario] = &[
 const WARMUP: &str = "1";
 const DURATION: &str = "3";
 
-/// One run's figures: the compared one, and the rate ws-load saw.
-#[derive(Clone, Copy)]
+/// One run's figures: the compared ones, in the scenario's order, and the rate ws-load saw.
+#[derive(Clone)]
 struct Sample {
-    figure: f64,
+    figures: Vec<f64>,
     per_second: Option<f64>,
 }
 
@@ -207,7 +303,7 @@ fn main() -> Result<(), Failure> {
             for turn in 0..scenario.servers.len() {
                 let server = scenario.servers[(turn + round) % scenario.servers.len()];
                 let sample = run(&bin, scenario, server, pinned)?;
-                progress(scenario, server, round, rounds, sample);
+                progress(scenario, server, round, rounds, &sample);
                 samples.entry((index, server)).or_default().push(sample);
             }
         }
@@ -221,14 +317,16 @@ fn main() -> Result<(), Failure> {
     Ok(())
 }
 
-fn progress(scenario: &Scenario, server: Server, round: usize, rounds: usize, sample: Sample) {
+fn progress(scenario: &Scenario, server: Server, round: usize, rounds: usize, sample: &Sample) {
     let rate = sample.per_second.map(|r| format!(", {r:.0}/s")).unwrap_or_default();
+    let figures: Vec<String> = sample.figures.iter().map(|f| format!("{f:.3}")).collect();
+    let keys = if scenario.figures.len() > 1 { format!(" ({})", scenario.figures.join(", ")) } else { String::new() };
     println!(
-        "[{}] round {}/{rounds} {}: {:.3} {}{rate}",
+        "[{}] round {}/{rounds} {}: {} {}{keys}{rate}",
         scenario.short,
         round + 1,
         server.name(),
-        sample.figure,
+        figures.join(", "),
         scenario.unit
     );
 }
@@ -238,7 +336,8 @@ fn run(bin: &Path, scenario: &Scenario, server: Server, pinned: bool) -> Result<
     let port = free_port()?;
     let running = Running(pin(server.command(bin, port), 0, pinned).stdout(Stdio::null()).spawn()?);
     ready(port)?;
-    let url = format!("ws://127.0.0.1:{port}{}", scenario.path);
+    let scheme = if scenario.path.starts_with("/api/") { "http" } else { "ws" };
+    let url = format!("{scheme}://127.0.0.1:{port}{}", scenario.path);
     let pid = running.0.id().to_string();
     let mut load = pin(Command::new(bin.join("ws-load")), 1, pinned);
     load.args(["--pid", &pid, "--warmup", WARMUP, "--duration", DURATION]).args(scenario.load).args(["--url", &url]);
@@ -249,8 +348,9 @@ fn run(bin: &Path, scenario: &Scenario, server: Server, pinned: bool) -> Result<
         format!("{} on {}: ws-load failed ({}):\n{stdout}", scenario.short, server.name(), output.status)
     })?;
     let result: Value = serde_json::from_str(result)?;
-    let figure = result[scenario.figure].as_f64().ok_or_else(|| format!("no {} in {result}", scenario.figure))?;
-    Ok(Sample { figure, per_second: result["per_second"].as_f64() })
+    let figures =
+        scenario.figures.iter().map(|&key| result[key].as_f64().ok_or_else(|| format!("no {key} in {result}")));
+    Ok(Sample { figures: figures.collect::<Result<_, _>>()?, per_second: result["per_second"].as_f64() })
 }
 
 /// `command` on CPU `cpu`, when there are cores enough to pin.

@@ -3,7 +3,7 @@
 //! micro-benchmarks and the targets, met or missed.
 
 use crate::micro::Pair;
-use crate::{DURATION, SCENARIOS, Samples, Server, WARMUP, median};
+use crate::{API_KEY, DURATION, SCENARIOS, Sample, Samples, Server, WARMUP, median};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
@@ -64,14 +64,15 @@ pub(crate) fn write(path: &Path, machine: &Machine, samples: &Samples, micro: &[
 fn section(machine: &Machine, samples: &Samples, micro: &[Pair]) -> String {
     let mut out = format!("{BEGIN}\n## Beside the peers, in one run (benches/compare)\n\n{}\n\n", machine.description);
     out.push_str(COMMANDS);
-    out.push_str("\n### Server cost, medians (lower is better)\n\n");
-    out.push_str("In parentheses: ours divided by that server's figure; below 1, ours costs less.\n\n");
-    table(&mut out, samples, |s| Some(s.figure), true);
+    out.push_str("\n### Server cost, medians (lower is better, unless the figure says otherwise)\n\n");
+    out.push_str("In parentheses: ours divided by that server's figure; below 1, ours costs less. ");
+    out.push_str("A target applies to ours, and is listed under Targets as well.\n\n");
+    table(&mut out, samples, true);
     out.push_str("\n### Rate seen by ws-load, medians per second\n\n");
     out.push_str(
         "ws-load runs on one core; where it is the limit, these rates say more about it than about the server.\n\n",
     );
-    table(&mut out, samples, |s| s.per_second, false);
+    table(&mut out, samples, false);
     out.push_str("\n### Micro-benchmarks (criterion, median time per iteration)\n\n");
     out.push_str("| bench | ours | peer | peer's time | ours/peer |\n|---|---|---|---|---|\n");
     for p in micro {
@@ -89,35 +90,55 @@ fn section(machine: &Machine, samples: &Samples, micro: &[Pair]) -> String {
 }
 
 const COMMANDS: &str = "The commands (PORT and PID are each run's own):\n\n\
-- ours: `RUST_LOG=warn target/release/ws-server --echo --max-connections 0 --max-connections-per-ip 0 --rate-limit 0 --listen 127.0.0.1:PORT`\n\
+- ours: `RUST_LOG=warn target/release/ws-server --echo --max-connections 0 --max-connections-per-ip 0 --rate-limit 0 --api-key KEY --max-rooms 100000 --listen 127.0.0.1:PORT`\n\
 - a peer: `target/release/peer KIND --listen 127.0.0.1:PORT` (benches/src/bin/peer: KIND is tungstenite, tokio-websockets, fastwebsockets, gorilla-hub or floor)\n\
-- the load: `target/release/ws-load --pid PID --warmup 1 --duration 3 MODE --url ws://127.0.0.1:PORT/PATH ...`, the mode and options in the first column\n";
+- the load: `target/release/ws-load --pid PID --warmup 1 --duration 3 MODE --url ws://127.0.0.1:PORT/PATH ...` (`http://` for `/api/publish`), the mode and options in the first column\n";
 
-/// A table of medians: a row per scenario, a column per server.
-fn table(out: &mut String, samples: &Samples, value: impl Fn(&crate::Sample) -> Option<f64>, ratios: bool) {
-    out.push_str("| scenario | figure |");
+/// A table of medians, a column per server: with `cost`, a row per figure
+/// of each scenario, with ratios to ours and the target; else a row per
+/// scenario of the rate ws-load saw.
+fn table(out: &mut String, samples: &Samples, cost: bool) {
+    out.push_str(if cost { "| scenario | figure | target |" } else { "| scenario | figure |" });
     for server in Server::ALL {
         let _ = write!(out, " {} |", server.name());
     }
-    out.push_str("\n|---|---|");
+    out.push_str(if cost { "\n|---|---|---|" } else { "\n|---|---|" });
     out.push_str(&"---|".repeat(Server::ALL.len()));
     out.push('\n');
     for (index, scenario) in SCENARIOS.iter().enumerate() {
-        if Server::ALL.iter().all(|&server| medians(samples, index, server, &value).is_none()) {
-            continue;
-        }
-        let unit = if ratios { scenario.unit } else { "per second" };
-        let _ = write!(out, "| {} (`{}`) | {unit} |", scenario.title, scenario.load.join(" "));
-        let ours = medians(samples, index, Server::Ours, &value);
-        for server in Server::ALL {
-            let cell = match (medians(samples, index, server, &value), ours) {
-                (Some(v), Some(o)) if ratios && server != Server::Ours => format!("{} ({:.2})", figure(v), o / v),
-                (Some(v), _) => figure(v),
-                (None, _) => String::new(),
+        let rows = if cost { (0..scenario.figures.len()).map(Some).collect() } else { vec![None] };
+        for row in rows {
+            let value = |s: &Sample| match row {
+                Some(k) => s.figures.get(k).copied(),
+                None => s.per_second,
             };
-            let _ = write!(out, " {cell} |");
+            if Server::ALL.iter().all(|&server| medians(samples, index, server, value).is_none()) {
+                continue;
+            }
+            let load = scenario.load.join(" ").replace(API_KEY, "KEY");
+            let _ = write!(out, "| {} (`{load}`) |", scenario.title);
+            match row {
+                Some(k) if scenario.figures.len() > 1 => {
+                    _ = write!(out, " `{}`, {} |", scenario.figures[k], scenario.unit)
+                }
+                Some(_) => _ = write!(out, " {} |", scenario.unit),
+                None => out.push_str(" per second |"),
+            }
+            if cost {
+                let target = scenario.target.filter(|_| row == Some(0)).map(|goal| goal.describe());
+                let _ = write!(out, " {} |", target.unwrap_or_default());
+            }
+            let ours = medians(samples, index, Server::Ours, value);
+            for server in Server::ALL {
+                let cell = match (medians(samples, index, server, value), ours) {
+                    (Some(v), Some(o)) if cost && server != Server::Ours => format!("{} ({:.2})", figure(v), o / v),
+                    (Some(v), _) => figure(v),
+                    (None, _) => String::new(),
+                };
+                let _ = write!(out, " {cell} |");
+            }
+            out.push('\n');
         }
-        out.push('\n');
     }
 }
 
@@ -126,7 +147,7 @@ pub(crate) fn medians(
     samples: &Samples,
     index: usize,
     server: Server,
-    value: impl Fn(&crate::Sample) -> Option<f64>,
+    value: impl Fn(&Sample) -> Option<f64>,
 ) -> Option<f64> {
     let mut values: Vec<f64> = samples.get(&(index, server))?.iter().filter_map(value).collect();
     (!values.is_empty()).then(|| median(&mut values))
@@ -138,7 +159,7 @@ fn figure(value: f64) -> String {
 
 /// A target of the benchmark issue, and how this run stands against it.
 struct Target {
-    what: &'static str,
+    what: String,
     measured: String,
     met: bool,
 }
@@ -148,7 +169,7 @@ fn cost(samples: &Samples, short: &str, server: Server) -> f64 {
     SCENARIOS
         .iter()
         .position(|s| s.short == short)
-        .and_then(|index| medians(samples, index, server, |s| Some(s.figure)))
+        .and_then(|index| medians(samples, index, server, |s| s.figures.first().copied()))
         .unwrap_or(f64::NAN)
 }
 
@@ -159,13 +180,13 @@ fn targets(samples: &Samples, micro: &[Pair]) -> Vec<Target> {
         .into_iter()
         .min_by(|a, b| cost(samples, "echo 20 B x10", *a).total_cmp(&cost(samples, "echo 20 B x10", *b)));
     let best = best.unwrap_or(Server::Fastwebsockets);
-    let at_most = |what, measured: f64, limit: f64, label: String| Target {
-        what,
+    let at_most = |what: &str, measured: f64, limit: f64, label: String| Target {
+        what: what.to_owned(),
         measured: format!("{label} = {measured:.2}"),
         met: measured <= limit,
     };
     let worst = |peer: &str| micro.iter().filter(|p| p.peer == peer).map(|p| p.ours_ns / p.peer_ns).fold(0.0, f64::max);
-    vec![
+    let mut targets = vec![
         at_most(
             "Echo, small messages pipelined: at most half the best peer's server CPU per message",
             ratio("echo 20 B x10", best),
@@ -221,5 +242,44 @@ fn targets(samples: &Samples, micro: &[Pair]) -> Vec<Target> {
             0.5,
             "slowest size, ours/peer time".into(),
         ),
-    ]
+    ];
+    for scenario in SCENARIOS {
+        let Some(goal) = scenario.target else { continue };
+        let measured = cost(samples, scenario.short, Server::Ours);
+        targets.push(Target {
+            what: format!("{}: {} {}", scenario.title, goal.describe(), scenario.unit),
+            measured: format!("{} = {measured:.0}", scenario.figures[0]),
+            met: goal.met(measured),
+        });
+    }
+    targets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(short: &str) -> usize {
+        SCENARIOS.iter().position(|s| s.short == short).expect("a scenario")
+    }
+
+    #[test]
+    fn rows_per_figure_and_targets() {
+        let mut samples = Samples::new();
+        let sample = |figures: Vec<f64>| vec![Sample { figures, per_second: Some(10.0) }];
+        samples.insert((index("fan-out 10/s"), Server::Ours), sample(vec![1000.0, 3000.0]));
+        samples.insert((index("fan-out 10/s"), Server::GorillaHub), sample(vec![2000.0, 6000.0]));
+        samples.insert((index("api x1"), Server::Ours), sample(vec![25_000.0]));
+        let mut out = String::new();
+        table(&mut out, &samples, true);
+        assert!(out.contains("| `p50_us`, us from publish to delivery |  | 1000 |"), "{out}");
+        assert!(out.contains("| `p99_us`, us from publish to delivery |  | 3000 |"), "{out}");
+        assert!(out.contains("6000 (0.50)"), "{out}");
+        assert!(out.contains("| messages per second (higher is better) | at least 20000 | 25000 |"), "{out}");
+        assert!(out.contains("--api-key KEY"), "{out}");
+        let api = targets(&samples, &[])
+            .into_iter()
+            .find(|t| t.what.starts_with("API publish") && t.what.contains("one message"));
+        assert!(api.is_some_and(|t| t.met && t.measured == "per_second = 25000"));
+    }
 }

@@ -6,6 +6,12 @@
 //!
 //! A member is ready once it has a frame that says `"joined"`; the publisher
 //! starts when every member is.
+//!
+//! At a rate, `--sample K` times every K-th member (and the publisher's own
+//! copy) alone: those read as soon as a message comes, the others drain
+//! their sockets once a second, staggered. One thread cannot read 10,000
+//! sockets per message as fast as a server writes them, so without it the
+//! latency is mostly this generator's; with it, mostly the server's.
 
 use crate::wire::{CLOSE, Conn, Reader, Target, client_frame, close_reason};
 use crate::{Run, Shared, open_all};
@@ -37,6 +43,9 @@ pub(crate) struct Options {
     /// Characters of content per message.
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// At a rate: time every K-th member only; the others read once a second.
+    #[arg(long, requires = "rate")]
+    sample: Option<usize>,
 }
 
 /// What members and publisher share: how many are ready, and how many
@@ -54,6 +63,9 @@ const RING_PER_WINDOW: usize = 2;
 /// How long the publisher waits for the room to move before giving up.
 const STALL: Duration = Duration::from_secs(30);
 
+/// How often a member that is not timed reads, under `--sample`.
+const LAZY_READS: Duration = Duration::from_secs(1);
+
 pub(crate) async fn run(options: &Options, run: &Run) -> Result<Value, Failure> {
     let target = Target::parse(&options.url)?;
     let ring = options.window.max(1) * RING_PER_WINDOW;
@@ -64,8 +76,15 @@ pub(crate) async fn run(options: &Options, run: &Run) -> Result<Value, Failure> 
         start: Instant::now(),
     });
     println!("fanout: {} members and a publisher", options.members);
-    open_all(&target, options.members, 100, run, |conn| member(conn.into_reader(), room.clone(), run.shared.clone()))
-        .await?;
+    let sample = options.sample.map(|k| k.max(1));
+    let opened = Cell::new(0);
+    open_all(&target, options.members, 100, run, |conn| {
+        opened.set(opened.get() + 1);
+        let (reader, room, shared) = (conn.into_reader(), room.clone(), run.shared.clone());
+        let timed = sample.is_none_or(|k| opened.get() % k == 0);
+        async move { if timed { member(reader, room, shared).await } else { lazy_member(reader, room, shared).await } }
+    })
+    .await?;
     room.wait(|| room.ready.get() == options.members).await.map_err(|_| "members never all joined")?;
     let publisher = Conn::open(&target).await?;
     let reader = member(publisher.reader, room.clone(), run.shared.clone());
@@ -84,6 +103,20 @@ pub(crate) async fn run(options: &Options, run: &Run) -> Result<Value, Failure> 
     let mut report = run.measure("deliveries", "delivery").await?;
     report["mode"] = "fanout".into();
     report["members"] = json!(options.members);
+    if let Some(k) = sample {
+        // Every member gets every message, the timed ones alone are counted:
+        // the totals are their counts scaled up.
+        let timed = options.members / k;
+        let scale = (options.members + 1) as f64 / (timed + 1) as f64;
+        for key in ["count", "per_second"] {
+            report[key] = json!(report[key].as_f64().map(|v| v * scale));
+        }
+        report["server_cpu_us"] = json!(report["server_cpu_us"].as_f64().map(|v| v / scale));
+        report["timed_members"] = json!(timed);
+        let (rate, cpu) = (report["per_second"].as_f64().unwrap_or(0.0), report["server_cpu_us"].as_f64());
+        let cpu = cpu.map(|cpu| format!(", server CPU {cpu:.3} us per delivery")).unwrap_or_default();
+        println!("fanout: {timed} members timed; all deliveries {rate:.0}/s{cpu}");
+    }
     Ok(report)
 }
 
@@ -101,11 +134,37 @@ impl Room {
     }
 }
 
-/// Reads one receiver's frames: ready at `"joined"`, then every tick counted.
-async fn member(mut reader: Reader, room: Rc<Room>, shared: Rc<Shared>) -> Result<(), Failure> {
+/// Reads frames until one says `"joined"`, and counts the member ready.
+async fn join(reader: &mut Reader, room: &Room) -> Result<(), Failure> {
     while !reader.frame().await?.payload.windows(8).any(|w| w == b"\"joined\"") {}
     room.ready.set(room.ready.get() + 1);
     room.progress.notify_one();
+    Ok(())
+}
+
+/// A member that is not timed: ready at `"joined"`, then it drains its
+/// socket once every `LAZY_READS`, at a moment of its own.
+async fn lazy_member(mut reader: Reader, room: Rc<Room>, shared: Rc<Shared>) -> Result<(), Failure> {
+    join(&mut reader, &room).await?;
+    let first = tokio::time::Instant::now() + LAZY_READS.mul_f64(rand::random::<f64>());
+    let mut reads = tokio::time::interval_at(first, LAZY_READS);
+    while !shared.stopped() {
+        reads.tick().await;
+        if !reader.fill().await? {
+            return Err("the server ended a member's connection".into());
+        }
+        while let Some(frame) = reader.next_frame() {
+            if frame.opcode == CLOSE {
+                return Err(close_reason(&frame).into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one receiver's frames: ready at `"joined"`, then every tick counted.
+async fn member(mut reader: Reader, room: Rc<Room>, shared: Rc<Shared>) -> Result<(), Failure> {
+    join(&mut reader, &room).await?;
     while !shared.stopped() {
         if !reader.fill().await? {
             return Err("the server ended a member's connection".into());

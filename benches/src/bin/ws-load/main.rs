@@ -1,14 +1,16 @@
-//! `ws-load`: load on a WebSocket server, ours or a peer, measured on both
-//! sides: messages per second and latency percentiles here, and, given the
-//! server's pid, its CPU time per message and resident memory per connection
-//! from /proc. Those last figures hold even when this generator, not the
-//! server, is the bottleneck.
+//! `ws-load`: load on a WebSocket server, ours or a peer (or on our hub's
+//! HTTP publish API), measured on both sides: messages per second and
+//! latency percentiles here, and, given the server's pid, its CPU time per
+//! message and resident memory per connection from /proc. Those last
+//! figures hold even when this generator, not the server, is the bottleneck.
 //!
 //! Run: `cargo run --release -p ws-benches --bin ws-load -- --pid PID echo --url ws://127.0.0.1:PORT/echo`
 //! (`--help` on each mode lists its options). It runs on one thread: pin it
 //! to a core of its own with taskset. Its last line is `result {json}`, the
 //! figures for `benches/compare`.
 
+mod api;
+mod browser;
 mod connect;
 mod echo;
 mod fanout;
@@ -49,6 +51,8 @@ enum Mode {
     Fanout(fanout::Options),
     /// Connections held open with nothing to say: memory per connection.
     Idle(idle::Options),
+    /// Messages published through the HTTP API over one kept-alive connection.
+    Api(api::Options),
     /// Opening handshakes, one after another on several connections at once.
     Connect(connect::Options),
 }
@@ -63,6 +67,7 @@ fn main() -> Result<(), Failure> {
             Mode::Echo(options) => echo::run(options, &run).await,
             Mode::Fanout(options) => fanout::run(options, &run).await,
             Mode::Idle(options) => idle::run(options, &run).await,
+            Mode::Api(options) => api::run(options, &run).await,
             Mode::Connect(options) => connect::run(options, &run).await,
         }
     })?;
@@ -91,10 +96,15 @@ struct Shared {
 impl Shared {
     /// Counts one event that took `latency`, if the run is measuring.
     fn record(&self, latency: Duration) {
-        if self.phase.get() == Phase::Measure {
-            self.count.set(self.count.get() + 1);
+        self.record_n(latency, 1);
+    }
+
+    /// Counts `n` events that each took `latency`, if the run is measuring.
+    fn record_n(&self, latency: Duration, n: u64) {
+        if self.phase.get() == Phase::Measure && n > 0 {
+            self.count.set(self.count.get() + n);
             let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-            self.latency.borrow_mut().saturating_record(nanos.max(1));
+            self.latency.borrow_mut().saturating_record_n(nanos.max(1), n);
         }
     }
 
