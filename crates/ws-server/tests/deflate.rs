@@ -59,8 +59,12 @@ impl RawClient {
 
     async fn send(&mut self, envelope: Value) {
         self.conn.send(&Message::from(envelope.to_string())).unwrap();
-        let wire = ws_conformance::drain(&mut self.conn);
-        self.tcp.write_all(&wire).await.unwrap();
+        while !self.conn.output().is_empty() {
+            let mut slices = [std::io::IoSlice::new(&[]); 16];
+            let n = self.conn.output().io_slices(&mut slices);
+            let written = self.tcp.write_vectored(&slices[..n]).await.unwrap();
+            self.conn.output_mut().advance(written);
+        }
     }
 
     /// The next envelope, and whether its frame had RSV1 (compressed).
