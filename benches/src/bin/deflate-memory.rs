@@ -125,7 +125,8 @@ impl Negotiated {
 }
 
 /// Average heap held by a server connection that received `messages` from
-/// a client and sent each back, with its output written. One connection
+/// a client and sent each back, with its output written and, as a socket
+/// with nothing more to read, its spare buffer let go. One connection
 /// goes first, so the per-thread pool of zlib state it fills is not counted.
 fn held_per_connection(negotiated: &Negotiated, messages: &[&Message]) -> usize {
     let wire = {
@@ -143,6 +144,8 @@ fn held_per_connection(negotiated: &Negotiated, messages: &[&Message]) -> usize 
             }
         }
         ws_conformance::drain(conn);
+        // As ws-tokio does once the socket has nothing more to read.
+        conn.release_spare();
     };
     exchange(&mut (negotiated.server)());
     let mut servers = Vec::with_capacity(CONNECTIONS);

@@ -364,6 +364,14 @@ impl Connection {
         self.output.push_frame(header, payload);
     }
 
+    /// Lets go of the buffer kept for the next message, unless one is in
+    /// progress: for an I/O binding to call when the peer has nothing more
+    /// to read, so that an idle connection holds none while a busy one
+    /// reuses it.
+    pub fn release_spare(&mut self) {
+        self.message.release_spare();
+    }
+
     #[cfg(test)]
     pub(crate) fn buffered_capacity(&self) -> usize {
         self.message.payload_capacity()
@@ -584,11 +592,19 @@ mod tests {
     }
 
     #[test]
-    fn a_message_leaves_no_buffer_behind() {
+    fn a_large_message_leaves_no_spare_room_and_a_small_ones_goes_when_released() {
         let mut conn = server();
         let wire = [text(false, &[b'a'; 70_000]), cont(true, &[b'b'; 70_000])].concat();
         let (events, _) = feed(&mut conn, &wire);
         assert_eq!(events.len(), 1);
+        assert_eq!(conn.message.payload_capacity(), 0);
+        let (events, _) = feed(&mut conn, &[text(true, &[b'c'; 100]), text(false, &[b'd'; 100])].concat());
+        assert_eq!(events.len(), 1);
+        conn.release_spare();
+        assert!(conn.message.payload_capacity() >= 100, "kept while a message is in progress");
+        feed(&mut conn, &cont(true, &[b'e'; 10]));
+        assert!(conn.message.payload_capacity() <= 4 << 10);
+        conn.release_spare();
         assert_eq!(conn.message.payload_capacity(), 0);
     }
 

@@ -67,6 +67,11 @@ impl From<Vec<u8>> for Message {
 /// Most of a frame's announced length reserved up front; the rest grows as
 /// bytes arrive, so a header alone cannot make the receiver allocate much.
 const RESERVE_AHEAD: u64 = 64 << 10;
+/// Past this, the spare room left after a message is let go at once, so a
+/// connection does not keep the allocation of the largest message it
+/// received; below, it serves the next messages until the connection has
+/// nothing more to read ([`Reassembly::release_spare`]).
+const KEEP_SPARE: usize = 4 << 10;
 /// Compressed bytes are unmasked through a buffer of this size on the stack.
 const UNMASK_CHUNK: usize = 4 << 10;
 
@@ -161,6 +166,14 @@ impl Reassembly {
         self.payload.capacity()
     }
 
+    /// Lets the spare room go, between messages: for a connection that has
+    /// nothing more to read, which then holds no buffer while idle.
+    pub(crate) fn release_spare(&mut self) {
+        if self.opcode.is_none() && self.payload.capacity() != 0 {
+            self.payload = BytesMut::new();
+        }
+    }
+
     /// Ends the message after its final frame.
     pub(crate) fn finish(&mut self, limit: usize) -> Result<Message, Error> {
         if let Some(inflater) = self.inflater.as_mut().filter(|_| self.compressed) {
@@ -169,9 +182,10 @@ impl Reassembly {
             self.validate_from(start)?;
             self.compressed = false;
         }
-        // The whole buffer goes with the message: an idle connection keeps
-        // none, nor a share of the allocation that would outlive the message.
-        let payload = std::mem::take(&mut self.payload).freeze();
+        let payload = self.payload.split().freeze();
+        if self.payload.capacity() > KEEP_SPARE {
+            self.payload = BytesMut::new();
+        }
         match self.opcode.take() {
             Some(OpCode::Text) => {
                 self.utf8.finish()?;

@@ -323,7 +323,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         SCRATCH.with_borrow_mut(|scratch| {
             let mut buf = ReadBuf::new(scratch);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            let Poll::Ready(read) = Pin::new(&mut self.io).poll_read(cx, &mut buf) else {
+                // Nothing more to read: an idle connection keeps no message buffer.
+                self.conn.release_spare();
+                return Poll::Pending;
+            };
+            read?;
             let input = buf.filled();
             if input.is_empty() {
                 return Poll::Ready(self.read_eof());

@@ -66,15 +66,20 @@ impl Waiting {
     }
 }
 
-/// A command as it goes to every server, and as its reports come back.
+/// A command as it goes to every server: where its reports go, and its
+/// number at the server that asked.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Broadcast<T> {
-    /// Where the reports go.
+struct Asked<C> {
     to: String,
-    /// The command's number at the server that asked.
     number: u64,
-    /// The command, or a report.
-    body: T,
+    command: C,
+}
+
+/// One server's report to the command of that number.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Answered {
+    number: u64,
+    report: Report,
 }
 
 impl Cluster {
@@ -201,7 +206,7 @@ impl Cluster {
         let number = self.next_command.fetch_add(1, Ordering::Relaxed);
         let (sender, mut reports) = mpsc::unbounded_channel();
         self.waiting.lock().insert(number, sender);
-        let asked = Broadcast { to: reports_channel(self.hub.instance()), number, body: command };
+        let asked = Asked { to: reports_channel(self.hub.instance()), number, command };
         let sent = async {
             let payload = serde_json::to_string(&asked).map_err(unavailable)?;
             let heard: usize = redis::cmd("PUBLISH")

@@ -3,8 +3,8 @@
 //! does not tell; it also keeps the presence of this server's members.
 
 use super::store::*;
-use super::{Broadcast, Waiting};
-use crate::admin::{Command, Local, Report};
+use super::{Answered, Asked, Waiting};
+use crate::admin::{Command, Local};
 use crate::envelope::{EnvelopeError, Outgoing};
 use crate::hub::{Hub, RoomsFull, Subscription};
 use crate::metrics::ClusterMetrics;
@@ -316,8 +316,8 @@ impl Subscriber {
             return self.carry_out(message.get_payload_bytes()).await;
         }
         if channel.starts_with(ADMIN_CHANNEL) {
-            match serde_json::from_slice::<Broadcast<Report>>(message.get_payload_bytes()) {
-                Ok(report) => self.waiting.report(report.number, report.body),
+            match serde_json::from_slice::<Answered>(message.get_payload_bytes()) {
+                Ok(answered) => self.waiting.report(answered.number, answered.report),
                 Err(_) => warn!("redis: a report not in this server's format, ignored"),
             }
             return Ok(());
@@ -353,11 +353,11 @@ impl Subscriber {
     /// Carries out a command of the server API heard from the cluster, and
     /// publishes the report to the server that asked.
     async fn carry_out(&mut self, payload: &[u8]) -> RedisResult<()> {
-        let Ok(asked) = serde_json::from_slice::<Broadcast<Command>>(payload) else {
+        let Ok(asked) = serde_json::from_slice::<Asked<Command>>(payload) else {
             warn!("redis: a command not in this server's format, ignored");
             return Ok(());
         };
-        let report = Broadcast { to: String::new(), number: asked.number, body: self.local.carry_out(&asked.body) };
+        let report = Answered { number: asked.number, report: self.local.carry_out(&asked.command) };
         let report = serde_json::to_string(&report).unwrap_or_default();
         let _: usize = self.redis.publish(&asked.to, report).await?;
         Ok(())

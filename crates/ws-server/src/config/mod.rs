@@ -248,8 +248,9 @@ pub struct ServerConfig {
     pub deflate_level: u8,
 
     /// Keep the compression context from message to message for each
-    /// connection: smaller messages on the wire, but about 370 KiB of zlib
-    /// state per connection, and a broadcast compressed for each receiver.
+    /// connection: smaller envelopes of its own on the wire, but about 370
+    /// KiB of zlib state per connection; a room's messages, encoded once
+    /// for all members, then reach it uncompressed.
     /// By default each message is compressed on its own
     /// (server_no_context_takeover), once for all receivers of a broadcast,
     /// with zlib state lent by a per-thread pool for the one message.
