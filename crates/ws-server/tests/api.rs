@@ -273,11 +273,13 @@ async fn history_gives_a_rooms_messages_since_a_seq_oldest_or_newest_first() {
     let seqs = |answer: &Value| -> Vec<u64> {
         answer["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
     };
-    let cases: [(&str, &[u64], bool); 6] = [
+    let cases: [(&str, &[u64], bool); 8] = [
         (r#"{"room":"h"}"#, &[4, 5, 6, 7, 8], false),
         (r#"{"room":"h","since":3}"#, &[4, 5, 6, 7, 8], true),
         (r#"{"room":"h","since":5,"limit":2}"#, &[6, 7], true),
         (r#"{"room":"h","since":5,"limit":2,"order":"newest"}"#, &[8, 7], true),
+        (r#"{"room":"h","since":5,"limit":2,"order":"desc"}"#, &[8, 7], true),
+        (r#"{"room":"h","since":5,"limit":2,"order":"asc"}"#, &[6, 7], true),
         (r#"{"room":"h","since":8}"#, &[], true),
         (r#"{"room":"empty"}"#, &[], true),
     ];

@@ -171,10 +171,12 @@ struct HistoryCall {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Order {
-    /// The oldest first: the ones right after `since`.
+    /// The oldest first: the ones right after `since` (also `asc`).
     #[default]
+    #[serde(alias = "asc")]
     Oldest,
-    /// The newest first: the latest ones.
+    /// The newest first: the latest ones (also `desc`).
+    #[serde(alias = "desc")]
     Newest,
 }
 
