@@ -64,20 +64,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<S> {
         &self.request
     }
 
-    /// Reads the `len` bytes of the request's body that follow its head, by
-    /// the handshake's deadline. The caller bounds `len`.
-    pub async fn read_body(&mut self, len: usize) -> Result<bytes::Bytes, Error> {
-        let read = async {
-            while self.leftover.len() < len {
-                if self.io.read_buf(&mut self.leftover).await? == 0 {
-                    return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
-                }
-            }
-            Ok(self.leftover.split_to(len).freeze())
-        };
-        timeout_at(self.deadline, read).await.map_err(|_| Error::HandshakeTimeout)?
-    }
-
     /// The settings the WebSocket will have.
     pub fn options(&self) -> &Options {
         &self.options
