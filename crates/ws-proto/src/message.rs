@@ -226,18 +226,22 @@ fn inflate_masked(
 /// agreed to permessage-deflate with at least its window bits and does not
 /// keep a compression context of its own. That frame is made once, when the
 /// first such connection is sent the message: a message that none of them
-/// receives is never compressed.
+/// receives is never compressed. A message that will most likely reach one
+/// connection ([`SharedMessage::for_one`]) keeps no compressed frame: it is
+/// compressed for each connection that takes it so, and the memory it holds
+/// while it waits in a room's history is its plain frame alone.
 #[derive(Debug, Clone)]
 pub struct SharedMessage {
     plain: Bytes,
     compressed: Option<Compressed>,
-    len: usize,
 }
 
 /// The compressed frame of a [`SharedMessage`], made on first use.
 #[derive(Debug, Clone)]
 struct Compressed {
     opcode: OpCode,
+    /// Whether the frame, once made, is kept for the next connections.
+    keep: bool,
     /// The settings it is compressed with, alone: each message with a fresh context.
     alone: DeflateConfig,
     frame: OnceLock<Bytes>,
@@ -254,16 +258,28 @@ impl SharedMessage {
     /// Encodes `message` once; with `deflate`, a message that reaches its
     /// threshold is compressed once as well, when first asked for so.
     pub fn new(message: &Message, deflate: Option<&DeflateConfig>) -> Self {
+        Self::encode(message, deflate, true)
+    }
+
+    /// Encodes `message` once, for what will most likely be one connection:
+    /// with `deflate`, it is compressed anew for each connection that takes
+    /// it so, and no compressed frame is kept.
+    pub fn for_one(message: &Message, deflate: Option<&DeflateConfig>) -> Self {
+        Self::encode(message, deflate, false)
+    }
+
+    fn encode(message: &Message, deflate: Option<&DeflateConfig>, keep: bool) -> Self {
         let payload = message.payload();
         let compressed =
             deflate.map(|config| DeflateConfig { no_context_takeover: true, ..*config }).and_then(|alone| {
                 Compressed::compressor(&alone).wants(payload.len()).then(|| Compressed {
                     opcode: message.opcode(),
+                    keep,
                     alone,
                     frame: OnceLock::new(),
                 })
             });
-        SharedMessage { plain: server_frame(message.opcode(), 0, payload), compressed, len: payload.len() }
+        SharedMessage { plain: server_frame(message.opcode(), 0, payload), compressed }
     }
 
     /// The length of the plain frame: about what either frame takes in a queue.
@@ -271,18 +287,29 @@ impl SharedMessage {
         self.plain.len()
     }
 
-    /// The message's payload, as it was given.
+    /// The message's payload, as it was given: the plain frame past its
+    /// header, which has no mask and so is 2, 4 or 10 bytes long.
     pub fn payload(&self) -> &[u8] {
-        &self.plain[self.plain.len() - self.len..]
+        let header = match self.plain[1] & 0x7F {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        &self.plain[header..]
     }
 
     /// The frame for a connection that compresses with `compressor`, if any.
     pub(crate) fn frame_for(&self, compressor: Option<&Compressor>) -> Bytes {
         match (&self.compressed, compressor) {
             (Some(compressed), Some(c))
-                if c.stands_alone() && c.window_bits() >= compressed.alone.window_bits && c.wants(self.len) =>
+                if c.stands_alone()
+                    && c.window_bits() >= compressed.alone.window_bits
+                    && c.wants(self.payload().len()) =>
             {
-                compressed.frame.get_or_init(|| compressed.compress(self.payload())).clone()
+                match compressed.keep {
+                    true => compressed.frame.get_or_init(|| compressed.compress(self.payload())).clone(),
+                    false => compressed.compress(self.payload()),
+                }
             }
             _ => self.plain.clone(),
         }
@@ -319,5 +346,27 @@ mod tests {
         let frame = shared.frame_for(Some(&Compressed::compressor(&compressed.alone)));
         assert!(frame[0] & 0x40 != 0 && frame.len() < shared.plain.len(), "RSV1 set, and smaller");
         assert_eq!(compressed.frame.get(), Some(&frame), "compressed once, then kept");
+    }
+
+    #[test]
+    fn a_message_for_one_is_compressed_for_each_connection_and_keeps_no_frame() {
+        let text = "a message to one member ".repeat(20);
+        let shared = SharedMessage::for_one(&Message::from(text.as_str()), Some(&DeflateConfig::default()));
+        let compressed = shared.compressed.as_ref().expect("over the threshold");
+        let compressor = Compressed::compressor(&compressed.alone);
+        let (first, second) = (shared.frame_for(Some(&compressor)), shared.frame_for(Some(&compressor)));
+        assert!(first[0] & 0x40 != 0 && first.len() < shared.plain.len(), "RSV1 set, and smaller");
+        assert_eq!(first, second, "the same frame each time");
+        assert!(compressed.frame.get().is_none(), "and none kept");
+        assert_eq!(shared.frame_for(None), shared.plain);
+    }
+
+    #[test]
+    fn the_payload_is_found_past_each_length_of_header() {
+        for len in [0, 125, 126, 65_535, 65_536] {
+            let payload = vec![b'x'; len];
+            let shared = SharedMessage::new(&Message::Binary(payload.clone().into()), None);
+            assert_eq!(shared.payload(), payload.as_slice(), "payload of {len} bytes");
+        }
     }
 }

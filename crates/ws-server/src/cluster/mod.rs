@@ -166,7 +166,8 @@ impl Cluster {
             entries.retain(|entry| entry.time >= oldest);
         }
         let complete = !renumbered && entries.first().map_or(after == latest, |entry| entry.seq == after + 1);
-        let deliveries = entries.into_iter().map(|entry| Arc::new(self.hub.delivery(entry.seq, entry.json))).collect();
+        let deliveries =
+            entries.into_iter().map(|entry| Arc::new(self.hub.delivery(entry.seq, entry.json, 1))).collect();
         Ok(Replay { deliveries, complete })
     }
 

@@ -77,6 +77,10 @@ impl Fanout {
     pub fn subscribe(self: &Arc<Self>) -> Member {
         let mut state = self.state();
         let slot = state.free.pop().unwrap_or_else(|| {
+            if state.waiting.is_empty() {
+                // Most rooms have one member: the first slot is made alone.
+                state.waiting.reserve_exact(1);
+            }
             state.waiting.push(None);
             (state.waiting.len() - 1) as u32
         });
@@ -98,7 +102,7 @@ impl Fanout {
                     state.dropped = state.dropped.max(oldest.seq);
                 }
             }
-            state.recent.push_back(delivery);
+            super::push_back(&mut state.recent, delivery);
             state.sent += 1;
             0
         };
@@ -169,7 +173,7 @@ mod tests {
     use super::*;
 
     fn deliveries(seqs: &[u64]) -> Vec<Arc<Delivery>> {
-        seqs.iter().map(|&seq| Arc::new(Delivery::new(seq, format!("{{\"seq\":{seq}}}"), None))).collect()
+        seqs.iter().map(|&seq| Arc::new(Delivery::new(seq, format!("{{\"seq\":{seq}}}"), None, 1))).collect()
     }
 
     fn recv(member: &mut Member) -> Poll<Result<u64, Lagged>> {

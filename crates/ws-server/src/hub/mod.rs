@@ -8,12 +8,15 @@
 
 mod delivery;
 pub mod fanout;
+mod members;
 
 use crate::envelope::{Body, EnvelopeError, Outgoing, now_millis};
 pub use delivery::Delivery;
 use fanout::{Fanout, Member};
+use members::Members;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -78,7 +81,7 @@ struct Room {
     numbered: u64,
     history: VecDeque<Arc<Delivery>>,
     /// Who is in the room, with how many connections each.
-    members: HashMap<Arc<str>, u32>,
+    members: Members,
 }
 
 /// Every room of this server, in memory.
@@ -132,12 +135,10 @@ impl Hub {
     ) -> Result<(Subscription, Option<Replay>), RoomsFull> {
         let mut rooms = self.rooms();
         let (name, room) = self.room(&mut rooms, room)?;
-        let connections = room.members.entry(member.clone()).or_default();
-        *connections += 1;
-        let first = *connections == 1;
+        let first = room.members.add(member) == 1;
         if first && announce {
             let json = Outgoing::MemberJoined { room: &name, member }.to_json();
-            room.fanout.send(Arc::new(self.notice(room.latest, json, member)));
+            room.fanout.send(Arc::new(self.notice(room, json, member)));
         }
         let subscription = Subscription { member: room.fanout.subscribe(), latest: room.latest, first };
         let replay = since.map(|(since, history)| room.replay(since, history.max_age));
@@ -163,7 +164,7 @@ impl Hub {
             latest: 0,
             numbered: 0,
             history: VecDeque::new(),
-            members: HashMap::new(),
+            members: Members::default(),
         });
         Ok((name, room))
     }
@@ -173,15 +174,12 @@ impl Hub {
     pub fn leave(&self, room: &str, member: &Arc<str>, announce: bool) -> bool {
         let mut rooms = self.rooms();
         let Some(state) = rooms.get_mut(room) else { return false };
-        let Some(count) = state.members.get_mut(member) else { return false };
-        *count -= 1;
-        if *count > 0 {
+        if state.members.remove(member) != Some(0) {
             return false;
         }
-        state.members.remove(member);
         if announce {
             let json = Outgoing::MemberLeft { room, member }.to_json();
-            state.fanout.send(Arc::new(self.notice(state.latest, json, member)));
+            state.fanout.send(Arc::new(self.notice(state, json, member)));
         }
         true
     }
@@ -191,20 +189,20 @@ impl Hub {
     pub fn announce(&self, room: &str, json: String, member: &Arc<str>) {
         let rooms = self.rooms();
         if let Some(state) = rooms.get(room) {
-            state.fanout.send(Arc::new(self.notice(state.latest, json, member)));
+            state.fanout.send(Arc::new(self.notice(state, json, member)));
         }
     }
 
-    /// `json`, a notice about `member`, after message `seq`.
-    fn notice(&self, seq: u64, json: String, member: &Arc<str>) -> Delivery {
-        Delivery { about: Some(member.clone()), ..self.delivery(seq, json) }
+    /// `json`, a notice about `member`, after the latest message of `room`.
+    fn notice(&self, room: &Room, json: String, member: &Arc<str>) -> Delivery {
+        Delivery { about: Some(member.clone()), ..self.delivery(room.latest, json, room.fanout.members()) }
     }
 
     /// Who is in `room`: how many, and the names of up to `max` of them, in order.
     pub fn presence(&self, room: &str, max: usize) -> (usize, Vec<Arc<str>>) {
         let rooms = self.rooms();
         let Some(room) = rooms.get(room) else { return (0, Vec::new()) };
-        let mut names: Vec<Arc<str>> = room.members.keys().cloned().collect();
+        let mut names: Vec<Arc<str>> = room.members.iter().map(|(name, _)| name.clone()).collect();
         names.sort_unstable();
         names.truncate(max);
         (room.members.len(), names)
@@ -233,7 +231,8 @@ impl Hub {
         client_id: Option<(&str, &str)>,
         history: History,
     ) -> Result<u64, RoomsFull> {
-        let retry_key = client_id.map(|pair| self.retry_hasher.hash_one(pair));
+        let retry_key =
+            client_id.map(|pair| NonZeroU64::new(self.retry_hasher.hash_one(pair)).unwrap_or(NonZeroU64::MIN));
         let mut rooms = self.rooms();
         let state = self.room(&mut rooms, room)?.1;
         if let Some(earlier) = retry_key.and_then(|key| state.history.iter().find(|d| d.retry_key == Some(key))) {
@@ -242,13 +241,13 @@ impl Hub {
         let id = self.message_id();
         let seq = state.latest + 1;
         let json = Outgoing::message(&id, seq, now_millis(), sender, body, room).to_json();
-        let delivery = Arc::new(Delivery { retry_key, ..self.delivery(seq, json) });
+        let delivery = Arc::new(Delivery { retry_key, ..self.delivery(seq, json, state.fanout.members()) });
         state.latest = seq;
         if history.len > 0 {
             while state.history.len() >= history.len {
                 state.history.pop_front();
             }
-            state.history.push_back(delivery.clone());
+            push_back(&mut state.history, delivery.clone());
         }
         if let Some(age) = history.max_age {
             while state.history.front().is_some_and(|d| d.published.elapsed() > age) {
@@ -269,9 +268,10 @@ impl Hub {
         format!("{}-{:x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// `json`, the envelope of seq `seq`, encoded (and compressed) once for every member.
-    pub fn delivery(&self, seq: u64, json: String) -> Delivery {
-        Delivery::new(seq, json, self.settings.deflate.as_ref())
+    /// `json`, the envelope of seq `seq`, encoded (and compressed) once for
+    /// the `members` connections it is for (see [`Delivery::new`]).
+    pub fn delivery(&self, seq: u64, json: String, members: usize) -> Delivery {
+        Delivery::new(seq, json, self.settings.deflate.as_ref(), members)
     }
 
     /// The epoch of this hub's numbering: it changes with every start of the
@@ -326,7 +326,7 @@ impl Hub {
             return false;
         }
         state.latest = seq;
-        state.fanout.send(Arc::new(self.delivery(seq, json)));
+        state.fanout.send(Arc::new(self.delivery(seq, json, state.fanout.members())));
         true
     }
 
@@ -340,7 +340,7 @@ impl Hub {
         }
         state.latest = to;
         let json = Outgoing::Gap { room, from, to }.to_json();
-        state.fanout.send(Arc::new(self.delivery(to, json)));
+        state.fanout.send(Arc::new(self.delivery(to, json, state.fanout.members())));
     }
 
     /// The rooms with members: each with its members' names and its connections.
@@ -349,8 +349,8 @@ impl Hub {
         let occupied = rooms.iter().filter(|(_, room)| !room.members.is_empty());
         occupied
             .map(|(name, room)| {
-                let connections = room.members.values().map(|&n| u64::from(n)).sum();
-                (name.clone(), room.members.keys().cloned().collect(), connections)
+                let connections = room.members.iter().map(|(_, n)| u64::from(n)).sum();
+                (name.clone(), room.members.iter().map(|(name, _)| name.clone()).collect(), connections)
             })
             .collect()
     }
@@ -364,6 +364,15 @@ impl Hub {
     pub fn room_count(&self) -> usize {
         self.rooms().len()
     }
+}
+
+/// Appends `delivery` to a room's ring or history. The first one makes room
+/// for itself alone: most rooms are one member's, and hold a message or two.
+fn push_back(deque: &mut VecDeque<Arc<Delivery>>, delivery: Arc<Delivery>) {
+    if deque.capacity() == 0 {
+        deque.reserve_exact(1);
+    }
+    deque.push_back(delivery);
 }
 
 impl Room {
