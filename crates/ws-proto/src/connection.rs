@@ -609,6 +609,18 @@ mod tests {
     }
 
     #[test]
+    fn a_message_that_filled_its_buffer_shares_it_with_nothing_once_released() {
+        let mut conn = server();
+        // A frame alone in a read: its payload takes exactly the room reserved for it.
+        let (mut events, _) = feed(&mut conn, &text(true, &[b'a'; 300]));
+        let Some(Event::Message(Message::Text(message))) = events.pop() else { panic!("one message: {events:?}") };
+        let payload = message.into_bytes();
+        assert!(!payload.is_unique(), "split from the connection's buffer");
+        conn.release_spare();
+        assert!(payload.is_unique(), "the connection holds no part of the message's buffer");
+    }
+
+    #[test]
     fn peer_close_is_echoed_and_ends_everything() {
         let mut conn = server();
         let mut wire = client_frame(true, 0, OpCode::Close, b"\x0f\xa0going");

@@ -167,9 +167,11 @@ impl Reassembly {
     }
 
     /// Lets the spare room go, between messages: for a connection that has
-    /// nothing more to read, which then holds no buffer while idle.
+    /// nothing more to read, which then holds no buffer while idle. Even with
+    /// no room left, the buffer a message was split from is still shared
+    /// with it: it is let go as well, whole, once the message is.
     pub(crate) fn release_spare(&mut self) {
-        if self.opcode.is_none() && self.payload.capacity() != 0 {
+        if self.opcode.is_none() {
             self.payload = BytesMut::new();
         }
     }
