@@ -699,3 +699,18 @@ async fn rooms_per_connection_and_per_server_are_bounded() {
     alice.expect(json!({"type": "left", "room": "two"})).await;
     bob.join("four", 0).await;
 }
+
+#[tokio::test]
+async fn a_ping_is_answered_at_once_with_a_pong_that_carries_its_id() {
+    let addr = server(&[]).await;
+    let mut client = Client::connect(addr).await;
+    client.expect(json!({"type": "joined", "room": "general"})).await;
+    client.send(json!({"type": "ping", "id": "p-1"})).await;
+    assert_eq!(client.next().await, json!({"type": "pong", "id": "p-1"}));
+    client.send(json!({"type": "ping"})).await;
+    assert_eq!(client.next().await, json!({"type": "pong"}));
+    client.send(json!({"type": "ping", "id": 7})).await;
+    client.expect(json!({"type": "error", "code": "invalid_field"})).await;
+    client.send(json!({"type": "message", "room": "general", "content": "still here", "id": "m"})).await;
+    client.expect(json!({"type": "ack", "id": "m", "seq": 1})).await;
+}
