@@ -134,8 +134,11 @@ export class HubClient {
   connect(): this;
   /** Closes the connection and stops; what was not acked is rejected. */
   close(): void;
-  /** Joins `room` now and after every reconnection, with a room token if given. */
-  join(room: string, options?: { token?: TokenSource }): Promise<Joined>;
+  /**
+   * Joins `room` now and after every reconnection, with a room token if
+   * given; with `since`, the first join replays what the room holds after it.
+   */
+  join(room: string, options?: { token?: TokenSource; since?: number }): Promise<Joined>;
   leave(room: string): void;
   /** Resolves with the seq of the message's ack; rejects with a HubError. */
   publish(room: string, message: { content?: string; data?: unknown }): Promise<number>;

@@ -137,19 +137,21 @@ export class HubClient {
    * Joins `room`, now and after every reconnection; resolves with the
    * `joined` envelope. `options.token`: a room token, or a function that
    * returns one, fetched again when the hub asks for a fresh one.
+   * `options.since`: the first join replays what the room holds after it
+   * (without it, the first join starts from the room's latest message).
    */
   join(room, options = {}) {
     return new Promise((resolve, reject) => {
       const known = this.#rooms.get(room);
       if (known) return known.joining.push({ resolve, reject });
       const state = {
-        since: 0,
+        since: options.since ?? 0,
         epoch: null,
         held: null,
         recovering: 0,
         complete: true,
         token: options.token,
-        fresh: true,
+        fresh: options.since === undefined,
         recovery: true,
         attempt: 0,
         joining: [{ resolve, reject }],

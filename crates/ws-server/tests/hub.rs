@@ -458,9 +458,12 @@ async fn data_of_every_kind_arrives_byte_for_byte_live_from_history_and_through_
 #[tokio::test]
 async fn the_demo_page_and_health_check_are_served() {
     let addr = server(&[]).await;
-    for (path, status, needle) in
-        [("/", "200 OK", "<title>ws-server chat</title>"), ("/healthz", "200 OK", "ok"), ("/nope", "404", "not found")]
-    {
+    for (path, status, needle) in [
+        ("/", "200 OK", "<title>ws-server chat</title>"),
+        ("/dashboard", "200 OK", "<title>ws-server live dashboard</title>"),
+        ("/healthz", "200 OK", "ok"),
+        ("/nope", "404", "not found"),
+    ] {
         let response = http_get(addr, path).await;
         assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {response}");
         assert!(response.contains(needle), "{path}: {response}");

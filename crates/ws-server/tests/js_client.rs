@@ -7,8 +7,38 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
+mod common;
+
+use common::{http, http_get, server};
 use std::path::Path;
 use std::process::{Command, Output};
+
+/// The module as the server embeds it.
+const CLIENT_MODULE: &str = include_str!("../../../clients/js/index.js");
+
+/// The value of header `name` in the whole `response`.
+fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let head = response.split_once("\r\n\r\n")?.0;
+    head.lines().find_map(|line| line.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
+#[tokio::test]
+async fn the_server_serves_the_client_module_revalidated_by_its_etag() {
+    let addr = server(&[]).await;
+    let response = http_get(addr, "/client.js").await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert_eq!(header(&response, "content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(header(&response, "cache-control"), Some("no-cache"));
+    assert_eq!(header(&response, "access-control-allow-origin"), Some("*"));
+    assert_eq!(response.split_once("\r\n\r\n").unwrap().1, CLIENT_MODULE);
+    let etag = header(&response, "etag").unwrap();
+    let again =
+        format!("GET /client.js HTTP/1.1\r\nHost: {addr}\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n");
+    let unchanged = http(addr, &again).await;
+    assert!(unchanged.starts_with("HTTP/1.1 304 Not Modified"), "{unchanged}");
+    assert_eq!(header(&unchanged, "etag"), Some(etag));
+    assert!(unchanged.ends_with("\r\n\r\n"), "no body: {unchanged}");
+}
 
 /// What `program` printed, both streams, for a failure's message.
 fn printed(output: &Output) -> String {
