@@ -184,7 +184,7 @@ export class HubClient {
     return new Promise((resolve, reject) => {
       if (this.#state === "closed") return reject(new HubError({ code: "closed", message: "the client is closed" }));
       this.#pending.set(id, { envelope, resolve, reject, attempt: 0 });
-      this.#send(envelope);
+      if (this.#state === "connected") this.#send(envelope);
     });
   }
 
@@ -205,10 +205,10 @@ export class HubClient {
     return this.#rooms.get(room)?.since ?? 0;
   }
 
+  /** Sends `envelope` if the socket is open; else the next connection brings what is needed again. */
   #send(envelope) {
-    if (this.#state !== "connected") return false;
+    if (this.#socket?.readyState !== 1) return;
     this.#socket.send(JSON.stringify(envelope));
-    return true;
   }
 
   async #token(source) {
@@ -244,24 +244,31 @@ export class HubClient {
     };
   }
 
-  /** Open: the rooms joined again, then what was not acked sent again, in order. */
+  /**
+   * Open: the rooms joined again, then what was not acked sent again, in
+   * order; then the client is `connected`, and what the application asks
+   * goes out at once.
+   */
   async #opened(socket) {
     if (socket !== this.#socket) return;
-    this.#state = "connected";
-    this.#attempt = 0;
-    this.#emit("connected", {});
-    this.#beat();
-    const joins = [];
-    for (const [room, state] of this.#rooms) {
+    const rooms = [...this.#rooms];
+    for (const [, state] of rooms) {
       // What the last connection was recovering comes again in this one's replay.
       state.held = null;
       state.recovering = 0;
-      joins.push(this.#joinEnvelope(room, state));
     }
-    const envelopes = await Promise.all(joins);
+    const joins = await Promise.all(rooms.map(([room, state]) => this.#joinEnvelope(room, state)));
     if (socket !== this.#socket) return;
-    for (const envelope of envelopes) this.#send(envelope);
+    this.#state = "connected";
+    this.#attempt = 0;
+    rooms.forEach(([room, state], i) => this.#rooms.get(room) === state && this.#send(joins[i]));
+    for (const [room, state] of this.#rooms) {
+      // Joined while the tokens were fetched.
+      if (!rooms.some(([joined]) => joined === room)) this.#sendJoin(room, state);
+    }
     for (const { envelope } of this.#pending.values()) this.#send(envelope);
+    this.#beat();
+    this.#emit("connected", {});
   }
 
   async #sendJoin(room, state) {
