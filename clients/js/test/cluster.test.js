@@ -1,11 +1,14 @@
 // A move to another server of the same hub, through a real redis-server:
 // the epoch is the cluster's, so the client recovers what it missed from
-// Redis with its `since`, every message once and in order. Without
-// redis-server the test says it was skipped, unless WS_REQUIRE_REDIS=1.
+// Redis with its `since`, every message once and in order; and a message
+// refused `unavailable` while Redis is down, sent again until acked.
+// Without redis-server each test says it was skipped, unless
+// WS_REQUIRE_REDIS=1 makes that a failure.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { client, startProxy, startRedis, startServer } from "./helpers.js";
+import WebSocket from "ws";
+import { client, patiently, startProxy, startRedis, startServer } from "./helpers.js";
 
 test("a client moved to another server of the cluster recovers from Redis, same epoch", async (t) => {
   const redis = await startRedis();
@@ -40,4 +43,44 @@ test("a client moved to another server of the cluster recovers from Redis, same 
   assert.deepEqual(ann.recorder.of("renumbered"), [], "the cluster's epoch is the same on every server");
   assert.equal(proxy.connections, 2);
   assert.ok(joined.epoch);
+});
+
+test("a message refused unavailable while Redis is down is sent again with backoff until acked", async (t) => {
+  const redis = await startRedis();
+  if (!redis) return t.skip("redis-server is not installed (apt-get install redis-server)");
+  const server = await startServer(["--redis", redis.url, "--rate-limit", "0"]);
+  // What the hub sends the client, seen beside it.
+  const heard = [];
+  let hear = () => {};
+  class Tapped extends WebSocket {
+    constructor(url) {
+      super(url);
+      this.addEventListener("message", ({ data }) => {
+        heard.push(JSON.parse(data));
+        hear();
+      });
+    }
+  }
+  const ann = client(server.url, { WebSocket: Tapped });
+  t.after(async () => {
+    ann.hub.close();
+    await server.stop();
+    await redis.stop();
+  });
+  await ann.hub.join("down");
+  await redis.kill();
+  let settled = false;
+  const acked = ann.hub.publish("down", { content: "while down" }).finally(() => (settled = true));
+  const unavailable = (e) => e.type === "error" && e.code === "unavailable";
+  const refused = new Promise((resolve) => {
+    hear = () => heard.some(unavailable) && resolve();
+    hear();
+  });
+  await patiently(refused, "an unavailable error");
+  assert.equal(settled, false, "unavailable is not final");
+  await redis.restart();
+  const seq = await acked;
+  assert.ok(seq >= 1);
+  const refusal = heard.find(unavailable);
+  assert.equal(heard.filter((e) => e.type === "ack" && e.id === refusal.id).length, 1);
 });

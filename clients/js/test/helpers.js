@@ -18,7 +18,7 @@ export const PATIENCE = 30_000;
 const BIN = process.env.WS_SERVER_BIN;
 
 /** Within PATIENCE, or rejects saying what did not come. */
-function patiently(promise, what) {
+export function patiently(promise, what) {
   let timer;
   const late = new Promise((_, reject) => {
     timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), PATIENCE);
@@ -117,14 +117,25 @@ export async function startRedis() {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "ws-client-redis-"));
   const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir];
-  const child = spawn("redis-server", args, { stdio: "ignore" });
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  await patiently(answersPing(port, exited), "redis-server to answer PING");
+  let child, exited;
+  const start = async () => {
+    child = spawn("redis-server", args, { stdio: "ignore" });
+    exited = new Promise((resolve) => child.once("exit", resolve));
+    await patiently(answersPing(port, exited), "redis-server to answer PING");
+  };
+  const kill = async () => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+    await exited;
+  };
+  await start();
   return {
     url: `redis://127.0.0.1:${port}/`,
+    /** Kills it outright: whatever it held is gone. */
+    kill,
+    /** Starts it again, empty, on the same port. */
+    restart: start,
     async stop() {
-      if (child.exitCode === null) child.kill("SIGKILL");
-      await exited;
+      await kill();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -201,3 +201,20 @@ test("a token function is called at connection and again when the hub asks for a
   assert.equal(ann.recorder.of("connected").length, 1);
   assert.deepEqual(ann.recorder.of("disconnected"), []);
 });
+
+test("a token that expires closes the connection (4001); a token function gives a fresh one and the client reconnects", async (t) => {
+  // Under a second ahead, in whole seconds: never asked to refresh, closed at the first beat past exp.
+  const flags = ["--jwt-secret", "s3cret", "--heartbeat-interval", "0.1", "--refresh-before", "0.5"];
+  const server = await startServer(flags);
+  let calls = 0;
+  const token = () => sign({ sub: "ann", exp: calls++ === 0 ? at(2) : at(3600) }, "s3cret");
+  const ann = client(server.url, { token });
+  cleanup(t, ann, server);
+  await ann.hub.join("renewed");
+  const expired = await ann.recorder.nth("disconnected", 1);
+  assert.equal(expired.code, 4001);
+  assert.equal(expired.final, false);
+  await ann.recorder.nth("connected", 2);
+  assert.equal(await ann.hub.publish("renewed", { content: "back" }), 1);
+  assert.equal(calls, 2);
+});
