@@ -61,7 +61,12 @@ export class HubClient {
   #hiddenAt = 0;
   #prefix = idPrefix();
   #nextId = 0;
-  /** room -> {since, epoch, held, recovering, complete, token, fresh, recovery, joining} */
+  /**
+   * room -> {since: the last seq handed on, epoch, held: what came while
+   * recovering, by seq, recovering: replays asked for and not done,
+   * complete, token, fresh: never joined yet, recovery: joins take since,
+   * attempt, joinId, joining: the join promises to settle}
+   */
   #rooms = new Map();
   /** id -> {envelope, resolve, reject, attempt} of messages not yet acked */
   #pending = new Map();
