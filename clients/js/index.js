@@ -555,7 +555,7 @@ export class HubClient {
   async #refresh(envelope) {
     const state = envelope.room && this.#rooms.get(envelope.room);
     try {
-      if (state && state.token !== undefined) {
+      if (state && typeof state.token === "function") {
         const token = await this.#token(state.token);
         this.#send({ type: "join", room: envelope.room, token });
       } else if (!envelope.room && typeof this.#options.token === "function") {

@@ -59,12 +59,14 @@ export async function startServer(flags = []) {
 /**
  * A TCP proxy to `port` on 127.0.0.1. `drop()` closes every connection
  * through it; `blackhole()` stops forwarding bytes of the connections open
- * now and closes nothing; `target` may change, for the next connections.
+ * now and closes nothing; `target` may change, for the next connections,
+ * and while `refusing` they are closed at once.
  */
 export async function startProxy(port) {
   const pairs = new Set();
-  const proxy = { target: port, connections: 0 };
+  const proxy = { target: port, connections: 0, refusing: false };
   const server = net.createServer((client) => {
+    if (proxy.refusing) return client.destroy();
     proxy.connections += 1;
     const upstream = net.connect(proxy.target, "127.0.0.1");
     const pair = { client, upstream, up: true, down: true };

@@ -172,7 +172,7 @@ test("a handshake refused with 401 stops the client, which says why", async (t) 
 test("a 4000-range close is final: a token that expires unrefreshed (4001) stops a client with no token function", async (t) => {
   const flags = ["--jwt-secret", "s3cret", "--heartbeat-interval", "0.1", "--refresh-before", "3600"];
   const server = await startServer(flags);
-  const ann = client(server.url, { token: sign({ sub: "ann", exp: at(2) }, "s3cret") });
+  const ann = client(server.url, { token: sign({ sub: "ann", exp: at(4) }, "s3cret") });
   cleanup(t, ann, server);
   await ann.recorder.nth("connected", 1);
   const closed = await ann.recorder.nth("disconnected", 1);
@@ -207,7 +207,7 @@ test("a token that expires closes the connection (4001); a token function gives 
   const flags = ["--jwt-secret", "s3cret", "--heartbeat-interval", "0.1", "--refresh-before", "0.5"];
   const server = await startServer(flags);
   let calls = 0;
-  const token = () => sign({ sub: "ann", exp: calls++ === 0 ? at(2) : at(3600) }, "s3cret");
+  const token = () => sign({ sub: "ann", exp: calls++ === 0 ? at(4) : at(3600) }, "s3cret");
   const ann = client(server.url, { token });
   cleanup(t, ann, server);
   await ann.hub.join("renewed");
@@ -217,4 +217,44 @@ test("a token that expires closes the connection (4001); a token function gives 
   await ann.recorder.nth("connected", 2);
   assert.equal(await ann.hub.publish("renewed", { content: "back" }), 1);
   assert.equal(calls, 2);
+});
+
+test("what the history no longer holds is a gap, and the recovery says it is incomplete", async (t) => {
+  const server = await startServer(["--history", "2"]);
+  const proxy = await startProxy(server.port);
+  const ann = client(proxy.url);
+  const bob = client(server.url);
+  cleanup(t, ann, bob, proxy, server);
+  await ann.hub.join("short");
+  await bob.hub.join("short");
+  await publishAll(bob.hub, "short", ["m1"]);
+  await ann.recorder.saying("short", ["m1"]);
+  // Ann stays away until all five are published: the history keeps the last two.
+  proxy.refusing = true;
+  proxy.drop();
+  await ann.recorder.nth("disconnected", 1);
+  await publishAll(bob.hub, "short", ["m2", "m3", "m4", "m5", "m6"]);
+  proxy.refusing = false;
+  assert.deepEqual(await ann.recorder.nth("recovered", 1), { room: "short", complete: false });
+  assert.deepEqual(ann.recorder.said("short"), ["m1", "m5", "m6"]);
+  assert.deepEqual(ann.recorder.of("gap"), [{ room: "short", from: 2, to: 4 }]);
+});
+
+test("a room token from a function is renewed when the hub asks; a room token given as a string expires", async (t) => {
+  const flags = ["--jwt-secret", "s3cret", "--heartbeat-interval", "0.1", "--refresh-before", "3600"];
+  const server = await startServer(flags);
+  const ann = client(server.url, { token: sign({ sub: "ann", rooms: ["lobby"], exp: at(7200) }, "s3cret") });
+  cleanup(t, ann, server);
+  const roomToken = (room, exp) => sign({ sub: "ann", room, exp }, "s3cret");
+  let renewals = 0;
+  const renewed = () => roomToken("private:2", renewals++ === 0 ? at(6) : at(7200));
+  await ann.hub.join("private:1", { token: roomToken("private:1", at(6)) });
+  await ann.hub.join("private:2", { token: renewed });
+  const expired = await ann.recorder.find("left", (e) => e.room === "private:1");
+  assert.equal(expired.reason, "token_expired");
+  assert.ok(renewals >= 2, "asked again for the room token of private:2");
+  assert.equal(await ann.hub.publish("private:2", { content: "kept" }), 1);
+  const refusal = await ann.hub.publish("private:1", { content: "gone" }).catch((e) => e);
+  assert.equal(refusal.code, "not_joined");
+  assert.deepEqual(ann.recorder.of("error"), []);
 });
