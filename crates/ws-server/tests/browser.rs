@@ -173,6 +173,8 @@ async fn the_demo_pages_chat_come_back_after_a_restart_and_feed_the_dashboard_in
     for page in [&alice, &bob] {
         status_is(page, "connected").await;
         members_are(page, 2).await;
+        // The in-memory hub lost the room's history: the page says so.
+        assert_eq!(shows(page, "general started over").await, 1);
     }
     say(&bob, "bob is back").await;
     publish(addr, json!({"content": "after the restart"})).await;
