@@ -61,9 +61,16 @@ test("connects, joins, publishes and is acked; presence and join events", async 
     assert.deepEqual(recorder.said("chat"), ["hello", undefined]);
     assert.deepEqual(recorder.of("message")[1].data, { price: 1.5 });
   }
+  // A join with since replays what the room holds after it.
+  const late = client(server.url);
+  cleanup(t, late);
+  await late.hub.join("chat", { since: 1 });
+  await late.recorder.until(() => late.recorder.of("message").length === 1, "the replay of seq 2");
+  assert.deepEqual(late.recorder.of("message")[0].data, { price: 1.5 });
+  assert.deepEqual(await late.recorder.nth("recovered", 1), { room: "chat", complete: true });
   const presence = await ann.hub.presence("chat");
-  assert.equal(presence.count, 2);
-  assert.equal(presence.members.length, 2);
+  assert.equal(presence.count, 3);
+  assert.equal(presence.members.length, 3);
   const refusal = await ann.hub.publish("elsewhere", { content: "not joined" }).catch((e) => e);
   assert.ok(refusal instanceof HubError);
   assert.equal(refusal.code, "not_joined");
