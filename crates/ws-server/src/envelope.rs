@@ -50,6 +50,9 @@ pub enum Request {
         /// The token.
         token: String,
     },
+    /// Whether the server is there: answered at once with a `pong`, so a
+    /// client that cannot see WebSocket pings (a browser) sees it alive.
+    Ping,
     /// Publish to a room the client has joined.
     Message {
         /// The room.
@@ -179,13 +182,14 @@ fn request(fields: &Fields) -> Result<Request, EnvelopeError> {
         "leave" => Ok(Request::Leave { room: room(fields)? }),
         "presence" => Ok(Request::Presence { room: room(fields)? }),
         "message" => Ok(Request::Message { room: room(fields)?, body: body(fields)? }),
+        "ping" => Ok(Request::Ping),
         "refresh" => match optional_string(fields, "token", MAX_TOKEN_LEN)? {
             Some(token) => Ok(Request::Refresh { token }),
             None => Err(EnvelopeError::new("missing_field", "token is missing")),
         },
         other => Err(EnvelopeError::new(
             "unknown_type",
-            format!("unknown type {other:?}: join, leave, message, presence or refresh"),
+            format!("unknown type {other:?}: join, leave, message, presence, refresh or ping"),
         )),
     }
 }
@@ -355,6 +359,12 @@ pub enum Outgoing<'a> {
         /// The last seq missed.
         to: u64,
     },
+    /// The answer to a `ping`, with its id: the server is alive.
+    Pong {
+        /// The client's id of the ping, if it gave one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+    },
     /// A refused envelope or action; the connection stays open.
     Error {
         /// A stable code, such as `invalid_json`.
@@ -442,6 +452,10 @@ mod tests {
             Ok(Request::Join { room: "a:b.c-d_e".into(), since: Some(41), token: None })
         );
         assert_eq!(request(r#"{"type":"leave","room":"x"}"#), Ok(Request::Leave { room: "x".into() }));
+        assert_eq!(
+            parse(r#"{"type":"ping","id":"p1"}"#),
+            Ok(Envelope { request: Request::Ping, id: Some("p1".into()) })
+        );
         let message = parse(r#"{"type":"message","room":"x","content":"héllo wörld","id":"c1","extra":true}"#);
         assert_eq!(
             message,
@@ -523,7 +537,7 @@ mod tests {
         /// Envelopes with fields of every JSON kind, in any mix.
         #[test]
         fn any_object_parses_or_is_refused(
-            kind in proptest::option::of("join|leave|message|presence|refresh|other"),
+            kind in proptest::option::of("join|leave|message|presence|refresh|ping|other"),
             room in proptest::option::of(proptest::prelude::any::<String>()),
             content in proptest::option::of(".{0,20}"),
             since in proptest::option::of(proptest::prelude::any::<i64>()),
@@ -541,6 +555,7 @@ mod tests {
                     | Request::Leave { room }
                     | Request::Presence { room }
                     | Request::Message { room, .. } => room,
+                    Request::Ping => return Ok(()),
                     Request::Refresh { .. } => unreachable!("no token was given"),
                 };
                 proptest::prop_assert!(is_room_name(&room));
@@ -565,6 +580,8 @@ mod tests {
             r#"{"type":"gap","room":"g","from":3,"to":9}"#
         );
         assert_eq!(Outgoing::Ack { id: None, seq: 3 }.to_json(), r#"{"type":"ack","seq":3}"#);
+        assert_eq!(Outgoing::Pong { id: None }.to_json(), r#"{"type":"pong"}"#);
+        assert_eq!(Outgoing::Pong { id: Some("p") }.to_json(), r#"{"type":"pong","id":"p"}"#);
         assert_eq!(Outgoing::Ack { id: Some("c"), seq: 3 }.to_json(), r#"{"type":"ack","id":"c","seq":3}"#);
         assert_eq!(
             Outgoing::Presence { room: "g", count: 2, members: vec!["alice", "bob"] }.to_json(),

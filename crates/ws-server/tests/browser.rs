@@ -1,12 +1,17 @@
-//! The demo page in a real browser: two headless Chromium instances, driven
-//! through WebDriver (chromedriver, with fantoccini), chat through the hub,
-//! lose it to a restart, reconnect on their own and go on.
+//! The demo pages in a real browser, on the JavaScript client the server
+//! serves (/client.js): two headless Chromium instances, driven through
+//! WebDriver (chromedriver, with fantoccini), chat through the hub, see
+//! each other in the presence list, lose the hub to a restart, reconnect on
+//! their own and go on, each message shown once; the dashboard page
+//! updates in place from the server API's publishes.
 //!
 //! It needs Debian's `chromium` and `chromium-driver`, which `.ci/run`
 //! installs. Without them it says so in one line and passes, unless
 //! `WS_REQUIRE_BROWSER=1` (as `.ci/run` sets) makes their absence a failure.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+mod common;
 
 use clap::Parser;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -36,9 +41,13 @@ fn installed(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
-/// A hub on `listen` whose members are told of joins and leaves.
+/// The server API's key of the test's hubs.
+const API_KEY: &str = "k";
+
+/// A hub on `listen` whose members are told of joins and leaves, with the server API.
 async fn server(listen: &str) -> Running {
-    spawn(ServerConfig::parse_from(["ws-server", "--listen", listen, "--join-leave-events", "true"])).await.unwrap()
+    let flags = ["ws-server", "--listen", listen, "--join-leave-events", "true", "--api-key", API_KEY];
+    spawn(ServerConfig::parse_from(flags)).await.unwrap()
 }
 
 /// Starts chromedriver on a free port; returns it (killed when dropped) and its URL.
@@ -61,8 +70,8 @@ async fn chromedriver() -> (tokio::process::Child, String) {
     (driver, format!("http://127.0.0.1:{port}"))
 }
 
-/// A headless Chromium with a fresh profile, on the demo page at `addr`.
-async fn browser(driver: &str, name: &str, addr: SocketAddr) -> Client {
+/// A headless Chromium with a fresh profile, on the page `path` at `addr`.
+async fn browser(driver: &str, name: &str, addr: SocketAddr, path: &str) -> Client {
     let profile = output_folder().join(format!("profile-{name}-{}", std::process::id()));
     let args = [
         "--headless=new",
@@ -77,7 +86,7 @@ async fn browser(driver: &str, name: &str, addr: SocketAddr) -> Client {
     let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
     let client =
         ClientBuilder::new(HttpConnector::new()).capabilities(capabilities).connect(driver).await.expect("a browser");
-    client.goto(&format!("http://{addr}/")).await.unwrap();
+    client.goto(&format!("http://{addr}{path}")).await.unwrap();
     client
 }
 
@@ -100,6 +109,20 @@ async fn shows(page: &Client, text: &str) -> usize {
     page.find_all(Locator::XPath(&xpath)).await.unwrap().len()
 }
 
+/// Waits until the presence list names `count` members.
+async fn members_are(page: &Client, count: usize) {
+    let xpath = format!("//ul[@id='members' and count(li) = {count}]");
+    page.wait().at_most(PATIENCE).for_element(Locator::XPath(&xpath)).await.unwrap();
+}
+
+/// Waits until the dashboard's tile `name` shows `value`; how many tiles have that name.
+async fn tile_shows(page: &Client, name: &str, value: &str) -> usize {
+    let tile = format!("//div[@class='tile' and @data-name='{name}']");
+    let xpath = format!("{tile}/div[@class='value' and text()='{value}']");
+    page.wait().at_most(PATIENCE).for_element(Locator::XPath(&xpath)).await.unwrap();
+    page.find_all(Locator::XPath(&tile)).await.unwrap().len()
+}
+
 /// Publishes a message to `general` from a plain client: `said` holds its
 /// `content`, its `data` or both.
 async fn publish(addr: SocketAddr, said: serde_json::Value) {
@@ -111,7 +134,7 @@ async fn publish(addr: SocketAddr, said: serde_json::Value) {
 }
 
 #[tokio::test]
-async fn the_demo_page_chats_and_comes_back_after_a_restart_in_chromium() {
+async fn the_demo_pages_chat_come_back_after_a_restart_and_feed_the_dashboard_in_chromium() {
     if !installed("chromium") || !installed("chromedriver") {
         let why = "the browser test needs chromium and chromedriver (apt-get install chromium chromium-driver)";
         assert!(std::env::var("WS_REQUIRE_BROWSER").as_deref() != Ok("1"), "WS_REQUIRE_BROWSER=1, but {why}");
@@ -123,15 +146,18 @@ async fn the_demo_page_chats_and_comes_back_after_a_restart_in_chromium() {
     let first = server("127.0.0.1:0").await;
     let addr = first.addr;
     let (_driver, driver_url) = chromedriver().await;
-    let alice = browser(&driver_url, "alice", addr).await;
+    let alice = browser(&driver_url, "alice", addr, "/").await;
     status_is(&alice, "connected").await;
     shows(&alice, "joined general").await;
-    let bob = browser(&driver_url, "bob", addr).await;
+    let bob = browser(&driver_url, "bob", addr, "/").await;
     status_is(&bob, "connected").await;
     shows(&bob, "joined general").await;
     // Alice was in the room first: she is told of Bob, by his address.
     let xpath = "//ul[@id='log']/li[contains(., '127.0.0.1:') and contains(., ' joined')]";
     alice.wait().at_most(PATIENCE).for_element(Locator::XPath(xpath)).await.unwrap();
+    for page in [&alice, &bob] {
+        members_are(page, 2).await;
+    }
     say(&alice, "hello from alice").await;
     say(&bob, "hello from bob").await;
     for page in [&alice, &bob] {
@@ -146,16 +172,34 @@ async fn the_demo_page_chats_and_comes_back_after_a_restart_in_chromium() {
     let _second = server(&addr.to_string()).await;
     for page in [&alice, &bob] {
         status_is(page, "connected").await;
+        members_are(page, 2).await;
+        // The in-memory hub lost the room's history: the page says so.
+        assert_eq!(shows(page, "general started over").await, 1);
     }
+    say(&bob, "bob is back").await;
     publish(addr, json!({"content": "after the restart"})).await;
     publish(addr, json!({"data": {"price": 1.5}})).await;
     for page in [&alice, &bob] {
+        assert_eq!(shows(page, "bob is back").await, 1);
         assert_eq!(shows(page, "after the restart").await, 1);
         assert_eq!(shows(page, r#"{"price":1.5}"#).await, 1, "a message's data, as JSON");
+        assert_eq!(shows(page, "hello from alice").await, 1, "what came before the restart, once");
+        assert_eq!(shows(page, "hello from bob").await, 1);
     }
     let screenshot = output_folder().join("demo-page.png");
     std::fs::write(&screenshot, alice.screenshot().await.unwrap()).unwrap();
     eprintln!("screenshot: {}", screenshot.display());
     alice.close().await.unwrap();
     bob.close().await.unwrap();
+
+    let dashboard = browser(&driver_url, "dashboard", addr, "/dashboard").await;
+    status_is(&dashboard, "connected").await;
+    let feed = r#"{"type":"message","room":"dashboard","data":{"price":64210.5,"volume":3}}"#;
+    assert_eq!(common::api_publish(addr, API_KEY, feed).await.0, 200);
+    assert_eq!(tile_shows(&dashboard, "price", "64210.5").await, 1);
+    let feed = r#"{"type":"message","room":"dashboard","data":{"price":64211}}"#;
+    assert_eq!(common::api_publish(addr, API_KEY, feed).await.0, 200);
+    assert_eq!(tile_shows(&dashboard, "price", "64211").await, 1, "updated in place");
+    assert_eq!(tile_shows(&dashboard, "volume", "3").await, 1);
+    dashboard.close().await.unwrap();
 }

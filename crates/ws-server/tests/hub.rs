@@ -458,9 +458,12 @@ async fn data_of_every_kind_arrives_byte_for_byte_live_from_history_and_through_
 #[tokio::test]
 async fn the_demo_page_and_health_check_are_served() {
     let addr = server(&[]).await;
-    for (path, status, needle) in
-        [("/", "200 OK", "<title>ws-server chat</title>"), ("/healthz", "200 OK", "ok"), ("/nope", "404", "not found")]
-    {
+    for (path, status, needle) in [
+        ("/", "200 OK", "<title>ws-server chat</title>"),
+        ("/dashboard", "200 OK", "<title>ws-server live dashboard</title>"),
+        ("/healthz", "200 OK", "ok"),
+        ("/nope", "404", "not found"),
+    ] {
         let response = http_get(addr, path).await;
         assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {response}");
         assert!(response.contains(needle), "{path}: {response}");
@@ -698,4 +701,19 @@ async fn rooms_per_connection_and_per_server_are_bounded() {
     alice.send(json!({"type": "leave", "room": "two"})).await;
     alice.expect(json!({"type": "left", "room": "two"})).await;
     bob.join("four", 0).await;
+}
+
+#[tokio::test]
+async fn a_ping_is_answered_at_once_with_a_pong_that_carries_its_id() {
+    let addr = server(&[]).await;
+    let mut client = Client::connect(addr).await;
+    client.expect(json!({"type": "joined", "room": "general"})).await;
+    client.send(json!({"type": "ping", "id": "p-1"})).await;
+    assert_eq!(client.next().await, json!({"type": "pong", "id": "p-1"}));
+    client.send(json!({"type": "ping"})).await;
+    assert_eq!(client.next().await, json!({"type": "pong"}));
+    client.send(json!({"type": "ping", "id": 7})).await;
+    client.expect(json!({"type": "error", "code": "invalid_field"})).await;
+    client.send(json!({"type": "message", "room": "general", "content": "still here", "id": "m"})).await;
+    client.expect(json!({"type": "ack", "id": "m", "seq": 1})).await;
 }

@@ -1,5 +1,5 @@
-//! The plain HTTP routes, served by hyper: the demo page, the health check,
-//! the metrics and the server API, on connections kept alive that may
+//! The plain HTTP routes, served by hyper: the demo pages, the JavaScript
+//! client, the health check, the metrics and the server API, on connections kept alive that may
 //! pipeline their requests. A connection comes here once routes.rs has
 //! read its first request and found it is not a WebSocket upgrade; hyper
 //! reads that request again from the bytes read so far.
@@ -14,12 +14,14 @@ use crate::server::Server;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
+use hyper::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH, UPGRADE,
+};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -28,6 +30,22 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 /// The demo chat page, served at `/`.
 const DEMO_PAGE: &str = include_str!("static/index.html");
+
+/// The live dashboard page, fed by the server API, served at `/dashboard`.
+const DASHBOARD_PAGE: &str = include_str!("static/dashboard.html");
+
+/// The JavaScript client (clients/js), served at `/client.js`.
+const CLIENT_MODULE: &str = include_str!("../../../../clients/js/index.js");
+
+/// The client module's entity tag: a hash of its text, the same for every
+/// run of one build, another when the module changes.
+static CLIENT_ETAG: LazyLock<HeaderValue> = LazyLock::new(|| {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    CLIENT_MODULE.hash(&mut hasher);
+    // Hex digits and quotes: always a valid header value.
+    HeaderValue::from_str(&format!("\"{:016x}\"", hasher.finish())).unwrap_or(HeaderValue::from_static("\"0\""))
+});
 
 /// A response to a plain route.
 pub(super) type Answer = Response<Full<Bytes>>;
@@ -74,6 +92,8 @@ async fn dispatch(request: Request<Incoming>, server: &Server) -> Answer {
     let path = request.uri().path().to_owned();
     match path.as_str() {
         "/" => answer(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE),
+        "/dashboard" => answer(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD_PAGE),
+        "/client.js" => client_module(&request),
         "/healthz" => answer(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         "/metrics" => {
             server.metrics.rooms.set(server.hub.room_count() as i64);
@@ -86,6 +106,20 @@ async fn dispatch(request: Request<Incoming>, server: &Server) -> Answer {
         api if api.starts_with("/api/") => super::api::call(&api[5..], request, server).await,
         _ => answer(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n"),
     }
+}
+
+/// The JavaScript client: revalidated at each use (no-cache) against its
+/// ETag, so a page never runs an older module than the server's, and
+/// importable from the pages of any origin.
+fn client_module(request: &Request<Incoming>) -> Answer {
+    let unchanged = request.headers().get(IF_NONE_MATCH) == Some(&*CLIENT_ETAG);
+    let (status, body) = if unchanged { (StatusCode::NOT_MODIFIED, "") } else { (StatusCode::OK, CLIENT_MODULE) };
+    let mut response = answer(status, "text/javascript; charset=utf-8", body);
+    let headers = response.headers_mut();
+    headers.insert(ETAG, CLIENT_ETAG.clone());
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
 }
 
 /// A response of `status` with `body`.

@@ -38,6 +38,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Presence { room } => self.presence(room, id.clone()),
             Request::Message { room, body } => self.publish(room, body, id.clone()),
             Request::Refresh { token } => self.refresh(&token),
+            Request::Ping => {
+                self.send(&Outgoing::Pong { id: id.as_deref() });
+                Ok(())
+            }
         };
         if let Err(error) = refused {
             self.send_error(error.about(id));
