@@ -747,3 +747,89 @@ async fn redis_killed_and_restarted_every_acked_message_arrives_once_or_as_a_gap
     // The seqs went on from where they were: nothing numbered twice.
     assert!(acked.keys().zip(acked.keys().skip(1)).all(|(a, b)| a < b));
 }
+
+/// A TCP proxy in front of Redis whose replies can be held back: what the
+/// servers send reaches Redis at once, what Redis answers waits while held.
+struct HeldReplies {
+    addr: SocketAddr,
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+impl HeldReplies {
+    async fn start(redis: &Redis) -> HeldReplies {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (held, watch) = tokio::sync::watch::channel(false);
+        let (addr, port) = (listener.local_addr().unwrap(), redis.port);
+        tokio::spawn(async move {
+            while let Ok((server, _)) = listener.accept().await {
+                let redis = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                let ((mut from_server, to_server), (from_redis, mut to_redis)) =
+                    (server.into_split(), redis.into_split());
+                tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_redis).await });
+                tokio::spawn(Self::replies(from_redis, to_server, watch.clone()));
+            }
+        });
+        HeldReplies { addr, held }
+    }
+
+    /// Forwards what Redis answers, each read once the replies are not held.
+    async fn replies(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut held: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0; 64 << 10];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if held.wait_for(|held| !held).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_messages_reach_redis_before_the_first_is_answered_and_are_acked_in_order() {
+    let Some(redis) = Redis::start().await else { return };
+    let proxy = HeldReplies::start(&redis).await;
+    let url = proxy.url();
+    let args = ["ws-server", "--listen", "127.0.0.1:0", "--rate-limit", "0", "--redis", &url];
+    let addr = ws_server::http::spawn(ServerConfig::load(args).unwrap()).await.unwrap().addr;
+    // In the default room, joined through Redis before its replies are
+    // held, and one message acked first: Redis has the publishing script.
+    let (mut client, _) = Client::connect(addr).await;
+    assert_eq!(client.publish("c-1", "1").await, Ok(1));
+    proxy.held.send_replace(true);
+    for i in 2..=6 {
+        client
+            .send(json!({"type": "message", "room": "general", "id": format!("c-{i}"), "content": i.to_string()}))
+            .await;
+    }
+    // Redis numbers all five while it has answered none of them.
+    let numbered = async {
+        let seq = ["EVAL", "return tonumber(redis.call('GET', KEYS[1]) or '0')", "1", "ws:{general}:seq"];
+        while redis.command(&seq).await.trim() != ":6" {
+            // Asked again a little later: each asking is a connection of its own.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(PATIENCE, numbered).await.expect("five messages sent on before the first of them was answered");
+    proxy.held.send_replace(false);
+    let (mut acks, mut seen) = (Vec::new(), Seen::default());
+    while acks.len() < 5 || seen.last < 6 {
+        let envelope = client.next().await;
+        if envelope["type"] == "ack" {
+            acks.push((envelope["id"].as_str().unwrap().to_owned(), envelope["seq"].as_u64().unwrap()));
+        }
+        seen.take(&envelope);
+    }
+    let expected: Vec<_> = (2..=6).map(|i| (format!("c-{i}"), i)).collect();
+    assert_eq!(acks, expected, "acked in the order of the messages");
+    // Seq 1 may have come before its ack, taken by `publish`.
+    let contents: Vec<_> = seen.contents.range(2..).map(|(seq, (c, n))| (*seq, c.clone(), *n)).collect();
+    assert_eq!(contents, (2..=6).map(|i| (i, i.to_string(), 1)).collect::<Vec<_>>(), "each once, in order");
+}

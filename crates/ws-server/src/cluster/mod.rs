@@ -26,7 +26,7 @@ use crate::envelope::{self, Body, EnvelopeError};
 use crate::hub::{History, Hub, Replay, Subscription};
 use crate::metrics::ClusterMetrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, RedisResult, Script};
+use redis::{AsyncCommands, ErrorKind, RedisResult, Script, ServerErrorKind};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -116,12 +116,24 @@ impl Cluster {
         let (head, tail) = envelope::message_around_seq(&id, envelope::now_millis(), sender, body, room);
         let retry_key = client_id.map(|(origin, id)| format!("ws:{{{room}}}:retry:{origin}\n{id}"));
         let window = if retry_key.is_some() { RETRY_WINDOW.as_secs() } else { 0 };
-        let mut invocation = self.publish.prepare_invoke();
-        invocation.key(seq_key(room)).key(history_key(room)).key(retry_key.unwrap_or_else(|| seq_key(room)));
-        invocation.arg(head).arg(tail).arg(history.len).arg(window).arg(channel(room));
-        invocation.arg(self.hub.floor(room)).arg(history.max_age.map_or(0, |age| age.as_millis() as u64));
-        let published = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut self.redis.clone())).await;
-        let seq = published.map_err(unavailable)?.map_err(unavailable)?;
+        // EVALSHA alone, one round trip: a connection's messages, sent on
+        // before the first is answered, are numbered in the order it sent them.
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(self.publish.get_hash()).arg(3);
+        evalsha.arg(seq_key(room)).arg(history_key(room)).arg(retry_key.unwrap_or_else(|| seq_key(room)));
+        evalsha.arg(head).arg(tail).arg(history.len).arg(window).arg(channel(room));
+        evalsha.arg(self.hub.floor(room)).arg(history.max_age.map_or(0, |age| age.as_millis() as u64));
+        let published: RedisResult<u64> =
+            timeout(REQUEST_TIMEOUT, evalsha.query_async(&mut self.redis.clone())).await.map_err(unavailable)?;
+        let seq = match published {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                // A Redis started anew since the link loaded the script: loaded
+                // for the next messages, this one refused (a retry with its id tells).
+                let _ = self.publish.load_async(&mut self.redis.clone()).await;
+                return Err(unavailable(e));
+            }
+            published => published.map_err(unavailable)?,
+        };
         // Known before it is delivered here: a Redis that lost its data numbers on from it.
         self.hub.numbered(room, seq);
         Ok(seq)

@@ -171,6 +171,8 @@ impl Subscriber {
         let mine = self.hub.epoch();
         let _: bool = self.redis.set_nx(EPOCH_KEY, &*mine).await?;
         let epoch: String = self.redis.get(EPOCH_KEY).await?;
+        // Each message is one EVALSHA: the script is there before the first.
+        Script::new(PUBLISH).load_async(&mut self.redis).await?;
         if *epoch != *mine {
             info!(epoch, "redis: joined the cluster's numbering");
             self.hub.set_epoch(&epoch);

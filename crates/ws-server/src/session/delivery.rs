@@ -71,15 +71,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Asks the rooms' history for the seqs the rooms lost, if any did: the
-    /// hub's answers at once, the cluster's is the answer in flight. True
-    /// if it asked.
+    /// hub's answers at once, the cluster's comes after the client's
+    /// messages in flight, and nothing more is read until it has. True if
+    /// it asked.
     pub(super) fn refetch_lost(&mut self) -> bool {
         let mut asked = false;
-        while self.pending.is_none() {
+        while self.pending.as_ref().is_none_or(|pending| pending.reads()) {
             let Some(member) = self.rooms.iter().find(|m| m.waits_for_lost()) else { break };
             let (room, after, upto) = (member.room().clone(), member.delivered, member.lost);
             let held = self.server.replay(&room, after, upto);
-            self.answer(None, held, move |held| super::Done::Refetched { room, upto, held });
+            self.answer(super::InFlight::Alone(None), held, move |held| super::Done::Refetched { room, upto, held });
             asked = true;
         }
         asked

@@ -18,6 +18,7 @@ use crate::policy::limits::{Permit, TokenBucket};
 use crate::pulse::{Listener, Order, Signal};
 use crate::server::{Presence, Server};
 use delivery::BATCH;
+use std::collections::VecDeque;
 use std::num::NonZeroU64;
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -72,17 +73,83 @@ enum Done {
     Refetched { room: Arc<str>, upto: u64, held: Result<Replay, EnvelopeError> },
 }
 
-/// An answer to come (through the cluster): the session reads nothing more
-/// from its client until it is done, so that answers keep the order of requests.
+/// Answers of the server in flight, at most this many: the client's
+/// messages go on to Redis one after another, each before the previous one
+/// is answered, up to this many at once.
+const PIPELINE: usize = 16;
+
+/// How the session goes on while an answer is to come.
+pub(super) enum InFlight {
+    /// Reading the client's next envelopes: a message, which the next ones
+    /// may follow to Redis before it is answered.
+    Pipelined,
+    /// Reading nothing more from the client until every answer is done (a
+    /// join, presence, a refetch: what comes next may depend on it); with a
+    /// room, that room's messages wait too, the replay it brings going first.
+    Alone(Option<String>),
+}
+
+/// Answers to come (through the cluster), told to the client in the order
+/// of its requests.
 struct Pending {
-    future: Pin<Box<dyn Future<Output = Done> + Send>>,
-    /// A room whose messages wait until it is done: the replay it brings goes out first.
+    /// Oldest first, each with what it came to once it is ready.
+    answers: VecDeque<Answering>,
+    /// Whether an answer in flight is [`InFlight::Alone`].
+    alone: bool,
+    /// A room whose messages wait until every answer is done.
     holds: Option<String>,
+}
+
+enum Answering {
+    Waiting(Pin<Box<dyn Future<Output = Done> + Send>>),
+    Ready(Done),
 }
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pending")
+        write!(f, "Pending({})", self.answers.len())
+    }
+}
+
+impl Pending {
+    fn new() -> Box<Pending> {
+        Box::new(Pending { answers: VecDeque::new(), alone: false, holds: None })
+    }
+
+    /// Adds `answer`, the newest.
+    fn push(&mut self, answer: Answering, in_flight: InFlight) {
+        if let InFlight::Alone(holds) = in_flight {
+            self.alone = true;
+            self.holds = holds.or(self.holds.take());
+        }
+        self.answers.push_back(answer);
+    }
+
+    /// Whether the client's next envelope may be read meanwhile.
+    fn reads(&self) -> bool {
+        !self.alone && self.answers.len() < PIPELINE
+    }
+
+    /// The oldest answer, if it is ready. Every answer still waiting is
+    /// polled first (the task of `cx` is woken by any of them), unless the
+    /// oldest is ready already.
+    fn next(&mut self, cx: &mut Context<'_>) -> Option<Done> {
+        if !matches!(self.answers.front(), Some(Answering::Ready(_))) {
+            for answer in &mut self.answers {
+                if let Answering::Waiting(future) = answer {
+                    if let Poll::Ready(done) = future.as_mut().poll(cx) {
+                        *answer = Answering::Ready(done);
+                    }
+                }
+            }
+        }
+        match self.answers.pop_front()? {
+            Answering::Ready(done) => Some(done),
+            waiting => {
+                self.answers.push_front(waiting);
+                None
+            }
+        }
     }
 }
 
@@ -119,8 +186,8 @@ pub struct Session<S> {
     bucket: TokenBucket,
     /// Messages refused in a row for the rate limit.
     refused: u32,
-    /// An answer to come, in flight (boxed twice: a thin pointer keeps
-    /// the session, and so every connection's task, smaller).
+    /// Answers to come, in flight (boxed: a thin pointer keeps the
+    /// session, and so every connection's task, smaller).
     pending: Option<Box<Pending>>,
 }
 
@@ -171,20 +238,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn poll_client(&mut self, cx: &mut Context<'_>) -> ControlFlow<(), bool> {
         let mut served = false;
         for _ in 0..BATCH {
-            if self.pending.is_none() && self.refetch_lost() {
+            if self.refetch_lost() {
                 served = true;
             }
             if let Some(pending) = &mut self.pending {
-                let Poll::Ready(done) = pending.future.as_mut().poll(cx) else {
-                    // Write errors come back to poll_recv once the request is done.
+                if let Some(done) = pending.next(cx) {
+                    if pending.answers.is_empty() {
+                        self.pending = None;
+                    }
+                    self.done(done);
+                    served = true;
+                    // Lost messages, if a room has any, are fetched before the next request.
+                    continue;
+                }
+                if !pending.reads() {
+                    // Write errors come back to poll_recv once the requests are done.
                     let _ = self.ws.poll_flush(cx);
                     return ControlFlow::Continue(served);
-                };
-                self.pending = None;
-                self.done(done);
-                served = true;
-                // Lost messages, if a room has any, are fetched before the next request.
-                continue;
+                }
             }
             match self.ws.poll_recv(cx) {
                 Poll::Ready(Some(Ok(event))) => self.receive(event),

@@ -2,7 +2,7 @@
 //! the rate limit and its rights, and sent to the server, whose answers,
 //! at once or later, go back to the client in the order of the requests.
 
-use super::{Done, Membership, Pending, Session, TOKEN_EXPIRED};
+use super::{Answering, Done, InFlight, Membership, Pending, Session, TOKEN_EXPIRED};
 use crate::config::namespaces::Publish;
 use crate::envelope::{self, Body, Envelope, EnvelopeError, Outgoing, Request};
 use crate::hub::{Replay, Subscription};
@@ -93,7 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             let replay = self.server.replay(&room, since, delivered);
             let (holds, token_expires) = (Some(room.clone()), self.rooms[i].token_expires);
-            self.answer(holds, replay, move |replay| Done::Joined {
+            self.answer(InFlight::Alone(holds), replay, move |replay| Done::Joined {
                 room,
                 id,
                 token_expires,
@@ -107,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
         }
         let joined = self.server.join(&room, &self.identity.name, since);
-        self.answer(None, joined, move |joined| Done::Joined {
+        self.answer(InFlight::Alone(None), joined, move |joined| Done::Joined {
             room,
             id,
             token_expires,
@@ -186,22 +186,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Serves an answer of the server: at once if it is ready; otherwise it
-    /// is the one in flight, and the session reads nothing more from the
-    /// client until it is done, and the messages of room `holds`, if any, wait too.
+    /// Serves an answer of the server: at once if it is ready and none is
+    /// in flight; otherwise after those in flight, the session going on as
+    /// `in_flight` says meanwhile.
     pub(super) fn answer<T: Send + 'static>(
         &mut self,
-        holds: Option<String>,
+        in_flight: InFlight,
         answer: Answer<T>,
         done: impl FnOnce(T) -> Done + Send + 'static,
     ) {
-        match answer {
-            Answer::Now(value) => self.done(done(value)),
-            Answer::Later(future) => {
-                let future = Box::pin(async move { done(future.await) });
-                self.pending = Some(Box::new(Pending { future, holds }));
-            }
-        }
+        let answering = match (answer, &mut self.pending) {
+            (Answer::Now(value), None) => return self.done(done(value)),
+            (Answer::Now(value), Some(_)) => Answering::Ready(done(value)),
+            (Answer::Later(future), _) => Answering::Waiting(Box::pin(async move { done(future.await) })),
+        };
+        self.pending.get_or_insert_with(Pending::new).push(answering, in_flight);
     }
 
     /// Becomes a member of the subscription's room, until `token_expires`
@@ -271,7 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(not_offered(&room, "presence"));
         }
         let presence = self.server.presence(&room, envelope::MAX_PRESENCE);
-        self.answer(None, presence, move |presence| Done::Presence { room, id, presence });
+        self.answer(InFlight::Alone(None), presence, move |presence| Done::Presence { room, id, presence });
         Ok(())
     }
 
@@ -295,7 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         body.check(&namespace.limits)?;
         let client_id = id.as_deref().map(|id| (self.identity.retry_origin(), id));
         let seq = self.server.publish(&room, &self.identity.name, body, client_id);
-        self.answer(None, seq, move |seq| Done::Published { id, seq });
+        self.answer(InFlight::Pipelined, seq, move |seq| Done::Published { id, seq });
         Ok(())
     }
 
