@@ -4,7 +4,8 @@
 //! waits with exponential backoff and full jitter (a random delay up to a
 //! ceiling that doubles per attempt, at most [`Backoff::max`]), so clients do
 //! not all return at the same instant after an outage. On each reconnection
-//! it joins its rooms again with `since` set to the last seq it saw, holds
+//! it joins its rooms again with `since` set to the last seq it saw (at
+//! the first join, the room's latest: what came before is no gap), holds
 //! what arrives for a room until that room's `recovered`, and hands the
 //! application every message once, in seq order, or a [`HubEvent::Gap`] for
 //! what it can no longer get. Messages sent with [`HubClient::send`] carry an
@@ -237,7 +238,11 @@ fn refusal(error: ws_tokio::Error) -> Result<(u16, String), ws_tokio::Error> {
 /// A room the client is in.
 #[derive(Debug, Default)]
 struct Room {
-    /// The last seq handed to the application, or reported missed.
+    /// Whether a `joined` of it came: every join after the first asks for
+    /// what was missed (`since`), even when nothing was seen yet.
+    joined: bool,
+    /// The last seq handed to the application, or reported missed; at the
+    /// first join, the room's latest (what came before is not asked for).
     seen: u64,
     /// The epoch of the room's numbering, from its last `joined`.
     epoch: Option<String>,
@@ -336,12 +341,12 @@ impl Connector {
     /// Serves one connection: rejoins, resends, then relays both ways.
     async fn serve(&mut self, mut ws: WebSocket<Stream>, commands: &mut mpsc::UnboundedReceiver<Command>) -> End {
         for (room, state) in &mut self.rooms {
-            let join = match state.seen {
-                0 => json!({"type": "join", "room": room}),
-                since => json!({"type": "join", "room": room, "since": since}),
+            let join = match state.joined {
+                false => json!({"type": "join", "room": room}),
+                true => json!({"type": "join", "room": room, "since": state.seen}),
             };
-            state.held = (state.seen > 0).then(BTreeMap::new);
-            state.recovering = u32::from(state.seen > 0);
+            state.held = state.joined.then(BTreeMap::new);
+            state.recovering = u32::from(state.joined);
             let _ = ws.queue(&Message::from(join.to_string()));
         }
         for (_, envelope) in &self.pending {
@@ -434,6 +439,11 @@ impl Connector {
         let Some(state) = self.rooms.get_mut(room) else { return };
         let renumbered = state.epoch.as_deref().is_some_and(|seen| seen != epoch) || latest < state.seen;
         state.epoch = Some(epoch.to_owned());
+        if !std::mem::replace(&mut state.joined, true) {
+            // The first join: messages from the next on.
+            state.seen = latest;
+            return;
+        }
         if !renumbered || state.seen == 0 {
             return;
         }

@@ -181,6 +181,37 @@ async fn a_client_cut_off_recovers_what_it_missed_once_and_in_order() {
     client.close();
 }
 
+/// Joined into a room that has messages already, the client is handed
+/// what comes next with no gap for what came before; cut off from a room
+/// in which it saw no message yet, it still recovers what came meanwhile.
+#[tokio::test]
+async fn a_first_join_tells_no_gap_and_a_rejoin_asks_for_what_was_missed_even_before_a_first_message() {
+    let addr = server("127.0.0.1:0").await.addr;
+    let mut publisher = Publisher::connect(addr, "busy").await;
+    publisher.publish("busy", "before").await;
+    let (front, cut) = proxy("127.0.0.1:0".parse().unwrap(), addr).await;
+    let (client, events) = client(front);
+    let mut events = Events::new(events);
+    client.join("busy");
+    events.joined("busy").await;
+    client.join("quiet");
+    events.joined("quiet").await;
+    publisher.publish("busy", "after").await;
+    events.message("after").await;
+    assert_eq!(events.room("busy"), [(2, "after")]);
+    assert!(events.gaps.is_empty(), "nothing from before the join is missed: {:?}", events.gaps);
+
+    cut.abort();
+    events.until(|e| matches!(e, HubEvent::Disconnected { .. })).await;
+    let mut quiet = Publisher::connect(addr, "quiet").await;
+    quiet.publish("quiet", "meanwhile").await;
+    let (_, _restored) = proxy(front, addr).await;
+    events.message("meanwhile").await;
+    assert_eq!(events.room("quiet"), [(1, "meanwhile")]);
+    assert!(events.gaps.is_empty(), "{:?}", events.gaps);
+    client.close();
+}
+
 /// `send_data` publishes a JSON value as the message's data: other members
 /// get it, and the client its ack and its own copy, as for a text.
 #[tokio::test]
