@@ -289,14 +289,10 @@ impl SharedMessage {
         self.plain.len()
     }
 
-    /// The message's payload, as it was given: the plain frame past its
-    /// header, which has no mask and so is 2, 4 or 10 bytes long.
+    /// The message's payload, as it was given: the plain frame past its header.
     pub fn payload(&self) -> &[u8] {
-        let header = match self.plain[1] & 0x7F {
-            126 => 4,
-            127 => 10,
-            _ => 2,
-        };
+        // A frame encoded here: its header always decodes.
+        let header = FrameHeader::decode(&self.plain).ok().flatten().map_or(0, |(_, len)| len);
         &self.plain[header..]
     }
 
