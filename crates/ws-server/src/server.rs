@@ -8,7 +8,7 @@
 //! the mode.
 
 use crate::admin::{Command, Local, Report};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Durable};
 use crate::config::ServerConfig;
 use crate::config::namespaces::Namespaces;
 use crate::envelope::{Body, EnvelopeError};
@@ -99,7 +99,13 @@ impl Server {
         let pulse = Arc::new(Pulse::default());
         let local = Local { hub: hub.clone(), pulse: pulse.clone(), limits: limits.clone() };
         let cluster = match &config.redis {
-            Some(url) => Some(Cluster::start(url, local, metrics.cluster.clone()).map_err(std::io::Error::other)?),
+            Some(url) => {
+                let durable = Durable { replicas: config.redis_ack_replicas, timeout: config.redis_ack_timeout };
+                let started = Cluster::start(url, durable, local, metrics.cluster.clone());
+                Some(started.map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis {url}: {e}"))
+                })?)
+            }
             None => None,
         };
         Ok(Server {

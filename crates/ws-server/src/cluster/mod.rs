@@ -18,6 +18,7 @@
 //! each server carries them out and publishes its report on the channel of
 //! the server that asked, which waits for as many as heard the command.
 
+mod link;
 mod store;
 mod subscriber;
 
@@ -25,11 +26,12 @@ use crate::admin::{Command, Local, Report};
 use crate::envelope::{self, Body, EnvelopeError};
 use crate::hub::{History, Hub, Replay, Subscription};
 use crate::metrics::ClusterMetrics;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, ErrorKind, RedisResult, Script, ServerErrorKind};
+use link::{Commands, Target};
+use redis::{AsyncCommands, Cmd, ErrorKind, RedisResult, ServerErrorKind};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use store::*;
 pub use store::{PRESENCE_TTL, RETRY_WINDOW};
 use subscriber::{Control, Subscriber};
@@ -40,12 +42,23 @@ use tokio::time::timeout;
 #[derive(Debug)]
 pub struct Cluster {
     hub: Arc<Hub>,
-    redis: ConnectionManager,
-    publish: Script,
+    redis: Commands,
+    scripts: Scripts,
+    durable: Durable,
     control: mpsc::UnboundedSender<Control>,
     /// The commands of this server waiting for reports.
     waiting: Arc<Waiting>,
     next_command: AtomicU64,
+}
+
+/// When a message is acked: once its primary has it (`replicas` 0), or
+/// once that many of its replicas have it too, waited for up to `timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct Durable {
+    /// The replicas that must hold a message before its ack (`--redis-ack-replicas`).
+    pub replicas: u32,
+    /// How long they have (`--redis-ack-timeout`).
+    pub timeout: Duration,
 }
 
 /// Commands waiting for reports, by number.
@@ -83,27 +96,23 @@ struct Answered {
 }
 
 impl Cluster {
-    /// Links `hub` to the Redis at `url`. The link is made in the
-    /// background, and made again whenever it is lost; until then joins and
-    /// publishes are `unavailable`.
-    pub fn start(url: &str, local: Local, metrics: ClusterMetrics) -> RedisResult<Arc<Cluster>> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REQUEST_TIMEOUT))
-            .set_response_timeout(Some(REQUEST_TIMEOUT))
-            .set_min_delay(BACKOFF.0)
-            .set_max_delay(BACKOFF.1)
-            .set_number_of_retries(1);
-        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+    /// Links `hub` to the Redis (or Redis Cluster) at `url`. The link is
+    /// made in the background, and made again whenever it is lost; until
+    /// then joins and publishes are `unavailable`.
+    pub fn start(url: &str, durable: Durable, local: Local, metrics: ClusterMetrics) -> RedisResult<Arc<Cluster>> {
+        let target = Target::open(url)?;
+        let (redis, scripts) = (target.commands()?, Scripts::new(target.sharded()));
         let (hub, waiting) = (local.hub.clone(), Arc::new(Waiting::default()));
-        let control = Subscriber::start(local, waiting.clone(), client, redis.clone(), metrics);
-        let publish = Script::new(PUBLISH);
-        Ok(Arc::new(Cluster { hub, redis, publish, control, waiting, next_command: AtomicU64::new(1) }))
+        let control = Subscriber::start(local, waiting.clone(), target, redis.clone(), metrics);
+        let next_command = AtomicU64::new(1);
+        Ok(Arc::new(Cluster { hub, redis, scripts, durable, control, waiting, next_command }))
     }
 
     /// Publishes `body` from `sender` to `room` across the cluster, kept in
     /// the room's `history` in Redis; its seq. `client_id` (who gave it, the
-    /// id) makes a retry within [`RETRY_WINDOW`] harmless.
+    /// id) makes a retry within [`RETRY_WINDOW`] harmless. With durable
+    /// acks, the message is published to the room's channel only once the
+    /// replicas hold it, so that no member sees a message a failover may lose.
     pub async fn publish(
         &self,
         room: &str,
@@ -116,26 +125,56 @@ impl Cluster {
         let (head, tail) = envelope::message_around_seq(&id, envelope::now_millis(), sender, body, room);
         let retry_key = client_id.map(|(origin, id)| format!("ws:{{{room}}}:retry:{origin}\n{id}"));
         let window = if retry_key.is_some() { RETRY_WINDOW.as_secs() } else { 0 };
-        // EVALSHA alone, one round trip: a connection's messages, sent on
-        // before the first is answered, are numbered in the order it sent them.
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(self.publish.get_hash()).arg(3);
-        evalsha.arg(seq_key(room)).arg(history_key(room)).arg(retry_key.unwrap_or_else(|| seq_key(room)));
-        evalsha.arg(head).arg(tail).arg(history.len).arg(window).arg(channel(room));
-        evalsha.arg(self.hub.floor(room)).arg(history.max_age.map_or(0, |age| age.as_millis() as u64));
-        let published: RedisResult<u64> =
-            timeout(REQUEST_TIMEOUT, evalsha.query_async(&mut self.redis.clone())).await.map_err(unavailable)?;
-        let seq = match published {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                // A Redis started anew since the link loaded the script: loaded
-                // for the next messages, this one refused (a retry with its id tells).
-                let _ = self.publish.load_async(&mut self.redis.clone()).await;
-                return Err(unavailable(e));
-            }
-            published => published.map_err(unavailable)?,
+        let durable = self.durable.replicas > 0;
+        let call = |command: &str, script: &str| {
+            let mut call = redis::cmd(command);
+            call.arg(script).arg(3);
+            call.arg(seq_key(room)).arg(history_key(room)).arg(retry_key.clone().unwrap_or_else(|| seq_key(room)));
+            call.arg(&head).arg(&tail).arg(history.len).arg(window);
+            call.arg(if durable { String::new() } else { channel(room) });
+            call.arg(self.hub.floor(room)).arg(history.max_age.map_or(0, |age| age.as_millis() as u64));
+            call
         };
+        let numbered = async {
+            // EVALSHA alone, one round trip: a connection's messages, sent on
+            // before the first is answered, are numbered in the order they were sent.
+            match self.number(call("EVALSHA", self.scripts.publish.get_hash())).await {
+                // A node started anew, or promoted, since the link loaded the script.
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    self.number(call("EVAL", &self.scripts.publish_source)).await
+                }
+                numbered => numbered,
+            }
+        };
+        let seq = timeout(REQUEST_TIMEOUT, numbered).await.map_err(unavailable)?.map_err(unavailable)?;
         // Known before it is delivered here: a Redis that lost its data numbers on from it.
         self.hub.numbered(room, seq);
+        if durable {
+            let (mut redis, json) = (self.redis.clone(), format!("{seq}\n{head}{seq}{tail}"));
+            let published = self.redis.publish_command(&channel(room), json);
+            let published = published.query_async::<usize>(&mut redis);
+            timeout(REQUEST_TIMEOUT, published).await.map_err(unavailable)?.map_err(unavailable)?;
+        }
+        Ok(seq)
+    }
+
+    /// Runs the publishing script `call`: its seq; with durable acks,
+    /// followed by a `WAIT` on the same primary, and an error if too few
+    /// replicas took the message in time.
+    async fn number(&self, call: Cmd) -> RedisResult<u64> {
+        let Durable { replicas, timeout } = self.durable;
+        if replicas == 0 {
+            return call.query_async(&mut self.redis.clone()).await;
+        }
+        let wait = redis::cmd("WAIT").arg(replicas).arg(timeout.as_millis() as u64).to_owned();
+        let (seq, held): (u64, u32) =
+            redis::pipe().add_command(call).add_command(wait).query_async(&mut self.redis.clone()).await?;
+        if held < replicas {
+            let why = format!(
+                "{held} of the {replicas} replicas asked for took the message in time (it may still be delivered: a retry with its id tells)"
+            );
+            return Err(redis::RedisError::from((ErrorKind::Io, "too few replicas", why)));
+        }
         Ok(seq)
     }
 
@@ -200,8 +239,8 @@ impl Cluster {
 
     /// Who is in `room` on every server: how many, and up to `max` names, in order.
     pub async fn presence(&self, room: &str, max: usize) -> Result<(usize, Vec<Arc<str>>), EnvelopeError> {
-        let (script, mut redis) = (Script::new(PRESENT), self.redis.clone());
-        let mut invocation = script.prepare_invoke();
+        let mut redis = self.redis.clone();
+        let mut invocation = self.scripts.present.prepare_invoke();
         let present = invocation.key(presence_key(room)).invoke_async(&mut redis);
         let entries: Vec<String> =
             timeout(REQUEST_TIMEOUT, present).await.map_err(unavailable)?.map_err(unavailable)?;
@@ -222,9 +261,9 @@ impl Cluster {
         let asked = Asked { to: reports_channel(self.hub.instance()), number, command };
         let sent = async {
             let payload = serde_json::to_string(&asked).map_err(unavailable)?;
-            let heard: usize = redis::cmd("PUBLISH")
-                .arg(ADMIN_CHANNEL)
-                .arg(payload)
+            let heard: usize = self
+                .redis
+                .publish_command(ADMIN_CHANNEL, payload)
                 .query_async(&mut self.redis.clone())
                 .await
                 .map_err(unavailable)?;

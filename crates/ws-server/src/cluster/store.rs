@@ -2,9 +2,9 @@
 //! room, the Lua scripts that change them atomically, the history stream
 //! read back, and the bounds on every request.
 
+use super::link::Commands;
 use crate::envelope::EnvelopeError;
-use redis::RedisResult;
-use redis::aio::ConnectionManager;
+use redis::{RedisResult, Script};
 use std::time::Duration;
 
 /// How long a message id is remembered, so that a retry is not published twice.
@@ -19,13 +19,18 @@ pub(super) const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Du
 /// Numbers, appends and publishes one message; a retry gets its first seq.
 /// KEYS: seq, history stream, retry key (the seq key when there is none).
 /// ARGV: envelope head and tail, history length, retry window (s, 0: none),
-/// channel, floor (the highest seq this server knows: a Redis that lost its
-/// data does not number from 1 again), history age limit (ms, 0: none).
-/// Each history entry holds the envelope `m` and Redis's time `t` in ms.
-pub(super) const PUBLISH: &str = r"
+/// channel ('' to publish nothing), floor (the highest seq this server
+/// knows: a Redis that lost its data does not number from 1 again), history
+/// age limit (ms, 0: none). Each history entry holds the envelope `m` and
+/// Redis's time `t` in ms. A retry writes too (the retry key's expiry), so
+/// that a `WAIT` after it waits for the replicas to hold the first try.
+const PUBLISH: &str = r"
 if ARGV[4] ~= '0' then
   local earlier = redis.call('GET', KEYS[3])
-  if earlier then return tonumber(earlier) end
+  if earlier then
+    redis.call('EXPIRE', KEYS[3], ARGV[4])
+    return tonumber(earlier)
+  end
 end
 local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[6])) + 1
 redis.call('SET', KEYS[1], seq)
@@ -44,7 +49,7 @@ if ARGV[3] ~= '0' then
   end
 end
 if ARGV[4] ~= '0' then redis.call('SET', KEYS[3], seq, 'EX', ARGV[4]) end
-redis.call('PUBLISH', ARGV[5], seq .. '\n' .. json)
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], seq .. '\n' .. json) end
 return seq
 ";
 
@@ -54,7 +59,7 @@ pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
 
 /// Sets presence entries to expire `PRESENCE_TTL` from now (Redis's clock).
 /// KEYS: presence set; ARGV: TTL in ms, then the entries.
-pub(super) const TOUCH: &str = r"
+const TOUCH: &str = r"
 local t = redis.call('TIME')
 local expires = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
 for i = 2, #ARGV do redis.call('ZADD', KEYS[1], expires, ARGV[i]) end
@@ -63,18 +68,47 @@ return #ARGV - 1
 ";
 
 /// Drops the expired presence entries and answers the others. KEYS: presence set.
-pub(super) const PRESENT: &str = r"
+const PRESENT: &str = r"
 local t = redis.call('TIME')
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] * 1000 + math.floor(t[2] / 1000))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
 /// Raises a room's seq to a floor, and answers the seq. KEYS: seq; ARGV: floor.
-pub(super) const FLOOR: &str = r"
+const FLOOR: &str = r"
 local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]))
 if seq > 0 then redis.call('SET', KEYS[1], seq) end
 return seq
 ";
+
+/// The scripts, for one Redis or for a cluster, where a room's channel is
+/// sharded: published with SPUBLISH, on the node of the room's slot.
+#[derive(Debug, Clone)]
+pub(super) struct Scripts {
+    pub(super) publish: Script,
+    /// The source of `publish`, for a node that does not hold it.
+    pub(super) publish_source: String,
+    pub(super) member: Script,
+    pub(super) touch: Script,
+    pub(super) present: Script,
+    pub(super) floor: Script,
+}
+
+impl Scripts {
+    pub(super) fn new(sharded: bool) -> Scripts {
+        let publish =
+            |source: &str| if sharded { source.replace("'PUBLISH'", "'SPUBLISH'") } else { source.to_owned() };
+        let publish_source = publish(PUBLISH);
+        Scripts {
+            publish: Script::new(&publish_source),
+            publish_source,
+            member: Script::new(&publish(MEMBER)),
+            touch: Script::new(TOUCH),
+            present: Script::new(PRESENT),
+            floor: Script::new(FLOOR),
+        }
+    }
+}
 
 pub(super) fn seq_key(room: &str) -> String {
     format!("ws:{{{room}}}:seq")
@@ -99,7 +133,7 @@ pub(super) fn member_key(room: &str, member: &str) -> String {
 /// into the room or leave it, on any server, publishes the notice
 /// ARGV[4] ('' for none) to the room's channel ARGV[3] as `e\n<json>`.
 /// KEYS: the member's key; ARGV: instance, TTL, channel, notice.
-pub(super) const MEMBER: &str = r"
+const MEMBER: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -155,12 +189,7 @@ pub(super) struct Entry {
 }
 
 /// The messages of `room` with seqs `after + 1` to `upto` that the history holds, in order.
-pub(super) async fn history(
-    redis: &mut ConnectionManager,
-    room: &str,
-    after: u64,
-    upto: u64,
-) -> RedisResult<Vec<Entry>> {
+pub(super) async fn history(redis: &mut Commands, room: &str, after: u64, upto: u64) -> RedisResult<Vec<Entry>> {
     if upto <= after {
         return Ok(Vec::new());
     }

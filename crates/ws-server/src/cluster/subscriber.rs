@@ -2,20 +2,19 @@
 //! and delivers what they bring to the hub, in order and without a gap it
 //! does not tell; it also keeps the presence of this server's members.
 
+use super::link::{Commands, Feed, Heard, Target};
 use super::store::*;
 use super::{Answered, Asked, Waiting};
 use crate::admin::{Command, Local};
 use crate::envelope::{EnvelopeError, Outgoing};
 use crate::hub::{Hub, RoomsFull, Subscription};
 use crate::metrics::ClusterMetrics;
-use redis::aio::{ConnectionManager, PubSubSink};
-use redis::{AsyncCommands, Msg, RedisResult, Script};
+use redis::{AsyncCommands, Msg, RedisResult};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
-use tokio_stream::StreamExt;
 use tracing::{info, warn};
 
 /// What sessions ask of the subscriber task.
@@ -38,8 +37,9 @@ pub(super) struct Subscriber {
     local: Local,
     /// This server's commands waiting for reports.
     waiting: Arc<Waiting>,
-    client: redis::Client,
-    redis: ConnectionManager,
+    target: Target,
+    redis: Commands,
+    scripts: Scripts,
     /// The rooms subscribed to: those with members here.
     rooms: HashSet<Arc<str>>,
     /// Those of them whose members are told of joins and leaves.
@@ -52,13 +52,14 @@ pub(super) struct Subscriber {
 }
 
 impl Subscriber {
-    /// Starts the task for the hub of `local`, linked through `client` (subscriptions)
-    /// and `redis` (commands); what sessions ask of it goes to the sender.
+    /// Starts the task for the hub of `local`, linked to `target` through a
+    /// feed of its own (subscriptions) and `redis` (commands); what sessions
+    /// ask of it goes to the sender.
     pub(super) fn start(
         local: Local,
         waiting: Arc<Waiting>,
-        client: redis::Client,
-        redis: ConnectionManager,
+        target: Target,
+        redis: Commands,
         metrics: ClusterMetrics,
     ) -> mpsc::UnboundedSender<Control> {
         let (control, requests) = mpsc::unbounded_channel();
@@ -66,7 +67,8 @@ impl Subscriber {
             hub: local.hub.clone(),
             local,
             waiting,
-            client,
+            scripts: Scripts::new(target.sharded()),
+            target,
             redis,
             rooms: HashSet::new(),
             announcing: HashSet::new(),
@@ -132,31 +134,32 @@ impl Subscriber {
     /// One link: subscribes again, catches up, then delivers until the link is lost.
     async fn serve(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) -> Served {
         let linked = timeout(REQUEST_TIMEOUT, self.link()).await;
-        let (mut sink, mut stream) = match linked.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()))
-        {
-            Ok(pair) => pair,
+        let mut feed = match linked.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok(feed) => feed,
             Err(e) => return Served::Unreachable(e),
         };
-        if let Err(e) = self.resume(&mut sink).await {
+        if let Err(e) = self.resume(&mut feed).await {
             return Served::Unreachable(e.to_string());
         }
         for join in std::mem::take(&mut self.held) {
-            if let Err(e) = self.handle(join, &mut sink).await {
+            if let Err(e) = self.handle(join, &mut feed).await {
                 return Served::Lost(e.to_string());
             }
         }
         let mut renewals = tokio::time::interval(PRESENCE_TTL / 3);
         loop {
-            let outcome = tokio::select! {
-                _ = renewals.tick() => self.renew().await,
-                message = stream.next() => match message {
-                    Some(message) => self.receive(message).await,
-                    None => return Served::Lost("the subscription ended".into()),
-                },
-                request = control.recv() => match request {
-                    Some(request) => self.handle(request, &mut sink).await,
-                    None => return Served::Stopped,
-                },
+            let next = tokio::select! {
+                _ = renewals.tick() => Next::Renew,
+                heard = feed.next() => Next::Heard(heard),
+                request = control.recv() => Next::Asked(request),
+            };
+            let outcome = match next {
+                Next::Renew => self.renew().await,
+                Next::Heard(Heard::Message(message)) => self.receive(message).await,
+                Next::Heard(Heard::Dropped(channel)) => self.moved(&channel, &mut feed).await,
+                Next::Heard(Heard::Lost) => return Served::Lost("a subscription link ended".into()),
+                Next::Asked(Some(request)) => self.handle(request, &mut feed).await,
+                Next::Asked(None) => return Served::Stopped,
             };
             if let Err(e) = outcome {
                 return Served::Lost(e.to_string());
@@ -165,29 +168,28 @@ impl Subscriber {
     }
 
     /// A subscription connection, and the cluster's epoch taken (or given, by the first server).
-    async fn link(&mut self) -> RedisResult<(PubSubSink, redis::aio::PubSubStream)> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(&[ADMIN_CHANNEL.to_owned(), reports_channel(self.hub.instance())]).await?;
+    async fn link(&mut self) -> RedisResult<Feed> {
+        let mut feed = self.target.feed().await?;
+        feed.subscribe(ADMIN_CHANNEL).await?;
+        feed.subscribe(&reports_channel(self.hub.instance())).await?;
         let mine = self.hub.epoch();
         let _: bool = self.redis.set_nx(EPOCH_KEY, &*mine).await?;
         let epoch: String = self.redis.get(EPOCH_KEY).await?;
         // Each message is one EVALSHA: the script is there before the first.
-        Script::new(PUBLISH).load_async(&mut self.redis).await?;
+        self.scripts.publish.load_async(&mut self.redis).await?;
         if *epoch != *mine {
             info!(epoch, "redis: joined the cluster's numbering");
             self.hub.set_epoch(&epoch);
         }
-        Ok(pubsub.split())
+        Ok(feed)
     }
 
     /// After a new link: subscribes again to every room with members here
     /// and delivers what they missed.
-    async fn resume(&mut self, sink: &mut PubSubSink) -> RedisResult<()> {
+    async fn resume(&mut self, feed: &mut Feed) -> RedisResult<()> {
         self.rooms.retain(|room| self.hub.has_members(room));
         for room in self.rooms.clone() {
-            sink.subscribe(channel(&room)).await?;
-            let latest = self.floor(&room, self.hub.floor(&room)).await?;
-            self.fill(&room, self.hub.latest(&room).unwrap_or(0), latest).await?;
+            self.subscribe_again(&room, feed).await?;
         }
         info!(rooms = self.rooms.len(), "redis: linked");
         self.down = false;
@@ -195,13 +197,31 @@ impl Subscriber {
         Ok(())
     }
 
-    async fn handle(&mut self, request: Control, sink: &mut PubSubSink) -> RedisResult<()> {
+    /// Subscribes to a room with members here, and delivers what it missed
+    /// while it was not.
+    async fn subscribe_again(&mut self, room: &str, feed: &mut Feed) -> RedisResult<()> {
+        feed.subscribe(&channel(room)).await?;
+        let latest = self.floor(room, self.hub.floor(room)).await?;
+        self.fill(room, self.hub.latest(room).unwrap_or(0), latest).await
+    }
+
+    /// Redis ended the subscription to `channel` (its slot moved to another
+    /// node): subscribed again where it lives now, if its room has members here.
+    async fn moved(&mut self, channel: &str, feed: &mut Feed) -> RedisResult<()> {
+        let Some(room) = room_of(channel).filter(|room| self.rooms.contains(*room)) else {
+            return Ok(());
+        };
+        info!(room, "redis: the room's slot moved; subscribing where it lives now");
+        self.subscribe_again(room, feed).await
+    }
+
+    async fn handle(&mut self, request: Control, feed: &mut Feed) -> RedisResult<()> {
         match request {
             Control::Join { room, member, announce, reply } => {
                 if reply.is_closed() {
                     return Ok(());
                 }
-                let (answer, failure) = match self.join(&room, &member, announce, sink).await {
+                let (answer, failure) = match self.join(&room, &member, announce, feed).await {
                     Ok(Ok(subscription)) => (Ok(subscription), None),
                     Ok(Err(full)) => (Err(full.into()), None),
                     Err(e) => (Err(unavailable(&e)), Some(e)),
@@ -209,16 +229,16 @@ impl Subscriber {
                 if let Err(Ok(subscription)) = reply.send(answer) {
                     // The session is gone: so is its place in the room.
                     drop(subscription);
-                    self.leave(&room, &member, announce, sink).await?;
+                    self.leave(&room, &member, announce, feed).await?;
                 }
                 failure.map_or(Ok(()), Err)
             }
-            Control::Left { room, member, announce } => self.leave(&room, &member, announce, sink).await,
+            Control::Left { room, member, announce } => self.leave(&room, &member, announce, feed).await,
         }
     }
 
     /// A connection of `member` left `room` (its subscription dropped).
-    async fn leave(&mut self, room: &str, member: &Arc<str>, announce: bool, sink: &mut PubSubSink) -> RedisResult<()> {
+    async fn leave(&mut self, room: &str, member: &Arc<str>, announce: bool, feed: &mut Feed) -> RedisResult<()> {
         if self.hub.leave(room, member, false) {
             let entry = presence_entry(member, self.hub.instance());
             let _: usize = self.redis.zrem(presence_key(room), entry).await?;
@@ -229,7 +249,7 @@ impl Subscriber {
         }
         if !self.hub.has_members(room) && self.rooms.remove(room) {
             self.announcing.remove(room);
-            sink.unsubscribe(channel(room)).await?;
+            feed.unsubscribe(&channel(room)).await?;
         }
         Ok(())
     }
@@ -241,13 +261,13 @@ impl Subscriber {
         room: &str,
         member: &Arc<str>,
         announce: bool,
-        sink: &mut PubSubSink,
+        feed: &mut Feed,
     ) -> RedisResult<Result<Subscription, RoomsFull>> {
         if !self.rooms.contains(room) {
-            sink.subscribe(channel(room)).await?;
+            feed.subscribe(&channel(room)).await?;
             let latest = self.floor(room, self.hub.floor(room)).await?;
             if let Err(full) = self.hub.sync(room, latest) {
-                sink.unsubscribe(channel(room)).await?;
+                feed.unsubscribe(&channel(room)).await?;
                 return Ok(Err(full));
             }
             self.rooms.insert(Arc::from(room));
@@ -270,8 +290,7 @@ impl Subscriber {
     /// takes it away), publishing `notice` ('' for none) if the member
     /// thereby came into the room or left it on every server.
     async fn member(&mut self, room: &str, member: &str, ttl_ms: u64, notice: &str) -> RedisResult<()> {
-        let script = Script::new(MEMBER);
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = self.scripts.member.prepare_invoke();
         invocation.key(member_key(room, member)).arg(self.hub.instance()).arg(ttl_ms).arg(channel(room)).arg(notice);
         let _: u64 = invocation.invoke_async(&mut self.redis).await?;
         Ok(())
@@ -279,8 +298,7 @@ impl Subscriber {
 
     /// Renews the presence of `members` in `room`.
     async fn touch(&mut self, room: &str, members: &[Arc<str>]) -> RedisResult<()> {
-        let script = Script::new(TOUCH);
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = self.scripts.touch.prepare_invoke();
         invocation.key(presence_key(room)).arg(PRESENCE_TTL.as_millis() as u64);
         for member in members {
             invocation.arg(presence_entry(member, self.hub.instance()));
@@ -306,7 +324,7 @@ impl Subscriber {
 
     /// The seq of `room` in Redis, raised to `known` first if Redis lost it.
     async fn floor(&mut self, room: &str, known: u64) -> RedisResult<u64> {
-        Script::new(FLOOR).key(seq_key(room)).arg(known).invoke_async(&mut self.redis).await
+        self.scripts.floor.key(seq_key(room)).arg(known).invoke_async(&mut self.redis).await
     }
 
     /// One message from a channel: a command of the server API or a report
@@ -361,7 +379,7 @@ impl Subscriber {
         };
         let report = Answered { number: asked.number, report: self.local.carry_out(&asked.command) };
         let report = serde_json::to_string(&report).unwrap_or_default();
-        let _: usize = self.redis.publish(&asked.to, report).await?;
+        let _: usize = self.redis.publish_command(&asked.to, report).query_async(&mut self.redis).await?;
         Ok(())
     }
 
@@ -385,6 +403,13 @@ impl Subscriber {
         }
         Ok(())
     }
+}
+
+/// What the task does next.
+enum Next {
+    Renew,
+    Heard(Heard),
+    Asked(Option<Control>),
 }
 
 /// How a link ended.

@@ -95,8 +95,22 @@ pub struct ServerConfig {
     /// `redis://127.0.0.1:6379`: a message reaches the members of its room on
     /// every server, and the rooms' seqs and history live in Redis
     /// (docs/operations.md). Without it, everything is in this server's memory.
+    /// A Redis Cluster is given as `redis+cluster://h1:7000,h2:7001`: its
+    /// nodes, any of them enough to find the others.
     #[arg(long, env = "WS_REDIS", value_name = "URL")]
     pub redis: Option<String>,
+
+    /// With `--redis`, a message is acked only once this many replicas of
+    /// its Redis primary hold it (Redis `WAIT`), so that an acked message
+    /// survives the loss of the primary; 0: acked once the primary has it.
+    #[arg(long, env = "WS_REDIS_ACK_REPLICAS", default_value_t = 0, value_name = "REPLICAS", requires = "redis")]
+    pub redis_ack_replicas: u32,
+
+    /// How long the replicas of `--redis-ack-replicas` have to take a
+    /// message before it is refused `unavailable` (it may still be delivered:
+    /// a retry with its id tells).
+    #[arg(long, env = "WS_REDIS_ACK_TIMEOUT", default_value = "1", value_name = "SECONDS", value_parser = ack_timeout)]
+    pub redis_ack_timeout: Duration,
 
     /// The room every connection joins on arrival; empty for none.
     #[arg(long, env = "WS_DEFAULT_ROOM", default_value = "general", value_name = "ROOM")]
@@ -411,6 +425,15 @@ fn rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A wait for replicas: more than 0 and at most 4 seconds, within the
+/// time a request to Redis may take.
+fn ack_timeout(text: &str) -> Result<Duration, String> {
+    match seconds(text)? {
+        timeout if timeout <= Duration::from_secs(4) => Ok(timeout),
+        _ => Err(format!("{text:?} is more than 4 seconds, the longest a message may wait for replicas")),
+    }
+}
+
 /// A positive number of seconds, such as `30` or `0.5`.
 fn seconds(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
@@ -547,6 +570,18 @@ mod tests {
         assert!(ServerConfig::load(["ws-server", "--heartbeat-timeout", "inf"]).is_err());
         let config = ServerConfig::load(["ws-server", "--heartbeat-timeout", "0.5"]).expect("valid");
         assert_eq!(config.heartbeat_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn durable_acks_need_redis_and_a_wait_within_a_requests_time() {
+        let error = ServerConfig::load(["ws-server", "--redis-ack-replicas", "1"]).unwrap_err().to_string();
+        assert!(error.contains("--redis <URL>"), "{error}");
+        let redis = ["ws-server", "--redis", "redis://127.0.0.1:6379", "--redis-ack-replicas", "1"];
+        let error = ServerConfig::load(redis.iter().chain(&["--redis-ack-timeout", "5"])).unwrap_err().to_string();
+        assert!(error.contains("--redis-ack-timeout") && error.contains("4 seconds"), "{error}");
+        assert!(ServerConfig::load(redis.iter().chain(&["--redis-ack-timeout", "0"])).is_err());
+        let config = ServerConfig::load(redis.iter().chain(&["--redis-ack-timeout", "0.25"])).expect("valid");
+        assert_eq!((config.redis_ack_replicas, config.redis_ack_timeout), (1, Duration::from_millis(250)));
     }
 
     #[test]

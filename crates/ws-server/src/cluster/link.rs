@@ -1,0 +1,224 @@
+//! The connections to Redis: one Redis (`redis://`) or a Redis Cluster
+//! (`redis+cluster://h1:7000,h2:7001`). Commands go through [`Commands`],
+//! which the cluster's client routes to the primary of each key's slot;
+//! channels are heard through a [`Feed`]: plain pub/sub on one Redis,
+//! sharded pub/sub (SSUBSCRIBE, SPUBLISH) on a cluster, where a room's
+//! channel lives on the node of its slot.
+
+use super::store::{BACKOFF, REQUEST_TIMEOUT};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Msg, Pipeline, PushInfo, PushKind, RedisFuture, RedisResult, Value};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+/// The scheme of a Redis Cluster's URL; its nodes follow, separated by commas.
+const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// Where the hub's Redis is.
+#[derive(Clone)]
+pub(super) enum Target {
+    Single(redis::Client),
+    /// A Redis Cluster, reached through any of its nodes (RESP3, for sharded pub/sub).
+    Cluster(Box<ClusterClient>),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.sharded() { "Target::Cluster" } else { "Target::Single" })
+    }
+}
+
+impl Target {
+    /// The Redis of `url`: a cluster for `redis+cluster://[user:password@]h1:p1,h2:p2`.
+    pub(super) fn open(url: &str) -> RedisResult<Target> {
+        let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) else {
+            return Ok(Target::Single(redis::Client::open(url)?));
+        };
+        let nodes = nodes.trim_end_matches('/');
+        let (credentials, nodes) = nodes.rsplit_once('@').map_or(("", nodes), |(c, n)| (c, n));
+        let urls = nodes.split(',').map(|node| match credentials {
+            "" => format!("redis://{node}/"),
+            credentials => format!("redis://{credentials}@{node}/"),
+        });
+        let client = ClusterClient::builder(urls.collect::<Vec<_>>())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .connection_timeout(REQUEST_TIMEOUT)
+            .response_timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Target::Cluster(Box::new(client)))
+    }
+
+    /// Whether channels are sharded: a Redis Cluster.
+    pub(super) fn sharded(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
+
+    /// The connection for commands, made in the background and again
+    /// whenever it is lost.
+    pub(super) fn commands(&self) -> RedisResult<Commands> {
+        match self {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(REQUEST_TIMEOUT))
+                    .set_response_timeout(Some(REQUEST_TIMEOUT))
+                    .set_min_delay(BACKOFF.0)
+                    .set_max_delay(BACKOFF.1)
+                    .set_number_of_retries(1);
+                Ok(Commands::Single(ConnectionManager::new_lazy_with_config(client.clone(), config)?))
+            }
+            Target::Cluster(client) => {
+                let config = Self::cluster_config();
+                Ok(Commands::Cluster(client.get_pending_async_connection_with_config(config)))
+            }
+        }
+    }
+
+    /// A new subscription connection.
+    pub(super) async fn feed(&self) -> RedisResult<Feed> {
+        match self {
+            Target::Single(client) => {
+                let (sink, stream) = client.get_async_pubsub().await?.split();
+                Ok(Feed::Single { sink, stream })
+            }
+            Target::Cluster(client) => {
+                let (pushes, heard) = mpsc::unbounded_channel();
+                let config = Self::cluster_config().set_push_sender(pushes);
+                let connection = client.get_async_connection_with_config(config).await?;
+                Ok(Feed::Cluster { connection, heard })
+            }
+        }
+    }
+
+    fn cluster_config() -> ClusterConfig {
+        ClusterConfig::new().set_connection_timeout(REQUEST_TIMEOUT).set_response_timeout(REQUEST_TIMEOUT)
+    }
+}
+
+/// A connection for commands to one Redis or to a cluster.
+#[derive(Clone)]
+pub(super) enum Commands {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Commands::Single(_) => "Commands::Single",
+            Commands::Cluster(_) => "Commands::Cluster",
+        })
+    }
+}
+
+impl Commands {
+    /// Publishes `payload` on `channel`: sharded (SPUBLISH) on a cluster.
+    pub(super) fn publish_command(&self, channel: &str, payload: impl redis::ToRedisArgs) -> Cmd {
+        let command = match self {
+            Commands::Single(_) => "PUBLISH",
+            Commands::Cluster(_) => "SPUBLISH",
+        };
+        redis::cmd(command).arg(channel).arg(payload).to_owned()
+    }
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Commands::Single(connection) => connection.req_packed_command(cmd),
+            Commands::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Commands::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Commands::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::Single(connection) => connection.get_db(),
+            Commands::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// What a subscription connection hears.
+pub(super) enum Heard {
+    /// A message on a channel subscribed to.
+    Message(Msg),
+    /// Redis ended the subscription to this channel on its own: its slot
+    /// moved to another node, where it must be subscribed to again.
+    Dropped(String),
+    /// The link to a node was lost.
+    Lost,
+}
+
+/// A subscription connection.
+pub(super) enum Feed {
+    Single { sink: PubSubSink, stream: PubSubStream },
+    Cluster { connection: ClusterConnection, heard: mpsc::UnboundedReceiver<PushInfo> },
+}
+
+impl Feed {
+    pub(super) async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
+        match self {
+            Feed::Single { sink, .. } => sink.subscribe(channel).await,
+            Feed::Cluster { connection, .. } => connection.ssubscribe(channel).await,
+        }
+    }
+
+    pub(super) async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
+        match self {
+            Feed::Single { sink, .. } => sink.unsubscribe(channel).await,
+            Feed::Cluster { connection, .. } => connection.sunsubscribe(channel).await,
+        }
+    }
+
+    /// What comes next; `Lost` once the connection is gone.
+    pub(super) async fn next(&mut self) -> Heard {
+        match self {
+            Feed::Single { stream, .. } => stream.next().await.map_or(Heard::Lost, Heard::Message),
+            Feed::Cluster { heard, .. } => loop {
+                let Some(push) = heard.recv().await else { return Heard::Lost };
+                match push.kind {
+                    PushKind::Disconnection => return Heard::Lost,
+                    PushKind::SUnsubscribe => {
+                        let channel = push.data.first().and_then(|c| redis::from_redis_value_ref(c).ok());
+                        if let Some(channel) = channel {
+                            return Heard::Dropped(channel);
+                        }
+                    }
+                    _ => {
+                        if let Some(message) = Msg::from_push_info(push) {
+                            return Heard::Message(message);
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_is_named_by_its_nodes_and_one_redis_by_its_url() {
+        assert!(Target::open("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap().sharded());
+        assert!(Target::open("redis+cluster://user:secret@127.0.0.1:7000,127.0.0.1:7001/").unwrap().sharded());
+        assert!(!Target::open("redis://127.0.0.1:6379").unwrap().sharded());
+        assert!(Target::open("redis+cluster://").is_err());
+        assert!(Target::open("redis+cluster://127.0.0.1:notaport").is_err());
+        assert!(Target::open("http://127.0.0.1:6379").is_err());
+    }
+}
