@@ -9,8 +9,10 @@ use crate::admin::{Command, Local};
 use crate::envelope::{EnvelopeError, Outgoing};
 use crate::hub::{Hub, RoomsFull, Subscription};
 use crate::metrics::ClusterMetrics;
+use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::{StreamExt, TryStreamExt};
 use redis::{AsyncCommands, Msg, RedisResult};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -47,7 +49,7 @@ pub(super) struct Subscriber {
     metrics: ClusterMetrics,
     /// Whether the outage going on is counted.
     down: bool,
-    /// Joins that came while there was no link.
+    /// Requests that came while there was no link, or behind one that lost it.
     held: Vec<Control>,
 }
 
@@ -141,10 +143,9 @@ impl Subscriber {
         if let Err(e) = self.resume(&mut feed).await {
             return Served::Unreachable(e.to_string());
         }
-        for join in std::mem::take(&mut self.held) {
-            if let Err(e) = self.handle(join, &mut feed).await {
-                return Served::Lost(e.to_string());
-            }
+        let held = std::mem::take(&mut self.held);
+        if let Err(e) = self.handle_all(held, &mut feed).await {
+            return Served::Lost(e.to_string());
         }
         let mut renewals = tokio::time::interval(PRESENCE_TTL / 3);
         loop {
@@ -158,7 +159,7 @@ impl Subscriber {
                 Next::Heard(Heard::Message(message)) => self.receive(message).await,
                 Next::Heard(Heard::Dropped(channel)) => self.moved(&channel, &mut feed).await,
                 Next::Heard(Heard::Lost) => return Served::Lost("a subscription link ended".into()),
-                Next::Asked(Some(request)) => self.handle(request, &mut feed).await,
+                Next::Asked(Some(request)) => self.handle_waiting(request, control, &mut feed).await,
                 Next::Asked(None) => return Served::Stopped,
             };
             if let Err(e) = outcome {
@@ -215,26 +216,82 @@ impl Subscriber {
         self.subscribe_again(room, feed).await
     }
 
-    async fn handle(&mut self, request: Control, feed: &mut Feed) -> RedisResult<()> {
-        match request {
-            Control::Join { room, member, announce, reply } => {
-                if reply.is_closed() {
-                    return Ok(());
+    /// Handles `first` and the requests waiting behind it, up to
+    /// [`BATCH`]: their joins' presence written to Redis together.
+    async fn handle_waiting(
+        &mut self,
+        first: Control,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+        feed: &mut Feed,
+    ) -> RedisResult<()> {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match control.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        self.handle_all(batch, feed).await
+    }
+
+    /// Handles `requests` in order; the presence of consecutive joins is
+    /// written at once, before they are answered.
+    async fn handle_all(&mut self, requests: Vec<Control>, feed: &mut Feed) -> RedisResult<()> {
+        let mut joins = Joins::default();
+        let mut requests = requests.into_iter();
+        while let Some(request) = requests.next() {
+            match request {
+                Control::Join { room, member, announce, reply } => {
+                    if reply.is_closed() {
+                        continue;
+                    }
+                    match self.join(&room, &member, announce, feed, &mut joins.writes).await {
+                        Ok(joined) => joins.answers.push(Joined { room, member, announce, reply, joined }),
+                        Err(e) => {
+                            let _ = reply.send(Err(unavailable(&e)));
+                            // The rest wait for the next link.
+                            self.held.extend(requests);
+                            self.answer(joins, Some(&e), feed).await?;
+                            return Err(e);
+                        }
+                    }
                 }
-                let (answer, failure) = match self.join(&room, &member, announce, feed).await {
-                    Ok(Ok(subscription)) => (Ok(subscription), None),
-                    Ok(Err(full)) => (Err(full.into()), None),
-                    Err(e) => (Err(unavailable(&e)), Some(e)),
-                };
-                if let Err(Ok(subscription)) = reply.send(answer) {
-                    // The session is gone: so is its place in the room.
-                    drop(subscription);
+                Control::Left { room, member, announce } => {
+                    // After the joins before it, whose entries it may take away.
+                    self.answer(std::mem::take(&mut joins), None, feed).await?;
                     self.leave(&room, &member, announce, feed).await?;
                 }
-                failure.map_or(Ok(()), Err)
             }
-            Control::Left { room, member, announce } => self.leave(&room, &member, announce, feed).await,
         }
+        self.answer(joins, None, feed).await
+    }
+
+    /// Writes the presence of `joins` and answers them; all `unavailable`
+    /// if the writes fail, or if `failed`, an error before them.
+    async fn answer(&mut self, joins: Joins, failed: Option<&redis::RedisError>, feed: &mut Feed) -> RedisResult<()> {
+        let written = match failed {
+            Some(e) => Err(redis::RedisError::from((e.kind(), "a join before failed"))),
+            None => self.write(joins.writes).await,
+        };
+        for Joined { room, member, announce, reply, joined } in joins.answers {
+            let answer = match (&written, joined) {
+                (Ok(()), Ok(subscription)) => Ok(subscription),
+                (_, Err(full)) => Err(full.into()),
+                (Err(e), Ok(subscription)) => {
+                    drop(subscription);
+                    self.hub.leave(&room, &member, false);
+                    Err(unavailable(e))
+                }
+            };
+            if let Err(Ok(subscription)) = reply.send(answer) {
+                // The session is gone: so is its place in the room.
+                drop(subscription);
+                if written.is_ok() {
+                    self.leave(&room, &member, announce, feed).await?;
+                }
+            }
+        }
+        written
     }
 
     /// A connection of `member` left `room` (its subscription dropped).
@@ -262,6 +319,7 @@ impl Subscriber {
         member: &Arc<str>,
         announce: bool,
         feed: &mut Feed,
+        writes: &mut Writes,
     ) -> RedisResult<Result<Subscription, RoomsFull>> {
         if !self.rooms.contains(room) {
             feed.subscribe(&channel(room)).await?;
@@ -274,12 +332,13 @@ impl Subscriber {
         }
         let joined = self.hub.join(room, member, None, false).map(|(subscription, _)| subscription);
         if let Ok(subscription) = &joined {
-            self.touch(room, std::slice::from_ref(member)).await?;
+            let room: Arc<str> = Arc::from(room);
+            writes.touch(&room, member, self.hub.instance());
             if announce {
-                self.announcing.insert(Arc::from(room));
+                self.announcing.insert(room.clone());
                 if subscription.first {
-                    let notice = Outgoing::MemberJoined { room, member }.to_json();
-                    self.member(room, member, PRESENCE_TTL.as_millis() as u64, &notice).await?;
+                    let notice = Outgoing::MemberJoined { room: &room, member }.to_json();
+                    writes.members.push((room, member.clone(), notice));
                 }
             }
         }
@@ -289,37 +348,58 @@ impl Subscriber {
     /// Keeps this server among `member`'s in `room` for `ttl_ms` more (0:
     /// takes it away), publishing `notice` ('' for none) if the member
     /// thereby came into the room or left it on every server.
-    async fn member(&mut self, room: &str, member: &str, ttl_ms: u64, notice: &str) -> RedisResult<()> {
-        let mut invocation = self.scripts.member.prepare_invoke();
-        invocation.key(member_key(room, member)).arg(self.hub.instance()).arg(ttl_ms).arg(channel(room)).arg(notice);
-        let _: u64 = invocation.invoke_async(&mut self.redis).await?;
-        Ok(())
+    fn member(&self, room: &str, member: &str, ttl_ms: u64, notice: &str) -> BoxFuture<'static, RedisResult<()>> {
+        let (script, mut redis) = (self.scripts.member.clone(), self.redis.clone());
+        let (key, instance, channel, notice) =
+            (member_key(room, member), self.hub.instance().to_owned(), channel(room), notice.to_owned());
+        async move {
+            let mut invocation = script.prepare_invoke();
+            invocation.key(key).arg(instance).arg(ttl_ms).arg(channel).arg(notice);
+            invocation.invoke_async::<u64>(&mut redis).await.map(drop)
+        }
+        .boxed()
     }
 
-    /// Renews the presence of `members` in `room`.
-    async fn touch(&mut self, room: &str, members: &[Arc<str>]) -> RedisResult<()> {
-        let mut invocation = self.scripts.touch.prepare_invoke();
-        invocation.key(presence_key(room)).arg(PRESENCE_TTL.as_millis() as u64);
-        for member in members {
-            invocation.arg(presence_entry(member, self.hub.instance()));
+    /// Sets `entries` of `room`'s presence to expire a TTL from now.
+    fn touch(&self, room: &str, entries: &[String]) -> BoxFuture<'static, RedisResult<()>> {
+        let (script, mut redis) = (self.scripts.touch.clone(), self.redis.clone());
+        let (key, entries) = (presence_key(room), entries.to_vec());
+        async move {
+            let mut invocation = script.prepare_invoke();
+            invocation.key(key).arg(PRESENCE_TTL.as_millis() as u64).arg(entries);
+            invocation.invoke_async::<u64>(&mut redis).await.map(drop)
         }
-        invocation.invoke_async(&mut self.redis).await
+        .boxed()
+    }
+
+    /// Sends `writes`: each room's entries in calls of at most
+    /// [`TOUCH_BATCH`], and up to [`IN_FLIGHT`] calls at once (the
+    /// connection pipelines them), rather than one round trip after another.
+    async fn write(&self, writes: Writes) -> RedisResult<()> {
+        let ttl = PRESENCE_TTL.as_millis() as u64;
+        let mut calls: Vec<BoxFuture<'static, RedisResult<()>>> = Vec::new();
+        for (room, entries) in &writes.touches {
+            calls.extend(entries.chunks(TOUCH_BATCH).map(|chunk| self.touch(room, chunk)));
+        }
+        for (room, member, notice) in &writes.members {
+            calls.push(self.member(room, member, ttl, notice));
+        }
+        futures_util::stream::iter(calls).buffer_unordered(IN_FLIGHT).try_collect().await
     }
 
     /// Renews the presence of every member here, before it expires.
     async fn renew(&mut self) -> RedisResult<()> {
+        let mut writes = Writes::default();
         for room in self.rooms.clone() {
             let (_, members) = self.hub.presence(&room, usize::MAX);
-            if !members.is_empty() {
-                self.touch(&room, &members).await?;
-            }
-            if self.announcing.contains(&room) {
-                for member in &members {
-                    self.member(&room, member, PRESENCE_TTL.as_millis() as u64, "").await?;
+            for member in &members {
+                writes.touch(&room, member, self.hub.instance());
+                if self.announcing.contains(&room) {
+                    writes.members.push((room.clone(), member.clone(), String::new()));
                 }
             }
         }
-        Ok(())
+        self.write(writes).await
     }
 
     /// The seq of `room` in Redis, raised to `known` first if Redis lost it.
@@ -403,6 +483,46 @@ impl Subscriber {
         }
         Ok(())
     }
+}
+
+/// The most requests handled together.
+const BATCH: usize = 1024;
+
+/// The most presence entries one call renews.
+const TOUCH_BATCH: usize = 1000;
+
+/// The most presence calls in flight at once.
+const IN_FLIGHT: usize = 64;
+
+/// Presence to write to Redis, gathered from many joins or one renewal.
+#[derive(Default)]
+struct Writes {
+    /// Each room's entries to renew.
+    touches: HashMap<Arc<str>, Vec<String>>,
+    /// A room, a member there and its notice: this server among its servers in the room.
+    members: Vec<(Arc<str>, Arc<str>, String)>,
+}
+
+impl Writes {
+    fn touch(&mut self, room: &Arc<str>, member: &str, instance: &str) {
+        self.touches.entry(room.clone()).or_default().push(presence_entry(member, instance));
+    }
+}
+
+/// Joins done in the hub, waiting for their presence to be written before their answers.
+#[derive(Default)]
+struct Joins {
+    writes: Writes,
+    answers: Vec<Joined>,
+}
+
+/// A join done in the hub, and the session waiting for it.
+struct Joined {
+    room: String,
+    member: Arc<str>,
+    announce: bool,
+    reply: oneshot::Sender<Result<Subscription, EnvelopeError>>,
+    joined: Result<Subscription, RoomsFull>,
 }
 
 /// What the task does next.
