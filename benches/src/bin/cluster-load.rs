@@ -58,6 +58,17 @@ async fn main() -> Result<(), Failure> {
     let second = start_server(&[&QUEUE[..], &["--redis", &url]].concat()).await?;
     let report_two = run(&[first.1.clone(), second.1.clone()], members, messages, (publishers, window)).await?;
     report("two servers through Redis", &report_two);
+    drop((first, second, redis));
+
+    let cluster = RedisCluster::start().await?;
+    let url = cluster.url();
+    for (setup, durable) in
+        [("two servers, Redis Cluster", &[][..]), ("... acks after 1 replica", &["--redis-ack-replicas", "1"])]
+    {
+        let flags = [&QUEUE[..], &["--redis", &url], durable].concat();
+        let (first, second) = (start_server(&flags).await?, start_server(&flags).await?);
+        report(setup, &run(&[first.1.clone(), second.1.clone()], members, messages, (publishers, window)).await?);
+    }
     Ok(())
 }
 
@@ -89,6 +100,9 @@ async fn run(
     (publishers, window): (usize, usize),
 ) -> Result<Report, Failure> {
     let base = Instant::now();
+    // Ids of this run alone: a set-up sharing the Redis of the one before
+    // would take the same ids for retries, and publish nothing new.
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     let mut readers = Vec::new();
     for i in 0..members {
         let ws = join(&servers[i % servers.len()]).await?;
@@ -99,7 +113,7 @@ async fn run(
     for p in 0..publishers {
         let ws = join(&servers[p % servers.len()]).await?;
         let ids = (p..messages).step_by(publishers);
-        publishing.push(tokio::spawn(publish(ws, ids, window, base)));
+        publishing.push(tokio::spawn(publish(ws, (run, ids), window, base)));
     }
     let mut acks = Vec::new();
     for publisher in publishing {
@@ -119,13 +133,13 @@ async fn run(
     Ok(Report { messages, deliveries, wall, latency })
 }
 
-/// Publishes the messages `ids`, with up to `window` unacked; each
+/// Publishes the messages `ids` of `run`, with up to `window` unacked; each
 /// message's content is when it was sent, in microseconds after `base`.
 /// A refused message ends the run (the members would wait for it forever).
 /// Returns the task that reads the acks, to stop once the run is over.
 async fn publish(
     mut ws: WebSocket<TcpStream>,
-    ids: impl Iterator<Item = usize>,
+    (run, ids): (u128, impl Iterator<Item = usize>),
     window: usize,
     base: Instant,
 ) -> Result<tokio::task::JoinHandle<()>, Failure> {
@@ -148,7 +162,7 @@ async fn publish(
     for id in ids {
         window.acquire().await?.forget();
         let sent = base.elapsed().as_micros().to_string();
-        let envelope = json!({"type": "message", "room": "general", "id": id.to_string(), "content": sent});
+        let envelope = json!({"type": "message", "room": "general", "id": format!("{run}-{id}"), "content": sent});
         sender.send(Message::from(envelope.to_string())).await?;
     }
     Ok(reading)
@@ -194,9 +208,15 @@ struct Redis {
 
 impl Redis {
     async fn start() -> Result<Redis, Failure> {
+        Redis::start_with(&[]).await
+    }
+
+    /// One with `flags` besides the port and no persistence.
+    async fn start_with(flags: &[&str]) -> Result<Redis, Failure> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(flags)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -213,5 +233,70 @@ impl Redis {
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// A Redis Cluster of this run: three primaries with a replica each, on free ports.
+struct RedisCluster {
+    nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    async fn start() -> Result<RedisCluster, Failure> {
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let config = std::env::temp_dir().join(format!("cluster-load-{}-{}.conf", std::process::id(), nodes.len()));
+            let _ = std::fs::remove_file(&config);
+            let config = config.to_str().ok_or("a temporary path that is not UTF-8")?.to_owned();
+            nodes.push(Redis::start_with(&["--cluster-enabled", "yes", "--cluster-config-file", &config]).await?);
+        }
+        let cluster = RedisCluster { nodes };
+        let addresses: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .await?;
+        if !created.success() {
+            return Err("redis-cli --cluster create failed".into());
+        }
+        cluster.settled().await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every node says the cluster is ok and every primary has its replica.
+    async fn settled(&self) -> Result<(), Failure> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for node in &self.nodes {
+            loop {
+                let info = node.cli(&["cluster", "info"]).await? + &node.cli(&["info", "replication"]).await?;
+                // A replica linked to its primary, or a primary with its replica.
+                let replicated = info.contains("master_link_status:up") || info.contains("connected_slaves:1");
+                if info.contains("cluster_state:ok") && replicated {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("the cluster did not settle: {info}").into());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+}
+
+impl Redis {
+    /// What `redis-cli` prints for `args` asked of this one.
+    async fn cli(&self, args: &[&str]) -> Result<String, Failure> {
+        let output = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().await?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 }
