@@ -2,14 +2,15 @@
 //! (OpenMetrics): connections, refusals by reason, messages and payload
 //! bytes each way, slow consumers, members lagging behind a room's buffer,
 //! rooms, and the latency of a broadcast from its publication to its
-//! queueing at each member.
+//! queueing at each member; with `--redis`, the link and each Redis node.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
 
 /// A label with one name and a fixed value.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,7 +51,7 @@ pub struct Metrics {
 }
 
 /// What the link to Redis reports: whether it is up, how often it went
-/// down, and the messages it could not recover (told as gaps).
+/// down, and the messages it could not recover (told as gaps); and each node.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterMetrics {
     /// 1 while the link is up.
@@ -59,6 +60,58 @@ pub struct ClusterMetrics {
     pub outages: Counter,
     /// Messages numbered in Redis that no longer were there to deliver.
     pub lost: Counter,
+    /// Each Redis node.
+    pub nodes: NodeMetrics,
+}
+
+/// A Redis node as its metrics are labelled: `node="host:port"`, and in a
+/// cluster `role="primary"` or `role="replica"`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct RedisNode {
+    /// Its address, `host:port`.
+    pub node: Arc<str>,
+    /// In a cluster, `primary` or `replica`; none for a single Redis.
+    pub role: Option<&'static str>,
+}
+
+impl EncodeLabelSet for RedisNode {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let node = ("node", &*self.node);
+        match self.role {
+            Some(role) => [node, ("role", role)].encode(encoder),
+            None => [node].encode(encoder),
+        }
+    }
+}
+
+/// What the watch over the Redis nodes reports, by node: whether each
+/// answers PING, how fast, and the commands this server sent it.
+#[derive(Debug, Clone)]
+pub struct NodeMetrics {
+    /// 1 while the node answered its last PING in time.
+    pub up: Family<RedisNode, Gauge>,
+    /// Seconds a PING took to be answered.
+    pub latency: Family<RedisNode, Histogram, fn() -> Histogram>,
+    /// Commands sent, counted to the node serving their key's slot.
+    pub commands: Family<RedisNode, Counter>,
+    /// Commands sent and not answered yet.
+    pub in_flight: Family<RedisNode, Gauge>,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        NodeMetrics {
+            up: Family::default(),
+            latency: Family::new_with_constructor(ping_latency),
+            commands: Family::default(),
+            in_flight: Family::default(),
+        }
+    }
+}
+
+/// A histogram of PING round trips: 50 µs to 5 s, each bucket about 3.16 times the last.
+fn ping_latency() -> Histogram {
+    Histogram::new(exponential_buckets(50e-6, 10f64.sqrt(), 11))
 }
 
 impl Default for Metrics {
@@ -115,6 +168,16 @@ impl Metrics {
             "Messages Redis no longer held to deliver: told as gaps",
             cluster.lost.clone(),
         );
+        let nodes = &cluster.nodes;
+        r.register("redis_node_up", "1 while the Redis node answered its last PING in time", nodes.up.clone());
+        r.register_with_unit(
+            "redis_node_latency",
+            "PING round trips to the Redis node",
+            Unit::Seconds,
+            nodes.latency.clone(),
+        );
+        r.register("redis_commands", "Commands sent, to the node serving their key's slot", nodes.commands.clone());
+        r.register("redis_commands_in_flight", "Commands sent and not answered yet", nodes.in_flight.clone());
         self
     }
 

@@ -9,7 +9,10 @@ use super::store::{BACKOFF, REQUEST_TIMEOUT};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Msg, Pipeline, PushInfo, PushKind, RedisFuture, RedisResult, Value};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Msg, Pipeline, PushInfo, PushKind, RedisFuture,
+    RedisResult, Value,
+};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
@@ -20,8 +23,12 @@ const CLUSTER_SCHEME: &str = "redis+cluster://";
 #[derive(Clone)]
 pub(super) enum Target {
     Single(redis::Client),
-    /// A Redis Cluster, reached through any of its nodes (RESP3, for sharded pub/sub).
-    Cluster(Box<ClusterClient>),
+    /// A Redis Cluster, reached through any of its nodes (RESP3, for sharded
+    /// pub/sub); the nodes its URL names, whose credentials are every node's.
+    Cluster {
+        client: Box<ClusterClient>,
+        named: Vec<ConnectionInfo>,
+    },
 }
 
 impl std::fmt::Debug for Target {
@@ -42,33 +49,52 @@ impl Target {
             "" => format!("redis://{node}/"),
             credentials => format!("redis://{credentials}@{node}/"),
         });
-        let client = ClusterClient::builder(urls.collect::<Vec<_>>())
+        let named = urls.map(|url| url.into_connection_info()).collect::<RedisResult<Vec<_>>>()?;
+        let client = ClusterClient::builder(named.clone())
             .use_protocol(redis::ProtocolVersion::RESP3)
             .connection_timeout(REQUEST_TIMEOUT)
             .response_timeout(REQUEST_TIMEOUT)
             .build()?;
-        Ok(Target::Cluster(Box::new(client)))
+        Ok(Target::Cluster { client: Box::new(client), named })
     }
 
     /// Whether channels are sharded: a Redis Cluster.
     pub(super) fn sharded(&self) -> bool {
-        matches!(self, Target::Cluster(_))
+        matches!(self, Target::Cluster { .. })
+    }
+
+    /// The addresses (`host:port`) of the nodes the URL names: the one
+    /// Redis, or the nodes a cluster is first reached through.
+    pub(super) fn named(&self) -> Vec<String> {
+        match self {
+            Target::Single(client) => vec![client.get_connection_info().addr().to_string()],
+            Target::Cluster { named, .. } => named.iter().map(|node| node.addr().to_string()).collect(),
+        }
+    }
+
+    /// A connection to the one node at `address` (`host:port`, as a cluster
+    /// names its nodes), with the URL's credentials, made in the background
+    /// and again whenever it is lost; for one Redis, a connection to it.
+    pub(super) fn node(&self, address: &str) -> RedisResult<ConnectionManager> {
+        let client = match self {
+            Target::Single(client) => client.clone(),
+            Target::Cluster { named, .. } => {
+                let (host, port) = address.rsplit_once(':').unwrap_or((address, ""));
+                let (Ok(port), Some(first)) = (port.parse(), named.first()) else {
+                    return Err((ErrorKind::InvalidClientConfig, "not a node's host:port", address.into()).into());
+                };
+                redis::Client::open(first.clone().set_addr(ConnectionAddr::Tcp(host.to_owned(), port)))?
+            }
+        };
+        manager(client)
     }
 
     /// The connection for commands, made in the background and again
     /// whenever it is lost.
     pub(super) fn commands(&self) -> RedisResult<Commands> {
         match self {
-            Target::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(REQUEST_TIMEOUT))
-                    .set_response_timeout(Some(REQUEST_TIMEOUT))
-                    .set_min_delay(BACKOFF.0)
-                    .set_max_delay(BACKOFF.1)
-                    .set_number_of_retries(1);
-                Ok(Commands::Single(ConnectionManager::new_lazy_with_config(client.clone(), config)?))
-            }
-            Target::Cluster(client) => {
+            Target::Single(client) => Ok(Commands::Single(manager(client.clone())?)),
+            Target::Cluster { client, .. } => {
                 let config = Self::cluster_config();
                 Ok(Commands::Cluster(client.get_pending_async_connection_with_config(config)))
             }
@@ -82,7 +108,7 @@ impl Target {
                 let (sink, stream) = client.get_async_pubsub().await?.split();
                 Ok(Feed::Single { sink, stream })
             }
-            Target::Cluster(client) => {
+            Target::Cluster { client, .. } => {
                 let (pushes, heard) = mpsc::unbounded_channel();
                 let config = Self::cluster_config().set_push_sender(pushes);
                 let connection = client.get_async_connection_with_config(config).await?;
@@ -94,6 +120,18 @@ impl Target {
     fn cluster_config() -> ClusterConfig {
         ClusterConfig::new().set_connection_timeout(REQUEST_TIMEOUT).set_response_timeout(REQUEST_TIMEOUT)
     }
+}
+
+/// A connection to one Redis (or one node), made in the background and again
+/// whenever it is lost.
+fn manager(client: redis::Client) -> RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REQUEST_TIMEOUT))
+        .set_response_timeout(Some(REQUEST_TIMEOUT))
+        .set_min_delay(BACKOFF.0)
+        .set_max_delay(BACKOFF.1)
+        .set_number_of_retries(1);
+    ConnectionManager::new_lazy_with_config(client, config)
 }
 
 /// A connection for commands to one Redis or to a cluster.

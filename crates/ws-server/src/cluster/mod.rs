@@ -17,10 +17,15 @@
 //! The server API's commands (admin.rs) go to every server on one channel;
 //! each server carries them out and publishes its report on the channel of
 //! the server that asked, which waits for as many as heard the command.
+//!
+//! A watch (watch.rs) looks at the Redis nodes every second: their metrics
+//! (up, PING round trips, the commands sent to each) and, in the log, the
+//! topology and its changes.
 
 mod link;
 mod store;
 mod subscriber;
+mod watch;
 
 use crate::admin::{Command, Local, Report};
 use crate::envelope::{self, Body, EnvelopeError};
@@ -37,6 +42,7 @@ pub use store::{PRESENCE_TTL, RETRY_WINDOW};
 use subscriber::{Control, Subscriber};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
+use watch::{Nodes, Watch};
 
 /// This server's link to the cluster.
 #[derive(Debug)]
@@ -49,6 +55,8 @@ pub struct Cluster {
     /// The commands of this server waiting for reports.
     waiting: Arc<Waiting>,
     next_command: AtomicU64,
+    /// The nodes as the watch last saw them, to count the commands sent to each.
+    nodes: Nodes,
 }
 
 /// When a message is acked: once its primary has it (`replicas` 0), or
@@ -103,9 +111,10 @@ impl Cluster {
         let target = Target::open(url)?;
         let (redis, scripts) = (target.commands()?, Scripts::new(target.sharded()));
         let (hub, waiting) = (local.hub.clone(), Arc::new(Waiting::default()));
+        let nodes = Watch::start(target.clone(), metrics.nodes.clone());
         let control = Subscriber::start(local, waiting.clone(), target, redis.clone(), metrics);
         let next_command = AtomicU64::new(1);
-        Ok(Arc::new(Cluster { hub, redis, scripts, durable, control, waiting, next_command }))
+        Ok(Arc::new(Cluster { hub, redis, scripts, durable, control, waiting, next_command, nodes }))
     }
 
     /// Publishes `body` from `sender` to `room` across the cluster, kept in
@@ -138,10 +147,10 @@ impl Cluster {
         let numbered = async {
             // EVALSHA alone, one round trip: a connection's messages, sent on
             // before the first is answered, are numbered in the order they were sent.
-            match self.number(call("EVALSHA", self.scripts.publish.get_hash())).await {
+            match self.number(room, call("EVALSHA", self.scripts.publish.get_hash())).await {
                 // A node started anew, or promoted, since the link loaded the script.
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    self.number(call("EVAL", &self.scripts.publish_source)).await
+                    self.number(room, call("EVAL", &self.scripts.publish_source)).await
                 }
                 numbered => numbered,
             }
@@ -151,6 +160,7 @@ impl Cluster {
         self.hub.numbered(room, seq);
         if durable {
             let (mut redis, json) = (self.redis.clone(), format!("{seq}\n{head}{seq}{tail}"));
+            let _sent = self.nodes.send(&channel(room), 1);
             let published = self.redis.publish_command(&channel(room), json);
             let published = published.query_async::<usize>(&mut redis);
             timeout(REQUEST_TIMEOUT, published).await.map_err(unavailable)?.map_err(unavailable)?;
@@ -158,11 +168,12 @@ impl Cluster {
         Ok(seq)
     }
 
-    /// Runs the publishing script `call`: its seq; with durable acks,
-    /// followed by a `WAIT` on the same primary, and an error if too few
-    /// replicas took the message in time.
-    async fn number(&self, call: Cmd) -> RedisResult<u64> {
+    /// Runs the publishing script `call` for `room`: its seq; with durable
+    /// acks, followed by a `WAIT` on the same primary, and an error if too
+    /// few replicas took the message in time.
+    async fn number(&self, room: &str, call: Cmd) -> RedisResult<u64> {
         let Durable { replicas, timeout } = self.durable;
+        let _sent = self.nodes.send(&seq_key(room), if replicas == 0 { 1 } else { 2 });
         if replicas == 0 {
             return call.query_async(&mut self.redis.clone()).await;
         }
@@ -209,6 +220,7 @@ impl Cluster {
     pub async fn replay(&self, room: &str, since: u64, latest: u64, history: History) -> Result<Replay, EnvelopeError> {
         let renumbered = since > latest;
         let after = if renumbered { 0 } else { since };
+        let _sent = (latest > after).then(|| self.nodes.send(&history_key(room), 1));
         let entries = timeout(REQUEST_TIMEOUT, store::history(&mut self.redis.clone(), room, after, latest)).await;
         let mut entries = entries.map_err(unavailable)?.map_err(unavailable)?;
         if let Some(age) = history.max_age {
@@ -224,7 +236,9 @@ impl Cluster {
 
     /// The messages of `room` after `since` that Redis holds, up to its latest.
     pub async fn history(&self, room: &str, since: u64, history: History) -> Result<Replay, EnvelopeError> {
+        let in_flight = self.nodes.send(&seq_key(room), 1);
         let latest = timeout(REQUEST_TIMEOUT, self.redis.clone().get::<_, Option<u64>>(seq_key(room))).await;
+        drop(in_flight);
         let latest = latest.map_err(unavailable)?.map_err(unavailable)?.unwrap_or(0);
         self.replay(room, since, latest, history).await
     }
@@ -239,7 +253,7 @@ impl Cluster {
 
     /// Who is in `room` on every server: how many, and up to `max` names, in order.
     pub async fn presence(&self, room: &str, max: usize) -> Result<(usize, Vec<Arc<str>>), EnvelopeError> {
-        let mut redis = self.redis.clone();
+        let (mut redis, _sent) = (self.redis.clone(), self.nodes.send(&presence_key(room), 1));
         let mut invocation = self.scripts.present.prepare_invoke();
         let present = invocation.key(presence_key(room)).invoke_async(&mut redis);
         let entries: Vec<String> =
@@ -261,12 +275,14 @@ impl Cluster {
         let asked = Asked { to: reports_channel(self.hub.instance()), number, command };
         let sent = async {
             let payload = serde_json::to_string(&asked).map_err(unavailable)?;
+            let in_flight = self.nodes.send(ADMIN_CHANNEL, 1);
             let heard: usize = self
                 .redis
                 .publish_command(ADMIN_CHANNEL, payload)
                 .query_async(&mut self.redis.clone())
                 .await
                 .map_err(unavailable)?;
+            drop(in_flight);
             let mut all = Vec::with_capacity(heard);
             while all.len() < heard {
                 all.extend(reports.recv().await);
