@@ -698,10 +698,6 @@ async fn acked(client: &mut Client, room: &str, id: &str, content: &str) -> u64 
 /// With durable acks, a message is delivered to members only once a
 /// replica holds it, also when a server links again and catches a room up
 /// from its stream, where the message was numbered before it was refused.
-///
-/// FAILS (server bug, reported): the catch-up after a new link
-/// (`Subscriber::subscribe_again` -> `fill`) delivers everything up to the
-/// room's seq in Redis, refused messages no replica holds included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_durable_acks_a_message_no_replica_holds_reaches_no_member_when_the_servers_link_again() {
     logs();

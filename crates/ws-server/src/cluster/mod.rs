@@ -103,6 +103,13 @@ struct Answered {
     report: Report,
 }
 
+impl Durable {
+    /// Waits for the replicas to hold what this connection wrote so far.
+    fn wait(&self) -> Cmd {
+        redis::cmd("WAIT").arg(self.replicas).arg(self.timeout.as_millis() as u64).to_owned()
+    }
+}
+
 impl Cluster {
     /// Links `hub` to the Redis (or Redis Cluster) at `url`. The link is
     /// made in the background, and made again whenever it is lost; until
@@ -112,7 +119,7 @@ impl Cluster {
         let (redis, scripts) = (target.commands()?, Scripts::new(target.sharded()));
         let (hub, waiting) = (local.hub.clone(), Arc::new(Waiting::default()));
         let nodes = Watch::start(target.clone(), metrics.nodes.clone());
-        let control = Subscriber::start(local, waiting.clone(), target, redis.clone(), metrics);
+        let control = Subscriber::start(local, waiting.clone(), (target, durable), redis.clone(), metrics);
         let next_command = AtomicU64::new(1);
         Ok(Arc::new(Cluster { hub, redis, scripts, durable, control, waiting, next_command, nodes }))
     }
@@ -172,12 +179,12 @@ impl Cluster {
     /// acks, followed by a `WAIT` on the same primary, and an error if too
     /// few replicas took the message in time.
     async fn number(&self, room: &str, call: Cmd) -> RedisResult<u64> {
-        let Durable { replicas, timeout } = self.durable;
+        let replicas = self.durable.replicas;
         let _sent = self.nodes.send(&seq_key(room), if replicas == 0 { 1 } else { 2 });
         if replicas == 0 {
             return call.query_async(&mut self.redis.clone()).await;
         }
-        let wait = redis::cmd("WAIT").arg(replicas).arg(timeout.as_millis() as u64).to_owned();
+        let wait = self.durable.wait();
         let (seq, held): (u64, u32) =
             redis::pipe().add_command(call).add_command(wait).query_async(&mut self.redis.clone()).await?;
         if held < replicas {

@@ -4,10 +4,10 @@
 
 use super::link::{Commands, Feed, Heard, Target};
 use super::store::*;
-use super::{Answered, Asked, Waiting};
+use super::{Answered, Asked, Durable, Waiting};
 use crate::admin::{Command, Local};
 use crate::envelope::{EnvelopeError, Outgoing};
-use crate::hub::{Hub, RoomsFull, Subscription};
+use crate::hub::{Hub, Subscription};
 use crate::metrics::ClusterMetrics;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::{StreamExt, TryStreamExt};
@@ -40,6 +40,9 @@ pub(super) struct Subscriber {
     /// This server's commands waiting for reports.
     waiting: Arc<Waiting>,
     target: Target,
+    /// When messages are acked: with replicas, a room catches up only to
+    /// what they hold.
+    durable: Durable,
     redis: Commands,
     scripts: Scripts,
     /// The rooms subscribed to: those with members here.
@@ -60,7 +63,7 @@ impl Subscriber {
     pub(super) fn start(
         local: Local,
         waiting: Arc<Waiting>,
-        target: Target,
+        (target, durable): (Target, Durable),
         redis: Commands,
         metrics: ClusterMetrics,
     ) -> mpsc::UnboundedSender<Control> {
@@ -71,6 +74,7 @@ impl Subscriber {
             waiting,
             scripts: Scripts::new(target.sharded()),
             target,
+            durable,
             redis,
             rooms: HashSet::new(),
             announcing: HashSet::new(),
@@ -202,8 +206,14 @@ impl Subscriber {
     /// while it was not.
     async fn subscribe_again(&mut self, room: &str, feed: &mut Feed) -> RedisResult<()> {
         feed.subscribe(&channel(room)).await?;
-        let latest = self.floor(room, self.hub.floor(room)).await?;
-        self.fill(room, self.hub.latest(room).unwrap_or(0), latest).await
+        match self.floor(room, self.hub.floor(room)).await? {
+            Some(latest) => self.fill(room, self.hub.latest(room).unwrap_or(0), latest).await,
+            None => {
+                // What they hold comes with the room's next message.
+                warn!(room, "redis: the room's replicas do not hold its latest messages; not caught up");
+                Ok(())
+            }
+        }
     }
 
     /// Redis ended the subscription to `channel` (its slot moved to another
@@ -276,7 +286,7 @@ impl Subscriber {
         for Joined { room, member, announce, reply, joined } in joins.answers {
             let answer = match (&written, joined) {
                 (Ok(()), Ok(subscription)) => Ok(subscription),
-                (_, Err(full)) => Err(full.into()),
+                (_, Err(refused)) => Err(refused),
                 (Err(e), Ok(subscription)) => {
                     drop(subscription);
                     self.hub.leave(&room, &member, false);
@@ -320,17 +330,21 @@ impl Subscriber {
         announce: bool,
         feed: &mut Feed,
         writes: &mut Writes,
-    ) -> RedisResult<Result<Subscription, RoomsFull>> {
+    ) -> RedisResult<Result<Subscription, EnvelopeError>> {
         if !self.rooms.contains(room) {
             feed.subscribe(&channel(room)).await?;
-            let latest = self.floor(room, self.hub.floor(room)).await?;
-            if let Err(full) = self.hub.sync(room, latest) {
+            let synced = match self.floor(room, self.hub.floor(room)).await? {
+                Some(latest) => self.hub.sync(room, latest).map_err(EnvelopeError::from),
+                None => Err(unavailable("the room's replicas do not hold its latest messages")),
+            };
+            if let Err(refused) = synced {
                 feed.unsubscribe(&channel(room)).await?;
-                return Ok(Err(full));
+                return Ok(Err(refused));
             }
             self.rooms.insert(Arc::from(room));
         }
         let joined = self.hub.join(room, member, None, false).map(|(subscription, _)| subscription);
+        let joined = joined.map_err(EnvelopeError::from);
         if let Ok(subscription) = &joined {
             let room: Arc<str> = Arc::from(room);
             writes.touch(&room, member, self.hub.instance());
@@ -402,9 +416,17 @@ impl Subscriber {
         self.write(writes).await
     }
 
-    /// The seq of `room` in Redis, raised to `known` first if Redis lost it.
-    async fn floor(&mut self, room: &str, known: u64) -> RedisResult<u64> {
-        self.scripts.floor.key(seq_key(room)).arg(known).invoke_async(&mut self.redis).await
+    /// The seq of `room` in Redis, raised to `known` first if Redis lost
+    /// it; with durable acks, `None` unless the replicas hold every message
+    /// up to it (a message they do not hold may be refused, or lost).
+    async fn floor(&mut self, room: &str, known: u64) -> RedisResult<Option<u64>> {
+        let floor = redis::cmd("EVAL").arg(self.scripts.floor).arg(1).arg(seq_key(room)).arg(known).to_owned();
+        if self.durable.replicas == 0 {
+            return floor.query_async(&mut self.redis).await.map(Some);
+        }
+        let both = redis::pipe().add_command(floor).add_command(self.durable.wait()).to_owned();
+        let (latest, held): (u64, u32) = both.query_async(&mut self.redis).await?;
+        Ok((held >= self.durable.replicas).then_some(latest))
     }
 
     /// One message from a channel: a command of the server API or a report
@@ -522,7 +544,7 @@ struct Joined {
     member: Arc<str>,
     announce: bool,
     reply: oneshot::Sender<Result<Subscription, EnvelopeError>>,
-    joined: Result<Subscription, RoomsFull>,
+    joined: Result<Subscription, EnvelopeError>,
 }
 
 /// What the task does next.
