@@ -60,8 +60,11 @@ async fn main() -> Result<(), Failure> {
     report("two servers through Redis", &report_two);
     drop((first, second, redis));
 
-    let cluster = RedisCluster::start().await?;
-    let url = cluster.url();
+    let cluster = match std::env::var("CLUSTER_LOAD_CLUSTER") {
+        Ok(url) => Err(url),
+        Err(_) => Ok(RedisCluster::start().await?),
+    };
+    let url = cluster.as_ref().map_or_else(|url| url.clone(), RedisCluster::url);
     for (setup, durable) in
         [("two servers, Redis Cluster", &[][..]), ("... acks after 1 replica", &["--redis-ack-replicas", "1"])]
     {

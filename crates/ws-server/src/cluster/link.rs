@@ -41,7 +41,7 @@ impl Target {
     /// The Redis of `url`: a cluster for `redis+cluster://[user:password@]h1:p1,h2:p2`.
     pub(super) fn open(url: &str) -> RedisResult<Target> {
         let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) else {
-            return Ok(Target::Single(redis::Client::open(url)?));
+            return Ok(Target::Single(redis::Client::open(url.into_connection_info()?.set_tcp_settings(tcp()))?));
         };
         let nodes = nodes.trim_end_matches('/');
         let (credentials, nodes) = nodes.rsplit_once('@').map_or(("", nodes), |(c, n)| (c, n));
@@ -49,9 +49,11 @@ impl Target {
             "" => format!("redis://{node}/"),
             credentials => format!("redis://{credentials}@{node}/"),
         });
-        let named = urls.map(|url| url.into_connection_info()).collect::<RedisResult<Vec<_>>>()?;
+        let named = urls.map(|url| Ok(url.into_connection_info()?.set_tcp_settings(tcp())));
+        let named = named.collect::<RedisResult<Vec<_>>>()?;
         let client = ClusterClient::builder(named.clone())
             .use_protocol(redis::ProtocolVersion::RESP3)
+            .tcp_settings(tcp())
             .connection_timeout(REQUEST_TIMEOUT)
             .response_timeout(REQUEST_TIMEOUT)
             .build()?;
@@ -124,6 +126,13 @@ impl Target {
 
 /// A connection to one Redis (or one node), made in the background and again
 /// whenever it is lost.
+/// Every request is sent at once (no Nagle delay): a request written while
+/// the one before waits in a `WAIT` would otherwise be held for the
+/// peer's delayed ACK, tens of milliseconds.
+fn tcp() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
 fn manager(client: redis::Client) -> RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(REQUEST_TIMEOUT))

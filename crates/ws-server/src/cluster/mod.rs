@@ -119,7 +119,9 @@ impl Cluster {
         let (redis, scripts) = (target.commands()?, Scripts::new(target.sharded()));
         let (hub, waiting) = (local.hub.clone(), Arc::new(Waiting::default()));
         let nodes = Watch::start(target.clone(), metrics.nodes.clone());
-        let control = Subscriber::start(local, waiting.clone(), (target, durable), redis.clone(), metrics);
+        // A connection of its own: its reads do not queue behind the `WAIT`s of durable acks.
+        let subscriber = target.commands()?;
+        let control = Subscriber::start(local, waiting.clone(), (target, durable), subscriber, metrics);
         let next_command = AtomicU64::new(1);
         Ok(Arc::new(Cluster { hub, redis, scripts, durable, control, waiting, next_command, nodes }))
     }
@@ -149,6 +151,7 @@ impl Cluster {
             call.arg(&head).arg(&tail).arg(history.len).arg(window);
             call.arg(if durable { String::new() } else { channel(room) });
             call.arg(self.hub.floor(room)).arg(history.max_age.map_or(0, |age| age.as_millis() as u64));
+            call.arg(if durable { DELIVERY_GRACE.as_millis() as u64 } else { 0 });
             call
         };
         let numbered = async {
@@ -235,6 +238,8 @@ impl Cluster {
             let oldest = envelope::now_millis().saturating_sub(age.as_millis() as u64);
             entries.retain(|entry| entry.time >= oldest);
         }
+        // With durable acks, the stream keeps more for a while (`DELIVERY_GRACE`).
+        entries.drain(..entries.len().saturating_sub(history.len));
         let complete = !renumbered && entries.first().map_or(after == latest, |entry| entry.seq == after + 1);
         let deliveries =
             entries.into_iter().map(|entry| Arc::new(self.hub.delivery(entry.seq, entry.json, 1))).collect();

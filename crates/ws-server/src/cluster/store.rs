@@ -21,9 +21,13 @@ pub(super) const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Du
 /// ARGV: envelope head and tail, history length, retry window (s, 0: none),
 /// channel ('' to publish nothing), floor (the highest seq this server
 /// knows: a Redis that lost its data does not number from 1 again), history
-/// age limit (ms, 0: none). Each history entry holds the envelope `m` and
-/// Redis's time `t` in ms. A retry writes too (the retry key's expiry), so
-/// that a `WAIT` after it waits for the replicas to hold the first try.
+/// age limit (ms, 0: none), grace (ms, 0: none; with durable acks, how long
+/// an entry is kept past the history's length: a message reaches the
+/// channel only after its `WAIT`, out of seq order, and the servers fill
+/// the seqs before it from the stream). Each history entry holds the
+/// envelope `m` and Redis's time `t` in ms. A retry writes too (the retry
+/// key's expiry), so that a `WAIT` after it waits for the replicas to hold
+/// the first try.
 const PUBLISH: &str = r"
 if ARGV[4] ~= '0' then
   local earlier = redis.call('GET', KEYS[3])
@@ -35,23 +39,37 @@ end
 local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[6])) + 1
 redis.call('SET', KEYS[1], seq)
 local json = ARGV[1] .. seq .. ARGV[2]
-if ARGV[3] ~= '0' then
+local len, grace = tonumber(ARGV[3]), tonumber(ARGV[8])
+local function drop_older(entries, age, now)
+  for _, entry in ipairs(entries) do
+    if tonumber(entry[2][4]) >= now - age then break end
+    redis.call('XDEL', KEYS[2], entry[1])
+  end
+end
+if len > 0 or grace > 0 then
   local t = redis.call('TIME')
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 'm', json, 't', now)
+  if grace == 0 then
+    redis.call('XADD', KEYS[2], 'MAXLEN', len, seq .. '-0', 'm', json, 't', now)
+  else
+    redis.call('XADD', KEYS[2], seq .. '-0', 'm', json, 't', now)
+    local excess = redis.call('XLEN', KEYS[2]) - len
+    if excess > 0 then drop_older(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess), grace, now) end
+  end
   if ARGV[7] ~= '0' then
-    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 100)
-    for _, entry in ipairs(oldest) do
-      if tonumber(entry[2][4]) >= now - tonumber(ARGV[7]) then break end
-      redis.call('XDEL', KEYS[2], entry[1])
-    end
-    redis.call('PEXPIRE', KEYS[2], ARGV[7])
+    drop_older(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 100), math.max(tonumber(ARGV[7]), grace), now)
+    redis.call('PEXPIRE', KEYS[2], math.max(tonumber(ARGV[7]), grace))
   end
 end
 if ARGV[4] ~= '0' then redis.call('SET', KEYS[3], seq, 'EX', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], seq .. '\n' .. json) end
 return seq
 ";
+
+/// With durable acks, how long a room's stream keeps a message past its
+/// history's length: longer than a message can wait between its numbering
+/// and its publication on the channel (its `WAIT`, bounded by a request's time).
+pub(super) const DELIVERY_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a presence entry lives unless its server renews it, which it
 /// does every third of this: the members of a server that dies drop out.
