@@ -248,10 +248,13 @@ impl RedisCluster {
     async fn start() -> Result<RedisCluster, Failure> {
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            let config = std::env::temp_dir().join(format!("cluster-load-{}-{}.conf", std::process::id(), nodes.len()));
-            let _ = std::fs::remove_file(&config);
-            let config = config.to_str().ok_or("a temporary path that is not UTF-8")?.to_owned();
-            nodes.push(Redis::start_with(&["--cluster-enabled", "yes", "--cluster-config-file", &config]).await?);
+            // A directory of its own: a replica's first sync writes dump.rdb there.
+            let dir = std::env::temp_dir().join(format!("cluster-load-{}-{}", std::process::id(), nodes.len()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            let dir = dir.to_str().ok_or("a temporary path that is not UTF-8")?.to_owned();
+            let flags = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", &dir];
+            nodes.push(Redis::start_with(&flags).await?);
         }
         let cluster = RedisCluster { nodes };
         let addresses: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
