@@ -22,6 +22,7 @@
 //! (up, PING round trips, the commands sent to each) and, in the log, the
 //! topology and its changes.
 
+mod commit;
 mod link;
 mod store;
 mod subscriber;
@@ -31,6 +32,7 @@ use crate::admin::{Command, Local, Report};
 use crate::envelope::{self, Body, EnvelopeError};
 use crate::hub::{History, Hub, Replay, Subscription};
 use crate::metrics::ClusterMetrics;
+use commit::{Commits, Message};
 use link::{Commands, Target};
 use redis::{AsyncCommands, Cmd, ErrorKind, RedisResult, ServerErrorKind};
 use std::collections::HashMap;
@@ -51,6 +53,8 @@ pub struct Cluster {
     redis: Commands,
     scripts: Scripts,
     durable: Durable,
+    /// The messages waiting for their replicas, with durable acks.
+    commits: Arc<Commits>,
     control: mpsc::UnboundedSender<Control>,
     /// The commands of this server waiting for reports.
     waiting: Arc<Waiting>,
@@ -123,7 +127,8 @@ impl Cluster {
         let subscriber = target.commands()?;
         let control = Subscriber::start(local, waiting.clone(), (target, durable), subscriber, metrics);
         let next_command = AtomicU64::new(1);
-        Ok(Arc::new(Cluster { hub, redis, scripts, durable, control, waiting, next_command, nodes }))
+        let commits = Commits::new(redis.clone(), durable, scripts.publish_source.clone(), nodes.clone());
+        Ok(Arc::new(Cluster { hub, redis, scripts, durable, commits, control, waiting, next_command, nodes }))
     }
 
     /// Publishes `body` from `sender` to `room` across the cluster, kept in
@@ -154,6 +159,9 @@ impl Cluster {
             call.arg(if durable { DELIVERY_GRACE.as_millis() as u64 } else { 0 });
             call
         };
+        if durable {
+            return self.publish_durable(room, call("EVALSHA", self.scripts.publish.get_hash()), (head, tail)).await;
+        }
         let numbered = async {
             // EVALSHA alone, one round trip: a connection's messages, sent on
             // before the first is answered, are numbered in the order they were sent.
@@ -168,34 +176,23 @@ impl Cluster {
         let seq = timeout(REQUEST_TIMEOUT, numbered).await.map_err(unavailable)?.map_err(unavailable)?;
         // Known before it is delivered here: a Redis that lost its data numbers on from it.
         self.hub.numbered(room, seq);
-        if durable {
-            let (mut redis, json) = (self.redis.clone(), format!("{seq}\n{head}{seq}{tail}"));
-            let _sent = self.nodes.send(&channel(room), 1);
-            let published = self.redis.publish_command(&channel(room), json);
-            let published = published.query_async::<usize>(&mut redis);
-            timeout(REQUEST_TIMEOUT, published).await.map_err(unavailable)?.map_err(unavailable)?;
-        }
         Ok(seq)
     }
 
-    /// Runs the publishing script `call` for `room`: its seq; with durable
-    /// acks, followed by a `WAIT` on the same primary, and an error if too
-    /// few replicas took the message in time.
+    /// Runs the publishing script `call` for `room`: its seq.
     async fn number(&self, room: &str, call: Cmd) -> RedisResult<u64> {
-        let replicas = self.durable.replicas;
-        let _sent = self.nodes.send(&seq_key(room), if replicas == 0 { 1 } else { 2 });
-        if replicas == 0 {
-            return call.query_async(&mut self.redis.clone()).await;
-        }
-        let wait = self.durable.wait();
-        let (seq, held): (u64, u32) =
-            redis::pipe().add_command(call).add_command(wait).query_async(&mut self.redis.clone()).await?;
-        if held < replicas {
-            let why = format!(
-                "{held} of the {replicas} replicas asked for took the message in time (it may still be delivered: a retry with its id tells)"
-            );
-            return Err(redis::RedisError::from((ErrorKind::Io, "too few replicas", why)));
-        }
+        let _sent = self.nodes.send(&seq_key(room), 1);
+        call.query_async(&mut self.redis.clone()).await
+    }
+
+    /// Publishes a message with durable acks: numbered with the room's
+    /// next group, whose replicas are waited for together (commit.rs).
+    async fn publish_durable(&self, room: &str, call: Cmd, around_seq: (String, String)) -> Result<u64, EnvelopeError> {
+        let (numbered, seq) = oneshot::channel();
+        self.commits.publish(room, Message { call, around_seq, numbered });
+        let seq = timeout(REQUEST_TIMEOUT, seq).await.map_err(unavailable)?.map_err(unavailable)?;
+        let seq = seq.map_err(unavailable)?;
+        self.hub.numbered(room, seq);
         Ok(seq)
     }
 

@@ -40,10 +40,13 @@ local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[
 redis.call('SET', KEYS[1], seq)
 local json = ARGV[1] .. seq .. ARGV[2]
 local len, grace = tonumber(ARGV[3]), tonumber(ARGV[8])
-local function drop_older(entries, age, now)
-  for _, entry in ipairs(entries) do
-    if tonumber(entry[2][4]) >= now - age then break end
-    redis.call('XDEL', KEYS[2], entry[1])
+-- Drops the oldest entries older than age ms, at most `most` of them, one
+-- read each: every message may drop several, so the old ones never pile up.
+local function drop_older(age, now, most)
+  for _ = 1, most do
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    if not oldest or tonumber(oldest[2][4]) >= now - age then return end
+    redis.call('XDEL', KEYS[2], oldest[1])
   end
 end
 if len > 0 or grace > 0 then
@@ -54,10 +57,10 @@ if len > 0 or grace > 0 then
   else
     redis.call('XADD', KEYS[2], seq .. '-0', 'm', json, 't', now)
     local excess = redis.call('XLEN', KEYS[2]) - len
-    if excess > 0 then drop_older(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess), grace, now) end
+    if excess > 0 then drop_older(grace, now, math.min(excess, 8)) end
   end
   if ARGV[7] ~= '0' then
-    drop_older(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 100), math.max(tonumber(ARGV[7]), grace), now)
+    drop_older(math.max(tonumber(ARGV[7]), grace), now, 8)
     redis.call('PEXPIRE', KEYS[2], math.max(tonumber(ARGV[7]), grace))
   end
 end
