@@ -10,9 +10,9 @@
 
 use super::Durable;
 use super::link::Commands;
-use super::store::{channel, seq_key};
+use super::store::{by_eval, channel, no_script, seq_key};
 use super::watch::Nodes;
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
@@ -142,20 +142,4 @@ impl Commits {
         let _sent = self.nodes.send(&channel(room), held.len() as u32);
         pipe.query_async::<Vec<Value>>(&mut self.redis.clone()).await.map(drop)
     }
-}
-
-fn no_script(e: &RedisError) -> bool {
-    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
-}
-
-/// `call`, an EVALSHA, as the EVAL of the script's `source`.
-fn by_eval(call: &Cmd, source: &str) -> Cmd {
-    let mut eval = redis::cmd("EVAL");
-    eval.arg(source);
-    for arg in call.args_iter().skip(2) {
-        if let redis::Arg::Simple(bytes) = arg {
-            eval.arg(bytes);
-        }
-    }
-    eval
 }

@@ -34,7 +34,7 @@ use crate::hub::{History, Hub, Replay, Subscription};
 use crate::metrics::ClusterMetrics;
 use commit::{Commits, Message};
 use link::{Commands, Target};
-use redis::{AsyncCommands, Cmd, ErrorKind, RedisResult, ServerErrorKind};
+use redis::{AsyncCommands, Cmd, RedisResult};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -149,27 +149,21 @@ impl Cluster {
         let retry_key = client_id.map(|(origin, id)| format!("ws:{{{room}}}:retry:{origin}\n{id}"));
         let window = if retry_key.is_some() { RETRY_WINDOW.as_secs() } else { 0 };
         let durable = self.durable.replicas > 0;
-        let call = |command: &str, script: &str| {
-            let mut call = redis::cmd(command);
-            call.arg(script).arg(3);
-            call.arg(seq_key(room)).arg(history_key(room)).arg(retry_key.clone().unwrap_or_else(|| seq_key(room)));
-            call.arg(&head).arg(&tail).arg(history.len).arg(window);
-            call.arg(if durable { String::new() } else { channel(room) });
-            call.arg(self.hub.floor(room)).arg(history.max_age.map_or(0, |age| age.as_millis() as u64));
-            call.arg(if durable { DELIVERY_GRACE.as_millis() as u64 } else { 0 });
-            call
-        };
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(self.scripts.publish.get_hash()).arg(3);
+        call.arg(seq_key(room)).arg(history_key(room)).arg(retry_key.unwrap_or_else(|| seq_key(room)));
+        call.arg(&head).arg(&tail).arg(history.len).arg(window);
+        call.arg(if durable { String::new() } else { channel(room) });
+        call.arg(self.hub.floor(room)).arg(history.max_age.map_or(0, |age| age.as_millis() as u64));
+        call.arg(if durable { DELIVERY_GRACE.as_millis() as u64 } else { 0 });
         if durable {
-            return self.publish_durable(room, call("EVALSHA", self.scripts.publish.get_hash()), (head, tail)).await;
+            return self.publish_durable(room, call, (head, tail)).await;
         }
         let numbered = async {
             // EVALSHA alone, one round trip: a connection's messages, sent on
             // before the first is answered, are numbered in the order they were sent.
-            match self.number(room, call("EVALSHA", self.scripts.publish.get_hash())).await {
-                // A node started anew, or promoted, since the link loaded the script.
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    self.number(room, call("EVAL", &self.scripts.publish_source)).await
-                }
+            match self.number(room, &call).await {
+                Err(e) if no_script(&e) => self.number(room, &by_eval(&call, &self.scripts.publish_source)).await,
                 numbered => numbered,
             }
         };
@@ -180,7 +174,7 @@ impl Cluster {
     }
 
     /// Runs the publishing script `call` for `room`: its seq.
-    async fn number(&self, room: &str, call: Cmd) -> RedisResult<u64> {
+    async fn number(&self, room: &str, call: &Cmd) -> RedisResult<u64> {
         let _sent = self.nodes.send(&seq_key(room), 1);
         call.query_async(&mut self.redis.clone()).await
     }

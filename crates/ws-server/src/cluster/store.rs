@@ -4,7 +4,7 @@
 
 use super::link::Commands;
 use crate::envelope::EnvelopeError;
-use redis::{RedisResult, Script};
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 use std::time::Duration;
 
 /// How long a message id is remembered, so that a retry is not published twice.
@@ -130,6 +130,24 @@ impl Scripts {
             floor: FLOOR,
         }
     }
+}
+
+/// Whether `e` says the node does not have the script (started anew, or
+/// promoted, since the link loaded it).
+pub(super) fn no_script(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// `call`, an EVALSHA, as the EVAL of the script's `source`, which loads it.
+pub(super) fn by_eval(call: &Cmd, source: &str) -> Cmd {
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(source);
+    for arg in call.args_iter().skip(2) {
+        if let redis::Arg::Simple(bytes) = arg {
+            eval.arg(bytes);
+        }
+    }
+    eval
 }
 
 pub(super) fn seq_key(room: &str) -> String {
