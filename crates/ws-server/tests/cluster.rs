@@ -371,6 +371,35 @@ async fn a_jump_in_the_seqs_is_filled_from_the_history_or_told_as_a_gap() {
     assert_eq!(metric(member_server, "ws_redis_lost_messages_total").await, 1.0);
 }
 
+/// Redis loses the last writes of a room (as a replica promoted before it
+/// had them): a server that had heard of them numbers on 10,000 past what
+/// it knows, since others may have acked more than it heard of, and no seq
+/// is given to two messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seqs_redis_lost_are_skipped_past_and_never_given_twice() {
+    let Some(redis) = Redis::start().await else { return };
+    let servers = [server(&redis, &[]).await, server(&redis, &[]).await];
+    let (mut here, _) = Client::connect(servers[0]).await;
+    let (mut there, _) = Client::connect(servers[1]).await;
+    let mut publisher = Client::connect(servers[0]).await.0;
+    for (n, content) in ["one", "two", "three"].into_iter().enumerate() {
+        assert_eq!(publisher.publish(&format!("p{n}"), content).await, Ok(n as u64 + 1));
+    }
+    let (mut seen_here, mut seen_there) = (Seen::default(), Seen::default());
+    seen_here.read_until(&mut here, 3).await;
+    seen_there.read_until(&mut there, 3).await;
+    // Redis now holds the room as it was after seq 1.
+    redis.command(&["SET", "ws:{general}:seq", "1"]).await;
+    redis.command(&["XDEL", "ws:{general}:history", "2-0", "3-0"]).await;
+    let mut late = Client::connect(servers[1]).await.0;
+    assert_eq!(late.publish("after", "after the loss").await, Ok(10_004), "numbered past seq 3 and the skip");
+    for (seen, member) in [(&mut seen_here, &mut here), (&mut seen_there, &mut there)] {
+        seen.read_until(member, 10_004).await;
+        assert_eq!(seen.gaps, [(4, 10_003)], "the skipped seqs are told as a gap");
+        assert_eq!(seen.contents.get(&10_004), Some(&("after the loss".to_owned(), 1)));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_publishes_without_pause_still_gets_the_rooms_messages() {
     let Some(redis) = Redis::start().await else { return };

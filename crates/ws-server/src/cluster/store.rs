@@ -16,11 +16,31 @@ pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first and the longest wait between attempts to reach Redis again.
 pub(super) const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
+/// The Lua function `next_after(key, known)`: the seq a room's next message
+/// follows, given its seq key and the highest seq this server knows. When
+/// Redis holds less than that, it lost messages it had numbered (a restart
+/// without its data, a failover before the replica had the last writes),
+/// and other servers may have acked more of them than this one has heard
+/// of yet: the numbering skips 10,000 seqs past `known`, so that no seq is
+/// given to two messages. Members are told the skipped seqs as a `gap`.
+macro_rules! next_after {
+    () => {
+        r"
+local function next_after(key, known)
+  local held, floor = tonumber(redis.call('GET', key) or '0'), tonumber(known)
+  if floor > held then return floor + 10000 end
+  return held
+end
+"
+    };
+}
+
 /// Numbers, appends and publishes one message; a retry gets its first seq.
 /// KEYS: seq, history stream, retry key (the seq key when there is none).
 /// ARGV: envelope head and tail, history length, retry window (s, 0: none),
 /// channel ('' to publish nothing), floor (the highest seq this server
-/// knows: a Redis that lost its data does not number from 1 again), history
+/// knows: a Redis that lost its data does not number from 1 again, and
+/// skips seqs past it: `next_after!`), history
 /// age limit (ms, 0: none), grace (ms, 0: none; with durable acks, how long
 /// an entry is kept past the history's length: a message reaches the
 /// channel only after its `WAIT`, out of seq order, and the servers fill
@@ -28,7 +48,9 @@ pub(super) const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Du
 /// envelope `m` and Redis's time `t` in ms. A retry writes too (the retry
 /// key's expiry), so that a `WAIT` after it waits for the replicas to hold
 /// the first try.
-const PUBLISH: &str = r"
+const PUBLISH: &str = concat!(
+    next_after!(),
+    r"
 if ARGV[4] ~= '0' then
   local earlier = redis.call('GET', KEYS[3])
   if earlier then
@@ -36,7 +58,7 @@ if ARGV[4] ~= '0' then
     return tonumber(earlier)
   end
 end
-local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[6])) + 1
+local seq = next_after(KEYS[1], ARGV[6]) + 1
 redis.call('SET', KEYS[1], seq)
 local json = ARGV[1] .. seq .. ARGV[2]
 local len, grace = tonumber(ARGV[3]), tonumber(ARGV[8])
@@ -67,7 +89,8 @@ end
 if ARGV[4] ~= '0' then redis.call('SET', KEYS[3], seq, 'EX', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], seq .. '\n' .. json) end
 return seq
-";
+"
+);
 
 /// With durable acks, how long a room's stream keeps a message past its
 /// history's length: longer than a message can wait between its numbering
@@ -95,12 +118,16 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] * 1000 + math.floor(t[2] / 
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
-/// Raises a room's seq to a floor, and answers the seq. KEYS: seq; ARGV: floor.
-const FLOOR: &str = r"
-local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]))
+/// Raises a room's seq to a floor (past it, if Redis held less: a loss),
+/// and answers the seq. KEYS: seq; ARGV: floor.
+const FLOOR: &str = concat!(
+    next_after!(),
+    r"
+local seq = next_after(KEYS[1], ARGV[1])
 if seq > 0 then redis.call('SET', KEYS[1], seq) end
 return seq
-";
+"
+);
 
 /// The scripts, for one Redis or for a cluster, where a room's channel is
 /// sharded: published with SPUBLISH, on the node of the room's slot.
