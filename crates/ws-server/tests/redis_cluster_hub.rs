@@ -659,14 +659,30 @@ async fn a_slot_resharded_mid_stream_loses_and_doubles_nothing() {
 
 /// The value of the metric `name` of the server at `addr` (`/metrics`).
 async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    timeout(PATIENCE, tcp.read_to_string(&mut text)).await.expect("the metrics in time").unwrap();
+    let text = http(addr, &format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).await;
     let line = text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("{name} in {text}"));
     line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// What the server at `addr` answers to `request`, whole.
+async fn http(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    timeout(PATIENCE, tcp.read_to_string(&mut text)).await.expect("an answer in time").unwrap();
+    text
+}
+
+/// The history of `room` from the server API at `addr` (its key `k`): the
+/// answer's status line and body.
+async fn api_history(addr: SocketAddr, room: &str) -> (String, String) {
+    let body = format!(r#"{{"room":"{room}"}}"#);
+    let headers =
+        format!("Host: {addr}\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\nConnection: close", body.len());
+    let answer = http(addr, &format!("POST /api/history HTTP/1.1\r\n{headers}\r\n\r\n{body}")).await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
 }
 
 /// Waits until the server at `addr` counts more than `outages` outages of
@@ -702,7 +718,7 @@ async fn acked(client: &mut Client, room: &str, id: &str, content: &str) -> u64 
 async fn with_durable_acks_a_message_no_replica_holds_reaches_no_member_when_the_servers_link_again() {
     logs();
     let Some(mut cluster) = RedisCluster::start().await else { return };
-    let (url, flags) = (cluster.url(), ["--redis-ack-replicas", "1"]);
+    let (url, flags) = (cluster.url(), ["--redis-ack-replicas", "1", "--api-key", "k"]);
     let servers = [server(&url, &flags).await, server(&url, &flags).await];
     let room = "failover".to_owned();
     let mut members = members(&servers, std::slice::from_ref(&room)).await;
@@ -742,6 +758,12 @@ async fn with_durable_acks_a_message_no_replica_holds_reaches_no_member_when_the
         let early = seen.contents.iter().find(|(_, (content, _))| content == unheld);
         assert!(early.is_none(), "{}: {early:?} delivered while no replica holds it: {seen:?}", member.name);
     }
+    // Nor does the server API's history give it.
+    for addr in servers {
+        let (status, body) = api_history(addr, &room).await;
+        assert!(status.contains(" 503 ") && body.contains("unavailable"), "{status}: {body}");
+        assert!(!body.contains(unheld), "{body}");
+    }
     // With the killed node back as the heir's replica, the retry is acked
     // with the seq the message was numbered first, and reaches every member once.
     cluster.restart(primary.node).await;
@@ -752,4 +774,6 @@ async fn with_durable_acks_a_message_no_replica_holds_reaches_no_member_when_the
         member.read_until(&room, 2).await;
         member.audit(&room, &acked, Losses::None);
     }
+    let (status, body) = api_history(servers[1], &room).await;
+    assert!(status.contains(" 200 ") && body.contains(unheld), "{status}: {body}");
 }

@@ -34,7 +34,7 @@ use crate::hub::{History, Hub, Replay, Subscription};
 use crate::metrics::ClusterMetrics;
 use commit::{Commits, Message};
 use link::{Commands, Target};
-use redis::{AsyncCommands, Cmd, RedisResult};
+use redis::{Cmd, FromRedisValue, RedisResult};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,6 +111,18 @@ impl Durable {
     /// Waits for the replicas to hold what this connection wrote so far.
     fn wait(&self) -> Cmd {
         redis::cmd("WAIT").arg(self.replicas).arg(self.timeout.as_millis() as u64).to_owned()
+    }
+
+    /// What `command` answers, with a `WAIT` after it on the same
+    /// connection when acks are durable: `None` unless the replicas then
+    /// hold all that it read or wrote.
+    async fn held<T: FromRedisValue>(&self, command: Cmd, redis: &mut Commands) -> RedisResult<Option<T>> {
+        if self.replicas == 0 {
+            return command.query_async(redis).await.map(Some);
+        }
+        let both = redis::pipe().add_command(command).add_command(self.wait()).to_owned();
+        let (answer, held): (T, u32) = both.query_async(redis).await?;
+        Ok((held >= self.replicas).then_some(answer))
     }
 }
 
@@ -237,13 +249,24 @@ impl Cluster {
         Ok(Replay { deliveries, complete })
     }
 
-    /// The messages of `room` after `since` that Redis holds, up to its latest.
+    /// The messages of `room` after `since` that Redis holds, up to its
+    /// latest; with durable acks, `unavailable` while the replicas do not
+    /// hold that far (a message refused for want of them is given to no one).
     pub async fn history(&self, room: &str, since: u64, history: History) -> Result<Replay, EnvelopeError> {
         let in_flight = self.nodes.send(&seq_key(room), 1);
-        let latest = timeout(REQUEST_TIMEOUT, self.redis.clone().get::<_, Option<u64>>(seq_key(room))).await;
+        let latest = timeout(REQUEST_TIMEOUT, self.latest(room)).await;
         drop(in_flight);
-        let latest = latest.map_err(unavailable)?.map_err(unavailable)?.unwrap_or(0);
+        let latest = latest.map_err(unavailable)?.map_err(unavailable)?;
+        let latest = latest.ok_or_else(|| unavailable("too few replicas hold the room's latest messages"))?;
         self.replay(room, since, latest, history).await
+    }
+
+    /// The latest seq of `room` in Redis (0: none); with durable acks,
+    /// `None` unless the replicas hold every message up to it.
+    async fn latest(&self, room: &str) -> RedisResult<Option<u64>> {
+        let get = redis::cmd("GET").arg(seq_key(room)).to_owned();
+        let latest: Option<Option<u64>> = self.durable.held(get, &mut self.redis.clone()).await?;
+        Ok(latest.map(|latest| latest.unwrap_or(0)))
     }
 
     /// A connection of `member` left `room` on this server (its

@@ -421,12 +421,7 @@ impl Subscriber {
     /// up to it (a message they do not hold may be refused, or lost).
     async fn floor(&mut self, room: &str, known: u64) -> RedisResult<Option<u64>> {
         let floor = redis::cmd("EVAL").arg(self.scripts.floor).arg(1).arg(seq_key(room)).arg(known).to_owned();
-        if self.durable.replicas == 0 {
-            return floor.query_async(&mut self.redis).await.map(Some);
-        }
-        let both = redis::pipe().add_command(floor).add_command(self.durable.wait()).to_owned();
-        let (latest, held): (u64, u32) = both.query_async(&mut self.redis).await?;
-        Ok((held >= self.durable.replicas).then_some(latest))
+        self.durable.held(floor, &mut self.redis).await
     }
 
     /// One message from a channel: a command of the server API or a report
