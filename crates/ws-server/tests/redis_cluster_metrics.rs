@@ -17,7 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use ws_proto::{Event, Message};
 use ws_server::config::ServerConfig;
+use ws_tokio::WebSocket;
+use ws_tokio::client::connect;
 
 /// Generous: a deadline for an event, never a measure of speed.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -28,6 +31,37 @@ const POLL: Duration = Duration::from_millis(100);
 /// The samples of `/metrics`, by name and labels, as written:
 /// `ws_redis_node_up{node="127.0.0.1:7000",role="primary"}`.
 type Samples = HashMap<String, f64>;
+
+/// A hub connection.
+struct Member(WebSocket<TcpStream>);
+
+impl Member {
+    /// Connects, and waits for the `joined` of the default room.
+    async fn connect(addr: SocketAddr) -> Member {
+        let mut member = Member(connect(&format!("ws://{addr}/ws")).await.unwrap().0);
+        member.joined("general").await;
+        member
+    }
+
+    /// Joins `room`, and waits until it is in.
+    async fn join(&mut self, room: &str) {
+        let join = format!(r#"{{"type":"join","room":"{room}"}}"#);
+        self.0.send(&Message::from(join)).await.unwrap();
+        self.joined(room).await;
+    }
+
+    async fn joined(&mut self, room: &str) {
+        loop {
+            let event = timeout(PATIENCE, self.0.recv()).await.expect("an envelope in time");
+            if let Event::Message(Message::Text(text)) = event.expect("an open connection").expect("no error") {
+                let envelope: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                if envelope["type"] == "joined" && envelope["room"] == room {
+                    return;
+                }
+            }
+        }
+    }
+}
 
 /// Starts a server on a free port, joined to the Redis at `url`, with the server API (key `k`).
 async fn server(url: &str) -> SocketAddr {
@@ -115,6 +149,15 @@ async fn each_cluster_node_is_up_in_its_role_a_rooms_primary_counts_its_commands
         assert_eq!(grown, expected, "the commands of {primary:?}, the room's primary being node {}", owner.node);
     }
     assert_eq!(after[&sample("ws_redis_commands_in_flight", owner.port, Some("primary"))], 0.0, "all answered");
+
+    // A member joins the room here: the server subscribes to its channel
+    // and reads its seq on the room's primary, counted there too.
+    let mut member = Member::connect(addr).await;
+    let before = samples(addr).await;
+    member.join(room).await;
+    let after = samples(addr).await;
+    let grown = after.get(&commands(owner.port)).unwrap_or(&0.0) - before.get(&commands(owner.port)).unwrap_or(&0.0);
+    assert!(grown >= 2.0, "the subscription and the seq's read counted: {grown}");
 
     cluster.kill(owner.node).await;
     let heir = cluster.port(cluster.wait_failover(owner.node).await);

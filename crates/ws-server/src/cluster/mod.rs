@@ -137,7 +137,8 @@ impl Cluster {
         let nodes = Watch::start(target.clone(), metrics.nodes.clone());
         // A connection of its own: its reads do not queue behind the `WAIT`s of durable acks.
         let subscriber = target.commands()?;
-        let control = Subscriber::start(local, waiting.clone(), (target, durable), subscriber, metrics);
+        let control =
+            Subscriber::start(local, waiting.clone(), (target, durable), (subscriber, nodes.clone()), metrics);
         let next_command = AtomicU64::new(1);
         let commits = Commits::new(redis.clone(), durable, scripts.publish_source.clone(), nodes.clone());
         Ok(Arc::new(Cluster { hub, redis, scripts, durable, commits, control, waiting, next_command, nodes }))

@@ -4,6 +4,7 @@
 
 use super::link::{Commands, Feed, Heard, Target};
 use super::store::*;
+use super::watch::Nodes;
 use super::{Answered, Asked, Durable, Waiting};
 use crate::admin::{Command, Local};
 use crate::envelope::{EnvelopeError, Outgoing};
@@ -44,6 +45,8 @@ pub(super) struct Subscriber {
     /// what they hold.
     durable: Durable,
     redis: Commands,
+    /// Counts the commands sent to each node.
+    nodes: Nodes,
     scripts: Scripts,
     /// The rooms subscribed to: those with members here.
     rooms: HashSet<Arc<str>>,
@@ -58,13 +61,14 @@ pub(super) struct Subscriber {
 
 impl Subscriber {
     /// Starts the task for the hub of `local`, linked to `target` through a
-    /// feed of its own (subscriptions) and `redis` (commands); what sessions
+    /// feed of its own (subscriptions) and `redis` (commands, counted by
+    /// `nodes`); what sessions
     /// ask of it goes to the sender.
     pub(super) fn start(
         local: Local,
         waiting: Arc<Waiting>,
         (target, durable): (Target, Durable),
-        redis: Commands,
+        (redis, nodes): (Commands, Nodes),
         metrics: ClusterMetrics,
     ) -> mpsc::UnboundedSender<Control> {
         let (control, requests) = mpsc::unbounded_channel();
@@ -76,6 +80,7 @@ impl Subscriber {
             target,
             durable,
             redis,
+            nodes,
             rooms: HashSet::new(),
             announcing: HashSet::new(),
             metrics,
@@ -205,7 +210,7 @@ impl Subscriber {
     /// Subscribes to a room with members here, and delivers what it missed
     /// while it was not.
     async fn subscribe_again(&mut self, room: &str, feed: &mut Feed) -> RedisResult<()> {
-        feed.subscribe(&channel(room)).await?;
+        self.subscribe(room, feed).await?;
         match self.floor(room, self.hub.floor(room)).await? {
             Some(latest) => self.fill(room, self.hub.latest(room).unwrap_or(0), latest).await,
             None => {
@@ -304,10 +309,25 @@ impl Subscriber {
         written
     }
 
+    /// Subscribes to the channel of `room`, on the node of its slot.
+    async fn subscribe(&self, room: &str, feed: &mut Feed) -> RedisResult<()> {
+        let channel = channel(room);
+        let _sent = self.nodes.send(&channel, 1);
+        feed.subscribe(&channel).await
+    }
+
+    /// Unsubscribes from the channel of `room`.
+    async fn unsubscribe(&self, room: &str, feed: &mut Feed) -> RedisResult<()> {
+        let channel = channel(room);
+        let _sent = self.nodes.send(&channel, 1);
+        feed.unsubscribe(&channel).await
+    }
+
     /// A connection of `member` left `room` (its subscription dropped).
     async fn leave(&mut self, room: &str, member: &Arc<str>, announce: bool, feed: &mut Feed) -> RedisResult<()> {
         if self.hub.leave(room, member, false) {
             let entry = presence_entry(member, self.hub.instance());
+            let _sent = self.nodes.send(&presence_key(room), 1);
             let _: usize = self.redis.zrem(presence_key(room), entry).await?;
             if announce {
                 let notice = Outgoing::MemberLeft { room, member }.to_json();
@@ -316,7 +336,7 @@ impl Subscriber {
         }
         if !self.hub.has_members(room) && self.rooms.remove(room) {
             self.announcing.remove(room);
-            feed.unsubscribe(&channel(room)).await?;
+            self.unsubscribe(room, feed).await?;
         }
         Ok(())
     }
@@ -332,13 +352,13 @@ impl Subscriber {
         writes: &mut Writes,
     ) -> RedisResult<Result<Subscription, EnvelopeError>> {
         if !self.rooms.contains(room) {
-            feed.subscribe(&channel(room)).await?;
+            self.subscribe(room, feed).await?;
             let synced = match self.floor(room, self.hub.floor(room)).await? {
                 Some(latest) => self.hub.sync(room, latest).map_err(EnvelopeError::from),
                 None => Err(unavailable("the room's replicas do not hold its latest messages")),
             };
             if let Err(refused) = synced {
-                feed.unsubscribe(&channel(room)).await?;
+                self.unsubscribe(room, feed).await?;
                 return Ok(Err(refused));
             }
             self.rooms.insert(Arc::from(room));
@@ -366,7 +386,9 @@ impl Subscriber {
         let (script, mut redis) = (self.scripts.member.clone(), self.redis.clone());
         let (key, instance, channel, notice) =
             (member_key(room, member), self.hub.instance().to_owned(), channel(room), notice.to_owned());
+        let nodes = self.nodes.clone();
         async move {
+            let _sent = nodes.send(&key, 1);
             let mut invocation = script.prepare_invoke();
             invocation.key(key).arg(instance).arg(ttl_ms).arg(channel).arg(notice);
             invocation.invoke_async::<u64>(&mut redis).await.map(drop)
@@ -378,7 +400,9 @@ impl Subscriber {
     fn touch(&self, room: &str, entries: &[String]) -> BoxFuture<'static, RedisResult<()>> {
         let (script, mut redis) = (self.scripts.touch.clone(), self.redis.clone());
         let (key, entries) = (presence_key(room), entries.to_vec());
+        let nodes = self.nodes.clone();
         async move {
+            let _sent = nodes.send(&key, 1);
             let mut invocation = script.prepare_invoke();
             invocation.key(key).arg(PRESENCE_TTL.as_millis() as u64).arg(entries);
             invocation.invoke_async::<u64>(&mut redis).await.map(drop)
@@ -421,6 +445,7 @@ impl Subscriber {
     /// up to it (a message they do not hold may be refused, or lost).
     async fn floor(&mut self, room: &str, known: u64) -> RedisResult<Option<u64>> {
         let floor = redis::cmd("EVAL").arg(self.scripts.floor).arg(1).arg(seq_key(room)).arg(known).to_owned();
+        let _sent = self.nodes.send(&seq_key(room), 1 + u32::from(self.durable.replicas > 0));
         self.durable.held(floor, &mut self.redis).await
     }
 
@@ -476,6 +501,7 @@ impl Subscriber {
         };
         let report = Answered { number: asked.number, report: self.local.carry_out(&asked.command) };
         let report = serde_json::to_string(&report).unwrap_or_default();
+        let _sent = self.nodes.send(&asked.to, 1);
         let _: usize = self.redis.publish_command(&asked.to, report).query_async(&mut self.redis).await?;
         Ok(())
     }
@@ -483,7 +509,10 @@ impl Subscriber {
     /// Delivers the seqs `after + 1` to `upto` of `room` from its history,
     /// with a gap notice for those it no longer holds.
     async fn fill(&mut self, room: &str, after: u64, upto: u64) -> RedisResult<()> {
-        for Entry { seq, json, .. } in history(&mut self.redis, room, after, upto).await? {
+        let sent = (upto > after).then(|| self.nodes.send(&history_key(room), 1));
+        let entries = history(&mut self.redis, room, after, upto).await?;
+        drop(sent);
+        for Entry { seq, json, .. } in entries {
             let known = self.hub.latest(room).unwrap_or(0);
             if seq > known + 1 {
                 self.hub.gap(room, known + 1, seq - 1);
