@@ -11,7 +11,10 @@
 //! the servers. It starts its own `redis-server`
 //! (Debian's package) on a free port, without persistence. The servers
 //! queue up to 256 MiB and 65536 messages per client, so that a member
-//! behind a burst is not closed as a slow consumer. Clients and servers share the machine's
+//! behind a burst is not closed as a slow consumer. The clients offer
+//! permessage-deflate, as browsers do; with `CLUSTER_LOAD_PLAIN=1` they
+//! do not, and the members' inflating no longer takes most of the
+//! clients' share of the cores. Clients and servers share the machine's
 //! cores: the figures are for comparing the two set-ups in the same run,
 //! not absolute.
 
@@ -26,7 +29,7 @@ use tokio::sync::Semaphore;
 use ws_benches::{Failure, start_server};
 use ws_proto::{Event, Message};
 use ws_tokio::WebSocket;
-use ws_tokio::client::connect;
+use ws_tokio::client::{ClientOptions, connect_with};
 
 /// Room for members that fall behind a burst: the run measures throughput,
 /// not the slow-consumer policy, which would close them at 1 MiB queued or
@@ -173,7 +176,11 @@ async fn publish(
 
 /// A member: connected, welcomed, and in the default room.
 async fn join(addr: &str) -> Result<WebSocket<TcpStream>, Failure> {
-    let (mut ws, _) = connect(&format!("ws://{addr}/ws")).await?;
+    let mut options = ClientOptions::default();
+    if std::env::var_os("CLUSTER_LOAD_PLAIN").is_some() {
+        options.socket.deflate = None;
+    }
+    let (mut ws, _) = connect_with(&format!("ws://{addr}/ws"), &options).await?;
     loop {
         let Some(event) = ws.recv().await else { return Err("closed before joining".into()) };
         if let Event::Message(Message::Text(text)) = event? {
