@@ -48,6 +48,19 @@ pub struct Server {
     pub metrics: Metrics,
     /// When the server started: the clock of the sessions' rate limits.
     pub started: std::time::Instant,
+    /// How many answers of the cluster a session awaits at once: how many
+    /// of a connection's messages go on to Redis before the first is answered.
+    pub pipeline: usize,
+}
+
+/// How many of a connection's messages may be in flight to Redis at once:
+/// from 16 to 64, and a sixth of what a room keeps for a member behind it
+/// (its buffer, then its history). A session publishing flat out takes its
+/// rooms' messages between its answers, and may be several times this
+/// behind a room when it asks the history for what the room's buffer lost
+/// (twice at rest, more on a loaded machine; docs/benchmarks.md).
+fn pipeline(room_buffer: usize, namespaces: &Namespaces) -> usize {
+    (room_buffer.saturating_add(namespaces.least_history()) / 6).clamp(16, 64)
 }
 
 /// What the server answers a request about its rooms: ready now (in
@@ -108,8 +121,10 @@ impl Server {
             }
             None => None,
         };
+        let namespaces = config.namespaces();
         Ok(Server {
-            namespaces: config.namespaces(),
+            pipeline: pipeline(config.room_buffer, &namespaces),
+            namespaces,
             auth,
             hub,
             cluster,
@@ -215,5 +230,23 @@ impl Server {
                 self.hub.leave(&room, &member, announce);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn pipeline_of(flags: &[&str]) -> usize {
+        let config = ServerConfig::parse_from(["ws-server"].iter().chain(flags));
+        pipeline(config.room_buffer, &config.namespaces())
+    }
+
+    #[test]
+    fn a_connections_pipeline_is_a_sixth_of_what_a_room_keeps_from_16_to_64() {
+        assert_eq!(pipeline_of(&[]), 59, "a buffer of 256 and a history of 100");
+        assert_eq!(pipeline_of(&["--room-buffer", "1"]), 16);
+        assert_eq!(pipeline_of(&["--room-buffer", "1000"]), 64);
     }
 }

@@ -408,17 +408,31 @@ async fn a_client_that_publishes_without_pause_still_gets_the_rooms_messages() {
     // to Redis, not after all of them, and what leaves the buffer before it
     // does (all but the last of those the server receives at once) must be
     // fetched again from the history.
-    let (mut client, _) = Client::connect(server(&redis, &["--room-buffer", "1"]).await).await;
-    for i in 0..300 {
+    let client = Client::connect(server(&redis, &["--room-buffer", "1"]).await).await.0;
+    burst(client, 300).await;
+}
+
+/// Sends `n` messages at once, then reads until each is acked and came
+/// back: every one, once, in order, and no gap.
+async fn burst(mut client: Client, n: usize) {
+    for i in 0..n {
         client.send(json!({"type": "message", "room": "general", "id": i.to_string(), "content": "x"})).await;
     }
     let (mut acks, mut seen) = (0, Seen::default());
-    while acks < 300 || seen.last < 300 {
+    while acks < n || seen.last < n as u64 {
         let envelope = client.next().await;
         acks += usize::from(envelope["type"] == "ack");
         seen.take(&envelope);
     }
-    assert!(seen.gaps.is_empty() && seen.contents.len() == 300);
+    assert!(seen.gaps.is_empty() && seen.contents.len() == n);
+}
+
+/// With the default room buffer and history, a connection keeps 59 of its
+/// messages in flight to Redis, and a burst of 2,000 still comes back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_far_deeper_than_the_pipeline_comes_back_whole() {
+    let Some(redis) = Redis::start().await else { return };
+    burst(Client::connect(server(&redis, &[]).await).await.0, 2000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,6 +79,11 @@ impl Namespaces {
         }
     }
 
+    /// The fewest messages any namespace's rooms keep in their history.
+    pub fn least_history(&self) -> usize {
+        self.listed.values().chain([&self.default]).map(|namespace| namespace.history.len).min().unwrap_or(0)
+    }
+
     /// The options of `room`'s namespace, or the default's for a room
     /// refused (which no member or message can be in).
     pub fn rules(&self, room: &str) -> &Namespace {

@@ -76,7 +76,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// it asked.
     pub(super) fn refetch_lost(&mut self) -> bool {
         let mut asked = false;
-        while self.pending.as_ref().is_none_or(|pending| pending.reads()) {
+        while self.pending.as_ref().is_none_or(|pending| pending.reads(self.server.pipeline)) {
             let Some(member) = self.rooms.iter().find(|m| m.waits_for_lost()) else { break };
             let (room, after, upto) = (member.room().clone(), member.delivered, member.lost);
             let held = self.server.replay(&room, after, upto);

@@ -73,11 +73,6 @@ enum Done {
     Refetched { room: Arc<str>, upto: u64, held: Result<Replay, EnvelopeError> },
 }
 
-/// Answers of the server in flight, at most this many: the client's
-/// messages go on to Redis one after another, each before the previous one
-/// is answered, up to this many at once.
-const PIPELINE: usize = 16;
-
 /// How the session goes on while an answer is to come.
 pub(super) enum InFlight {
     /// Reading the client's next envelopes: a message, which the next ones
@@ -125,9 +120,11 @@ impl Pending {
         self.answers.push_back(answer);
     }
 
-    /// Whether the client's next envelope may be read meanwhile.
-    fn reads(&self) -> bool {
-        !self.alone && self.answers.len() < PIPELINE
+    /// Whether the client's next envelope may be read meanwhile, with up
+    /// to `pipeline` answers in flight: the client's messages go on to
+    /// Redis one after another, each before the previous one is answered.
+    fn reads(&self, pipeline: usize) -> bool {
+        !self.alone && self.answers.len() < pipeline
     }
 
     /// The oldest answer, if it is ready. Every answer still waiting is
@@ -251,7 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     // Lost messages, if a room has any, are fetched before the next request.
                     continue;
                 }
-                if !pending.reads() {
+                if !pending.reads(self.server.pipeline) {
                     // Write errors come back to poll_recv once the requests are done.
                     let _ = self.ws.poll_flush(cx);
                     return ControlFlow::Continue(served);
