@@ -113,6 +113,11 @@ impl Durable {
         redis::cmd("WAIT").arg(self.replicas).arg(self.timeout.as_millis() as u64).to_owned()
     }
 
+    /// How many commands `held` sends for one.
+    fn commands(&self) -> u32 {
+        1 + u32::from(self.replicas > 0)
+    }
+
     /// What `command` answers, with a `WAIT` after it on the same
     /// connection when acks are durable: `None` unless the replicas then
     /// hold all that it read or wrote.
@@ -254,7 +259,7 @@ impl Cluster {
     /// latest; with durable acks, `unavailable` while the replicas do not
     /// hold that far (a message refused for want of them is given to no one).
     pub async fn history(&self, room: &str, since: u64, history: History) -> Result<Replay, EnvelopeError> {
-        let in_flight = self.nodes.send(&seq_key(room), 1);
+        let in_flight = self.nodes.send(&seq_key(room), self.durable.commands());
         let latest = timeout(REQUEST_TIMEOUT, self.latest(room)).await;
         drop(in_flight);
         let latest = latest.map_err(unavailable)?.map_err(unavailable)?;

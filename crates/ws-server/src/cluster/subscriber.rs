@@ -445,7 +445,7 @@ impl Subscriber {
     /// up to it (a message they do not hold may be refused, or lost).
     async fn floor(&mut self, room: &str, known: u64) -> RedisResult<Option<u64>> {
         let floor = redis::cmd("EVAL").arg(self.scripts.floor).arg(1).arg(seq_key(room)).arg(known).to_owned();
-        let _sent = self.nodes.send(&seq_key(room), 1 + u32::from(self.durable.replicas > 0));
+        let _sent = self.nodes.send(&seq_key(room), self.durable.commands());
         self.durable.held(floor, &mut self.redis).await
     }
 
