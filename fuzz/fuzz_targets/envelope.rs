@@ -1,11 +1,12 @@
 //! Any text a client sends parses into a valid request or an error with a
 //! code; a parsed request names a valid room (or, for a refresh, brings a
-//! token within its bound), a message says something,
+//! token within its bound, for an rpc a method within its bound), a
+//! message says something,
 //! and the limits' check passes only what is within them.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ws_server::envelope::{Limits, MAX_TOKEN_LEN, Request, is_room_name, parse};
+use ws_server::envelope::{Limits, MAX_METHOD_LEN, MAX_TOKEN_LEN, Request, is_room_name, parse};
 
 const LIMITS: Limits = Limits { content_chars: 1000, data_bytes: 1000 };
 
@@ -19,6 +20,10 @@ fuzz_target!(|data: &[u8]| {
                 | Request::Presence { room }
                 | Request::Message { room, .. } => room,
                 Request::Refresh { token } => return assert!(token.chars().count() <= MAX_TOKEN_LEN),
+                Request::Rpc(ws_server::envelope::Call { method, data }) => {
+                    assert!((1..=MAX_METHOD_LEN).contains(&method.chars().count()));
+                    return assert!(data.as_ref().is_none_or(|d| d.get() != "null"));
+                }
                 Request::Ping => return,
             };
             assert!(is_room_name(room));

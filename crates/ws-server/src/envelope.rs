@@ -15,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const MAX_ROOM_LEN: usize = 64;
 /// The longest client message id, in characters.
 pub const MAX_ID_LEN: usize = 64;
+/// The longest method of an `rpc`, in characters.
+pub const MAX_METHOD_LEN: usize = 64;
 /// The longest token, in characters.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
@@ -53,6 +55,9 @@ pub enum Request {
     /// Whether the server is there: answered at once with a `pong`, so a
     /// client that cannot see WebSocket pings (a browser) sees it alive.
     Ping,
+    /// Call `method` of the application's backend (the rpc hook), whose
+    /// answer comes back with the envelope's id.
+    Rpc(Call),
     /// Publish to a room the client has joined.
     Message {
         /// The room.
@@ -61,6 +66,24 @@ pub enum Request {
         body: Body,
     },
 }
+
+/// A call of the application's backend (the rpc hook).
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Which of the backend's procedures, 1 to 64 characters.
+    pub method: String,
+    /// Its argument, any JSON value as the client wrote it.
+    pub data: Option<Box<RawValue>>,
+}
+
+impl PartialEq for Call {
+    fn eq(&self, other: &Self) -> bool {
+        self.method == other.method
+            && self.data.as_deref().map(RawValue::get) == other.data.as_deref().map(RawValue::get)
+    }
+}
+
+impl Eq for Call {}
 
 /// What a message says: a text, a JSON value, or both.
 #[derive(Debug, Clone, Default)]
@@ -183,15 +206,26 @@ fn request(fields: &Fields) -> Result<Request, EnvelopeError> {
         "presence" => Ok(Request::Presence { room: room(fields)? }),
         "message" => Ok(Request::Message { room: room(fields)?, body: body(fields)? }),
         "ping" => Ok(Request::Ping),
+        "rpc" => rpc(fields),
         "refresh" => match optional_string(fields, "token", MAX_TOKEN_LEN)? {
             Some(token) => Ok(Request::Refresh { token }),
             None => Err(EnvelopeError::new("missing_field", "token is missing")),
         },
         other => Err(EnvelopeError::new(
             "unknown_type",
-            format!("unknown type {other:?}: join, leave, message, presence, refresh or ping"),
+            format!("unknown type {other:?}: join, leave, message, presence, refresh, rpc or ping"),
         )),
     }
+}
+
+/// A call of the backend: its `method`, and `data` if it has one.
+fn rpc(fields: &Fields) -> Result<Request, EnvelopeError> {
+    let method = string(fields, "method")?;
+    if !(1..=MAX_METHOD_LEN).contains(&method.chars().count()) {
+        return Err(invalid("method", &format!("a string of 1 to {MAX_METHOD_LEN} characters")));
+    }
+    let data = fields.get("data").copied().filter(|raw| raw.get() != "null").map(RawValue::to_owned);
+    Ok(Request::Rpc(Call { method, data }))
 }
 
 /// What a message says: `content`, `data` or both.
@@ -273,6 +307,14 @@ pub enum Outgoing<'a> {
         data: Option<&'a RawValue>,
         /// The room.
         room: &'a str,
+    },
+    /// The backend's answer to an `rpc`.
+    Rpc {
+        /// The client's id of the call, if it gave one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        /// What the backend answered, as it wrote it.
+        result: &'a RawValue,
     },
     /// The sender's message got `seq`.
     Ack {
@@ -537,7 +579,7 @@ mod tests {
         /// Envelopes with fields of every JSON kind, in any mix.
         #[test]
         fn any_object_parses_or_is_refused(
-            kind in proptest::option::of("join|leave|message|presence|refresh|ping|other"),
+            kind in proptest::option::of("join|leave|message|presence|refresh|rpc|ping|other"),
             room in proptest::option::of(proptest::prelude::any::<String>()),
             content in proptest::option::of(".{0,20}"),
             since in proptest::option::of(proptest::prelude::any::<i64>()),
@@ -555,7 +597,7 @@ mod tests {
                     | Request::Leave { room }
                     | Request::Presence { room }
                     | Request::Message { room, .. } => room,
-                    Request::Ping => return Ok(()),
+                    Request::Ping | Request::Rpc(_) => return Ok(()),
                     Request::Refresh { .. } => unreachable!("no token was given"),
                 };
                 proptest::prop_assert!(is_room_name(&room));

@@ -27,6 +27,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod envelope;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -19,6 +19,35 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// A hook, as its metrics are labelled: `hook="publish"` or `hook="rpc"`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabel {
+    /// Which hook.
+    pub hook: &'static str,
+}
+
+/// What the calls to the application's backend report, by hook.
+#[derive(Debug, Clone)]
+pub struct HookMetrics {
+    /// Calls made, answered or not.
+    pub calls: Family<HookLabel, Counter>,
+    /// Calls that failed: no answer in time, a status other than 2xx, or an
+    /// answer that is not one.
+    pub errors: Family<HookLabel, Counter>,
+    /// Seconds from a call's start to its answer or failure.
+    pub latency: Family<HookLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Default for HookMetrics {
+    fn default() -> Self {
+        HookMetrics {
+            calls: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(round_trips),
+        }
+    }
+}
+
 /// Every metric of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -48,6 +77,8 @@ pub struct Metrics {
     pub fanout_latency: Histogram,
     /// The link to Redis, with `--redis`.
     pub cluster: ClusterMetrics,
+    /// The calls to the application's backend.
+    pub hooks: HookMetrics,
 }
 
 /// What the link to Redis reports: whether it is up, how often it went
@@ -102,15 +133,16 @@ impl Default for NodeMetrics {
     fn default() -> Self {
         NodeMetrics {
             up: Family::default(),
-            latency: Family::new_with_constructor(ping_latency),
+            latency: Family::new_with_constructor(round_trips),
             commands: Family::default(),
             in_flight: Family::default(),
         }
     }
 }
 
-/// A histogram of PING round trips: 50 µs to 5 s, each bucket about 3.16 times the last.
-fn ping_latency() -> Histogram {
+/// A histogram of round trips (a PING, a hook's call): 50 µs to 5 s, each
+/// bucket about 3.16 times the last.
+fn round_trips() -> Histogram {
     Histogram::new(exponential_buckets(50e-6, 10f64.sqrt(), 11))
 }
 
@@ -131,6 +163,7 @@ impl Default for Metrics {
             // 1 µs to about 4 s.
             fanout_latency: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
             cluster: ClusterMetrics::default(),
+            hooks: HookMetrics::default(),
         };
         metrics.registered()
     }
@@ -178,6 +211,10 @@ impl Metrics {
         );
         r.register("redis_commands", "Commands sent, to the node serving their key's slot", nodes.commands.clone());
         r.register("redis_commands_in_flight", "Commands sent and not answered yet", nodes.in_flight.clone());
+        let hooks = &self.hooks;
+        r.register("hook_calls", "Calls to the application's backend, by hook", hooks.calls.clone());
+        r.register("hook_errors", "Calls to the backend that failed, by hook", hooks.errors.clone());
+        r.register_with_unit("hook_latency", "Calls to the backend, by hook", Unit::Seconds, hooks.latency.clone());
         self
     }
 

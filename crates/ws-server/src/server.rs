@@ -12,6 +12,7 @@ use crate::cluster::{Cluster, Durable};
 use crate::config::ServerConfig;
 use crate::config::namespaces::Namespaces;
 use crate::envelope::{Body, EnvelopeError};
+use crate::hooks::Hooks;
 use crate::hub::{Hub, Replay, Subscription};
 use crate::metrics::Metrics;
 use crate::policy::auth::Authenticator;
@@ -35,6 +36,8 @@ pub struct Server {
     pub hub: Arc<Hub>,
     /// The link to the other servers through Redis, with `--redis`.
     pub cluster: Option<Arc<Cluster>>,
+    /// The calls to the application's backend, when a hook is configured.
+    pub hooks: Option<Hooks>,
     /// The connection counts.
     pub limits: Arc<ConnectionLimits>,
     /// The handshakes in progress, per peer address.
@@ -73,7 +76,8 @@ pub enum Answer<T> {
 }
 
 impl<T> Answer<T> {
-    fn later(future: impl Future<Output = T> + Send + 'static) -> Self {
+    /// The answer `future` comes to.
+    pub fn later(future: impl Future<Output = T> + Send + 'static) -> Self {
         Answer::Later(Box::pin(future))
     }
 
@@ -123,6 +127,7 @@ impl Server {
         };
         let namespaces = config.namespaces();
         Ok(Server {
+            hooks: Hooks::new(&config, metrics.hooks.clone()),
             pipeline: pipeline(config.room_buffer, &namespaces),
             namespaces,
             auth,

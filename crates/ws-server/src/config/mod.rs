@@ -4,6 +4,7 @@
 pub mod namespaces;
 
 use crate::envelope::Limits;
+use crate::hooks::{self, HookFailure};
 use crate::hub::{History, HubSettings};
 use crate::policy::auth::Authenticator;
 use clap::error::ErrorKind;
@@ -111,6 +112,33 @@ pub struct ServerConfig {
     /// a retry with its id tells).
     #[arg(long, env = "WS_REDIS_ACK_TIMEOUT", default_value = "1", value_name = "SECONDS", value_parser = ack_timeout)]
     pub redis_ack_timeout: Duration,
+
+    /// The application's backend decides on every message a client
+    /// publishes before it is numbered: allows it, rewrites it or refuses
+    /// it. JSON is posted to this `http://` URL (docs/hooks.md).
+    #[arg(long, env = "WS_HOOK_PUBLISH", value_name = "URL", value_parser = hooks::url)]
+    pub hook_publish: Option<hyper::Uri>,
+
+    /// The application's backend answers a client's `rpc` envelopes: JSON
+    /// is posted to this `http://` URL (docs/hooks.md).
+    #[arg(long, env = "WS_HOOK_RPC", value_name = "URL", value_parser = hooks::url)]
+    pub hook_rpc: Option<hyper::Uri>,
+
+    /// Seconds a hook's call may take, waiting for a place among those in
+    /// flight included; then it failed.
+    #[arg(long, env = "WS_HOOK_TIMEOUT", default_value = "1", value_name = "SECONDS", value_parser = seconds)]
+    pub hook_timeout: Duration,
+
+    /// Calls to each hook in flight at once at most; more wait their turn,
+    /// within --hook-timeout.
+    #[arg(long, env = "WS_HOOK_MAX_IN_FLIGHT", default_value = "256", value_name = "CALLS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub hook_max_in_flight: u32,
+
+    /// What a hook's call that fails (no answer in time, a status other
+    /// than 2xx, an answer that is not one) comes to: the request refused
+    /// `unavailable`, or allowed as it was (an rpc is still `unavailable`).
+    #[arg(long, env = "WS_HOOK_FAILURE", value_enum, default_value_t = HookFailure::Refuse)]
+    pub hook_failure: HookFailure,
 
     /// The room every connection joins on arrival; empty for none.
     #[arg(long, env = "WS_DEFAULT_ROOM", default_value = "general", value_name = "ROOM")]

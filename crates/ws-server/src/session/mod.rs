@@ -69,6 +69,8 @@ enum Done {
     },
     /// Who is in `room`.
     Presence { room: String, id: Option<String>, presence: Result<Presence, EnvelopeError> },
+    /// What the backend answered an `rpc`.
+    Rpc { id: Option<String>, result: Result<Box<serde_json::value::RawValue>, EnvelopeError> },
     /// What the history of `room` still held of the seqs it lost, up to `upto`.
     Refetched { room: Arc<str>, upto: u64, held: Result<Replay, EnvelopeError> },
 }

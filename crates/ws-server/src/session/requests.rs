@@ -4,7 +4,8 @@
 
 use super::{Answering, Done, InFlight, Membership, Pending, Session, TOKEN_EXPIRED};
 use crate::config::namespaces::Publish;
-use crate::envelope::{self, Body, Envelope, EnvelopeError, Outgoing, Request};
+use crate::envelope::{self, Body, Call, Envelope, EnvelopeError, Outgoing, Request};
+use crate::hooks::Hooks;
 use crate::hub::{Replay, Subscription};
 use crate::server::{Answer, Presence};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -37,6 +38,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Leave { room } => self.leave(room),
             Request::Presence { room } => self.presence(room, id.clone()),
             Request::Message { room, body } => self.publish(room, body, id.clone()),
+            Request::Rpc(call) => self.rpc(call, id.clone()),
             Request::Refresh { token } => self.refresh(&token),
             Request::Ping => {
                 self.send(&Outgoing::Pong { id: id.as_deref() });
@@ -230,6 +232,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Done::Joined { id, joined: Err(error), .. } => self.send_error(error.about(id)),
             Done::Presence { room, presence: Ok(presence), .. } => self.present(&room, presence),
             Done::Presence { id, presence: Err(error), .. } => self.send_error(error.about(id)),
+            Done::Rpc { id, result: Ok(result) } => self.send(&Outgoing::Rpc { id: id.as_deref(), result: &result }),
+            Done::Rpc { id, result: Err(error) } => self.send_error(error.about(id)),
             Done::Refetched { room, upto, held } => {
                 if let Some(i) = self.membership(&room) {
                     // Unreachable, the history holds nothing: the seqs are skipped.
@@ -292,9 +296,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(EnvelopeError::new("forbidden", format!("not allowed to publish to room {room}")));
         }
         body.check(&namespace.limits)?;
+        if self.server.hooks.as_ref().is_some_and(Hooks::publishes) {
+            let seq = self.hooked(room, body, id.clone());
+            // One at a time, so that what the backend allows is numbered in the order sent.
+            self.answer(InFlight::Alone(None), seq, move |seq| Done::Published { id, seq });
+            return Ok(());
+        }
         let client_id = id.as_deref().map(|id| (self.identity.retry_origin(), id));
         let seq = self.server.publish(&room, &self.identity.name, body, client_id);
         self.answer(InFlight::Pipelined, seq, move |seq| Done::Published { id, seq });
+        Ok(())
+    }
+
+    /// Publishes what the publish hook makes of `body`: its seq, or the
+    /// backend's refusal. A retry (the same `id`) is asked about again.
+    fn hooked(&self, room: String, body: Body, id: Option<String>) -> Answer<Result<u64, EnvelopeError>> {
+        let (server, user) = (self.server.clone(), self.identity.name.clone());
+        let origin = self.identity.retry_origin().to_owned();
+        Answer::later(async move {
+            let limits = server.namespaces.rules(&room).limits;
+            let body = match &server.hooks {
+                Some(hooks) => hooks.publish(&user, &room, body, id.as_deref(), &limits).await?,
+                None => body,
+            };
+            let client_id = id.as_deref().map(|id| (origin.as_str(), id));
+            server.publish(&room, &user, body, client_id).wait().await
+        })
+    }
+
+    /// Calls the backend: its answer comes back
+    /// with `id`, in the order of the client's requests.
+    fn rpc(&mut self, call: Call, id: Option<String>) -> Result<(), EnvelopeError> {
+        if !self.server.hooks.as_ref().is_some_and(Hooks::answers_rpc) {
+            return Err(EnvelopeError::new("not_offered", "the server has no rpc hook"));
+        }
+        let max = self.server.namespaces.default.limits.data_bytes;
+        let bytes = call.data.as_deref().map_or(0, |raw| raw.get().len());
+        if bytes > max {
+            return Err(EnvelopeError::new("too_long", format!("data has {bytes} bytes, more than {max}")));
+        }
+        let (server, user) = (self.server.clone(), self.identity.name.clone());
+        let answer = Answer::later(async move {
+            match &server.hooks {
+                Some(hooks) => hooks.rpc(&user, &call).await,
+                None => Err(EnvelopeError::new("not_offered", "the server has no rpc hook")),
+            }
+        });
+        self.answer(InFlight::Pipelined, answer, move |result| Done::Rpc { id, result });
         Ok(())
     }
 

@@ -1,0 +1,223 @@
+//! Calls to the application's backend (docs/hooks.md): before a client's
+//! message is numbered (`publish`), and a client's remote procedure call
+//! (`rpc`). Each is JSON posted over HTTP/1.1 through one pooled client
+//! with keep-alive, within a timeout and a bound on the calls in flight to
+//! that hook; a backend that fails them is, by `--hook-failure`, refused
+//! (the client gets `unavailable`) or passed over.
+
+use crate::config::ServerConfig;
+use crate::envelope::{Body, Call, EnvelopeError, Limits};
+use crate::metrics::{HookLabel, HookMetrics};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Uri;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// What the server does when a hook's call fails: no answer in time, an
+/// HTTP status other than 2xx, or an answer that is not one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookFailure {
+    /// Refuse what was asked: the client gets `unavailable`.
+    Refuse,
+    /// Carry on as if the backend allowed it as it was (a publish); an RPC,
+    /// which has no answer but the backend's, is still `unavailable`.
+    Allow,
+}
+
+/// The hooks of one server, and the client that calls them.
+#[derive(Debug)]
+pub struct Hooks {
+    client: Client<HttpConnector, Full<Bytes>>,
+    publish: Option<Endpoint>,
+    rpc: Option<Endpoint>,
+    timeout: Duration,
+    failure: HookFailure,
+    /// The most bytes of an answer that is read.
+    max_answer: usize,
+    metrics: HookMetrics,
+}
+
+/// One hook's URL, and the calls that may be in flight to it.
+#[derive(Debug)]
+struct Endpoint {
+    label: HookLabel,
+    url: Uri,
+    in_flight: Semaphore,
+}
+
+/// What the publish hook is sent: the message as the client sent it.
+#[derive(Serialize)]
+struct PublishCall<'a> {
+    user: &'a str,
+    room: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+}
+
+/// The publish hook's answer: allowed as it was, allowed with `content`
+/// and `data` in its stead (either or both), or refused for `reason`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishVerdict {
+    allow: bool,
+    reason: Option<String>,
+    content: Option<String>,
+    data: Option<Box<RawValue>>,
+}
+
+/// What the rpc hook is sent.
+#[derive(Serialize)]
+struct RpcCall<'a> {
+    user: &'a str,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+}
+
+/// The rpc hook's answer: `{"result": ...}` for the client, or
+/// `{"error": "..."}`, the reason the call is refused.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RpcAnswer {
+    Result(Box<RawValue>),
+    Error(String),
+}
+
+impl Hooks {
+    /// The hooks `config` names; `None` when it names none.
+    pub fn new(config: &ServerConfig, metrics: HookMetrics) -> Option<Hooks> {
+        if config.hook_publish.is_none() && config.hook_rpc.is_none() {
+            return None;
+        }
+        let endpoint = |hook, url: &Option<Uri>| {
+            let in_flight = Semaphore::new(config.hook_max_in_flight as usize);
+            url.clone().map(|url| Endpoint { label: HookLabel { hook }, url, in_flight })
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Some(Hooks {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            publish: endpoint("publish", &config.hook_publish),
+            rpc: endpoint("rpc", &config.hook_rpc),
+            timeout: config.hook_timeout,
+            failure: config.hook_failure,
+            max_answer: config.max_message_size,
+            metrics,
+        })
+    }
+
+    /// Whether a client's messages go through the publish hook.
+    pub fn publishes(&self) -> bool {
+        self.publish.is_some()
+    }
+
+    /// Whether clients' `rpc` envelopes go to the rpc hook.
+    pub fn answers_rpc(&self) -> bool {
+        self.rpc.is_some()
+    }
+
+    /// What is to be published of `body`, sent by `user` to `room` with the
+    /// client's `id`: the body as it was, or as the backend rewrote it
+    /// (within `limits`), or the backend's refusal.
+    pub async fn publish(
+        &self,
+        user: &str,
+        room: &str,
+        body: Body,
+        id: Option<&str>,
+        limits: &Limits,
+    ) -> Result<Body, EnvelopeError> {
+        let Some(endpoint) = &self.publish else { return Ok(body) };
+        let call = PublishCall { user, room, content: body.content.as_deref(), data: body.data.as_deref(), id };
+        let verdict = match self.call::<PublishVerdict>(endpoint, &call).await {
+            Ok(verdict) => verdict,
+            Err(_) if self.failure == HookFailure::Allow => return Ok(body),
+            Err(error) => return Err(error),
+        };
+        if !verdict.allow {
+            let reason = verdict.reason.unwrap_or_else(|| "refused by the application".to_owned());
+            return Err(EnvelopeError::new("refused", reason));
+        }
+        if verdict.content.is_none() && verdict.data.is_none() {
+            return Ok(body);
+        }
+        let data = verdict.data.filter(|raw| raw.get() != "null");
+        let rewritten = Body { content: verdict.content, data };
+        rewritten
+            .check(limits)
+            .map_err(|e| EnvelopeError::new("unavailable", format!("the publish hook's rewrite: {}", e.message)))?;
+        Ok(rewritten)
+    }
+
+    /// The backend's answer to `call` by `user`: the result, as the
+    /// backend wrote it.
+    pub async fn rpc(&self, user: &str, call: &Call) -> Result<Box<RawValue>, EnvelopeError> {
+        let Some(endpoint) = &self.rpc else {
+            return Err(EnvelopeError::new("not_offered", "the server has no rpc hook"));
+        };
+        let (method, data) = (call.method.as_str(), call.data.as_deref());
+        match self.call(endpoint, &RpcCall { user, method, data }).await? {
+            RpcAnswer::Result(result) => Ok(result),
+            RpcAnswer::Error(reason) => Err(EnvelopeError::new("refused", reason)),
+        }
+    }
+
+    /// Posts `call` to `endpoint`: its answer, or why there is none, as
+    /// the client is told it (`unavailable`). Counted in the hook's metrics.
+    async fn call<A: DeserializeOwned>(&self, endpoint: &Endpoint, call: &impl Serialize) -> Result<A, EnvelopeError> {
+        let started = Instant::now();
+        let answer = match tokio::time::timeout(self.timeout, self.post(endpoint, call)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!("did not answer within {} s", self.timeout.as_secs_f64())),
+        };
+        let label = &endpoint.label;
+        self.metrics.calls.get_or_create(label).inc();
+        self.metrics.latency.get_or_create(label).observe(started.elapsed().as_secs_f64());
+        answer.map_err(|e| {
+            self.metrics.errors.get_or_create(label).inc();
+            tracing::warn!(hook = label.hook, "hook call failed: {e}");
+            EnvelopeError::new("unavailable", format!("the {} hook {e}", label.hook))
+        })
+    }
+
+    /// One call, once a place among the calls in flight is free.
+    async fn post<A: DeserializeOwned>(&self, endpoint: &Endpoint, call: &impl Serialize) -> Result<A, String> {
+        // Never closed.
+        let _permit = endpoint.in_flight.acquire().await.map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec(call).map_err(|e| e.to_string())?;
+        let mut request = hyper::Request::post(endpoint.url.clone()).body(Full::new(Bytes::from(json)));
+        if let Ok(request) = &mut request {
+            request.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let request = request.map_err(|e| e.to_string())?;
+        let response = self.client.request(request).await.map_err(|e| format!("could not be reached: {e:#}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("answered {status}"));
+        }
+        let body = Limited::new(response.into_body(), self.max_answer).collect().await;
+        let body = body.map_err(|e| format!("answer could not be read: {e}"))?.to_bytes();
+        serde_json::from_slice(&body).map_err(|e| format!("answered what is not an answer: {e}"))
+    }
+}
+
+/// A hook's URL: `http://` with a host (the client speaks no TLS yet).
+pub fn url(text: &str) -> Result<Uri, String> {
+    let url: Uri = text.parse().map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if url.scheme_str() != Some("http") || url.host().is_none() {
+        return Err(format!("{text:?} is not an http:// URL with a host"));
+    }
+    Ok(url)
+}

@@ -1,0 +1,280 @@
+//! The hooks to the application's backend (docs/hooks.md), against a real
+//! HTTP backend on loopback that the tests start: the publish hook's
+//! allow, refusal and rewrite, an rpc's answer and refusal, a backend that
+//! does not answer in time, that is down, that answers garbage, and the
+//! bound on the calls in flight.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+mod common;
+
+use bytes::Bytes;
+use common::{Client, PATIENCE, http_get, server};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::timeout;
+use ws_server::config::ServerConfig;
+
+/// How the backend answers a call to `path` (its status and body).
+type Handler = dyn Fn(&str, &Value) -> (u16, String) + Send + Sync;
+
+/// An application's backend on a free loopback port.
+struct Backend {
+    addr: SocketAddr,
+    state: Arc<State>,
+}
+
+struct State {
+    handler: Box<Handler>,
+    /// Every call received: its path and its JSON.
+    calls: Mutex<Vec<(String, Value)>>,
+    /// Calls being answered now, and the most there were at once.
+    in_flight: watch::Sender<(usize, usize)>,
+    /// Whether calls are answered; while it is closed, they are held.
+    gate: watch::Sender<bool>,
+}
+
+impl Backend {
+    /// Starts a backend answering as `handler` says, calls held until the
+    /// gate opens if it starts closed.
+    async fn start(open: bool, handler: impl Fn(&str, &Value) -> (u16, String) + Send + Sync + 'static) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            handler: Box::new(handler),
+            calls: Mutex::new(Vec::new()),
+            in_flight: watch::channel((0, 0)).0,
+            gate: watch::channel(open).0,
+        });
+        let serving = state.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let state = serving.clone();
+                let service = service_fn(move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(state.answer(request).await) }
+                });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(tcp), service));
+            }
+        });
+        Backend { addr, state }
+    }
+
+    /// The URL of `path` on this backend.
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn calls(&self) -> Vec<(String, Value)> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` calls are held at once.
+    async fn holding(&self, count: usize) {
+        let mut in_flight = self.state.in_flight.subscribe();
+        timeout(PATIENCE, in_flight.wait_for(|(now, _)| *now >= count)).await.unwrap().unwrap();
+    }
+
+    fn open(&self) {
+        self.state.gate.send_replace(true);
+    }
+
+    /// The most calls there were in flight at once.
+    fn peak(&self) -> usize {
+        self.state.in_flight.borrow().1
+    }
+}
+
+impl State {
+    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path().to_owned();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let call: Value = serde_json::from_slice(&body).unwrap();
+        self.calls.lock().unwrap().push((path.clone(), call.clone()));
+        self.in_flight.send_modify(|(now, peak)| {
+            *now += 1;
+            *peak = (*peak).max(*now);
+        });
+        let _ = self.gate.subscribe().wait_for(|open| *open).await;
+        let (status, answer) = (self.handler)(&path, &call);
+        self.in_flight.send_modify(|(now, _)| *now -= 1);
+        Response::builder().status(status).body(Full::new(Bytes::from(answer))).unwrap()
+    }
+}
+
+/// An application: refuses insults, shouts for "shout", adds for `add`.
+fn application(path: &str, call: &Value) -> (u16, String) {
+    let answer = match (path, call["content"].as_str(), call["method"].as_str()) {
+        ("/publish", Some(content), _) if content.contains("insult") => json!({"allow": false, "reason": "no insults"}),
+        ("/publish", Some("shout"), _) => json!({"allow": true, "content": "SHOUT", "data": {"loud": true}}),
+        ("/publish", Some("garbage"), _) => return (200, "not json".to_owned()),
+        ("/publish", Some("status"), _) => return (500, String::new()),
+        ("/publish", Some("wrong"), _) => json!({"allow": "yes"}),
+        ("/publish", _, _) => json!({"allow": true}),
+        ("/rpc", _, Some("add")) => {
+            json!({"result": call["data"]["a"].as_i64().unwrap() + call["data"]["b"].as_i64().unwrap()})
+        }
+        ("/rpc", _, Some("null")) => json!({"result": null}),
+        ("/rpc", _, _) => json!({"error": "no such method"}),
+        _ => return (404, String::new()),
+    };
+    (200, answer.to_string())
+}
+
+/// A server whose hooks are `backend`'s, with `flags`.
+async fn hooked(backend: &Backend, flags: &[&str]) -> SocketAddr {
+    let (publish, rpc) = (backend.url("/publish"), backend.url("/rpc"));
+    server(&[&["--hook-publish", &publish, "--hook-rpc", &rpc], flags].concat()).await
+}
+
+/// A client in the default room.
+async fn member(addr: SocketAddr) -> Client {
+    let mut client = Client::connect(addr).await;
+    client.expect(json!({"type": "joined", "room": "general"})).await;
+    client
+}
+
+#[tokio::test]
+async fn the_publish_hook_allows_refuses_and_rewrites_before_a_message_is_numbered() {
+    let backend = Backend::start(true, application).await;
+    let addr = hooked(&backend, &[]).await;
+    let (mut publisher, mut reader) = (member(addr).await, member(addr).await);
+
+    publisher.send(json!({"type": "message", "room": "general", "content": "hello", "id": "h"})).await;
+    publisher.until(json!({"type": "ack", "id": "h", "seq": 1})).await;
+    reader.expect(json!({"type": "message", "seq": 1, "content": "hello"})).await;
+
+    publisher.send(json!({"type": "message", "room": "general", "content": "an insult", "id": "i"})).await;
+    publisher.until(json!({"type": "error", "code": "refused", "message": "no insults", "id": "i"})).await;
+
+    publisher.send(json!({"type": "message", "room": "general", "content": "shout", "id": "s"})).await;
+    publisher.until(json!({"type": "ack", "id": "s", "seq": 2})).await;
+    // The refused message was never numbered nor delivered: the next is 2, rewritten.
+    reader.expect(json!({"type": "message", "seq": 2, "content": "SHOUT", "data": {"loud": true}})).await;
+
+    let (path, call) = backend.calls()[1].clone();
+    assert_eq!(path, "/publish");
+    assert_eq!(call, json!({"user": call["user"], "room": "general", "content": "an insult", "id": "i"}));
+    assert!(call["user"].as_str().unwrap().starts_with("127.0.0.1:"), "{call}");
+}
+
+#[tokio::test]
+async fn an_rpc_gets_the_backends_answer_with_its_id() {
+    let backend = Backend::start(true, application).await;
+    let addr = hooked(&backend, &[]).await;
+    let mut client = member(addr).await;
+
+    client.send(json!({"type": "rpc", "method": "add", "data": {"a": 2, "b": 3}, "id": "r1"})).await;
+    assert_eq!(client.next().await, json!({"type": "rpc", "id": "r1", "result": 5}));
+    client.send(json!({"type": "rpc", "method": "null", "id": "r2"})).await;
+    assert_eq!(client.next().await, json!({"type": "rpc", "id": "r2", "result": null}));
+    client.send(json!({"type": "rpc", "method": "other", "id": "r3"})).await;
+    client.expect(json!({"type": "error", "code": "refused", "message": "no such method", "id": "r3"})).await;
+    client.send(json!({"type": "rpc", "id": "r4"})).await;
+    client.expect(json!({"type": "error", "code": "missing_field", "id": "r4"})).await;
+
+    let (path, call) = backend.calls()[0].clone();
+    assert_eq!(path, "/rpc");
+    assert_eq!(call, json!({"user": call["user"], "method": "add", "data": {"a": 2, "b": 3}}));
+
+    // A server without the rpc hook does not offer it.
+    let mut client = member(server(&["--hook-publish", &backend.url("/publish")]).await).await;
+    client.send(json!({"type": "rpc", "method": "add", "id": "r5"})).await;
+    client.expect(json!({"type": "error", "code": "not_offered", "id": "r5"})).await;
+}
+
+#[tokio::test]
+async fn a_backend_that_does_not_answer_in_time_is_unavailable_and_the_connection_stays_up() {
+    let backend = Backend::start(false, application).await;
+    let addr = hooked(&backend, &["--hook-timeout", "0.5"]).await;
+    let mut client = member(addr).await;
+
+    client.send(json!({"type": "message", "room": "general", "content": "hello", "id": "m"})).await;
+    let error = client.expect(json!({"type": "error", "code": "unavailable", "id": "m"})).await;
+    assert!(error["message"].as_str().unwrap().contains("did not answer within 0.5 s"), "{error}");
+    client.send(json!({"type": "rpc", "method": "add", "id": "r"})).await;
+    client.expect(json!({"type": "error", "code": "unavailable", "id": "r"})).await;
+    client.send(json!({"type": "ping", "id": "p"})).await;
+    client.expect(json!({"type": "pong", "id": "p"})).await;
+
+    let metrics = http_get(addr, "/metrics").await;
+    for line in [r#"ws_hook_errors_total{hook="publish"} 1"#, r#"ws_hook_errors_total{hook="rpc"} 1"#] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(metrics.contains(r#"ws_hook_latency_seconds_count{hook="publish"} 1"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_backend_that_is_down_is_unavailable_or_passed_over_as_configured() {
+    // A port nothing listens on any more.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let url = format!("http://{closed}/publish");
+
+    let mut client = member(server(&["--hook-publish", &url]).await).await;
+    client.send(json!({"type": "message", "room": "general", "content": "hello", "id": "m"})).await;
+    let error = client.expect(json!({"type": "error", "code": "unavailable", "id": "m"})).await;
+    assert!(error["message"].as_str().unwrap().contains("could not be reached"), "{error}");
+
+    let mut client = member(server(&["--hook-publish", &url, "--hook-failure", "allow"]).await).await;
+    client.send(json!({"type": "message", "room": "general", "content": "hello", "id": "m"})).await;
+    client.until(json!({"type": "message", "seq": 1, "content": "hello"})).await;
+}
+
+#[tokio::test]
+async fn a_backend_that_answers_garbage_or_an_error_status_is_unavailable_and_the_connection_stays_up() {
+    let backend = Backend::start(true, application).await;
+    let mut client = member(hooked(&backend, &[]).await).await;
+    for (content, said) in [
+        ("garbage", "answered what is not an answer"),
+        ("status", "answered 500 Internal Server Error"),
+        ("wrong", "answered what is not an answer"),
+    ] {
+        client.send(json!({"type": "message", "room": "general", "content": content, "id": content})).await;
+        let error = client.expect(json!({"type": "error", "code": "unavailable", "id": content})).await;
+        assert!(error["message"].as_str().unwrap().contains(said), "{error}");
+    }
+    client.send(json!({"type": "message", "room": "general", "content": "fine", "id": "f"})).await;
+    client.until(json!({"type": "ack", "id": "f", "seq": 1})).await;
+}
+
+#[tokio::test]
+async fn calls_in_flight_to_a_hook_are_bounded() {
+    let backend = Backend::start(false, application).await;
+    let mut client = member(hooked(&backend, &["--hook-max-in-flight", "2", "--rate-limit", "0"]).await).await;
+    for i in 0..5 {
+        client.send(json!({"type": "rpc", "method": "add", "data": {"a": i, "b": 1}, "id": i.to_string()})).await;
+    }
+    backend.holding(2).await;
+    // Answered at once: the server has read every rpc before it.
+    client.send(json!({"type": "ping"})).await;
+    client.expect(json!({"type": "pong"})).await;
+    backend.open();
+    for i in 0..5 {
+        assert_eq!(client.next().await, json!({"type": "rpc", "id": i.to_string(), "result": i + 1}));
+    }
+    assert_eq!(backend.peak(), 2);
+    assert_eq!(backend.calls().len(), 5);
+}
+
+#[test]
+fn hook_settings_are_checked_at_start_up() {
+    for (flags, named) in [
+        (&["--hook-publish", "ftp://backend/publish"][..], "--hook-publish"),
+        (&["--hook-rpc", "backend/rpc"], "--hook-rpc"),
+        (&["--hook-max-in-flight", "0"], "--hook-max-in-flight"),
+        (&["--hook-timeout", "0"], "--hook-timeout"),
+        (&["--hook-failure", "maybe"], "--hook-failure"),
+    ] {
+        let error = ServerConfig::load(["ws-server"].iter().chain(flags)).unwrap_err().to_string();
+        assert!(error.contains(named), "{error}");
+    }
+}
