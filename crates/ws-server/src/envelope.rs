@@ -333,6 +333,9 @@ pub enum Outgoing<'a> {
         /// Names the room's numbering: another epoch means the seqs started
         /// over (an in-memory server restarted), and a `since` from before means nothing.
         epoch: &'a str,
+        /// What the join hook of the application's backend gave the member, if anything.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<&'a RawValue>,
     },
     /// The client left `room`: it asked to, or, with `reason`, the server removed it.
     Left {

@@ -15,11 +15,11 @@ use std::sync::Arc;
 /// A label with one name and a fixed value.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
-    /// Why: `origin`, `unauthorized`, `per_ip`, `full`; or `disconnect`, `skip`.
+    /// Why: `origin`, `unauthorized`, `connect_hook`, `per_ip`, `full`; or `disconnect`, `skip`.
     pub reason: &'static str,
 }
 
-/// A hook, as its metrics are labelled: `hook="publish"` or `hook="rpc"`.
+/// A hook, as its metrics are labelled: `hook="connect"`, `"join"`, `"publish"`, `"rpc"`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HookLabel {
     /// Which hook.

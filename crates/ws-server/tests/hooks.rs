@@ -1,8 +1,9 @@
 //! The hooks to the application's backend (docs/hooks.md), against a real
-//! HTTP backend on loopback that the tests start: the publish hook's
-//! allow, refusal and rewrite, an rpc's answer and refusal, a backend that
-//! does not answer in time, that is down, that answers garbage, and the
-//! bound on the calls in flight.
+//! HTTP backend on loopback that the tests start: the connect hook with a
+//! cookie session and no JWT, the join hook's allow with data and its
+//! refusal, the publish hook's allow, refusal and rewrite, an rpc's answer
+//! and refusal, a backend that does not answer in time, that is down, that
+//! answers garbage, and the bound on the calls in flight.
 
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::timeout;
 use ws_server::config::ServerConfig;
+use ws_tokio::client::{ClientOptions, connect_with};
 
 /// How the backend answers a call to `path` (its status and body).
 type Handler = dyn Fn(&str, &Value) -> (u16, String) + Send + Sync;
@@ -111,9 +113,16 @@ impl State {
     }
 }
 
-/// An application: refuses insults, shouts for "shout", adds for `add`.
+/// An application: admits the session cookie `s-alice` as alice, keeps
+/// room `vip` to itself, refuses insults, shouts for "shout", adds for `add`.
 fn application(path: &str, call: &Value) -> (u16, String) {
     let answer = match (path, call["content"].as_str(), call["method"].as_str()) {
+        ("/connect", _, _) if call["cookies"]["session"] == "s-alice" => {
+            json!({"allow": true, "user": "alice", "rooms": ["general", "chat:*"], "publish": ["chat:*"]})
+        }
+        ("/connect", _, _) => json!({"allow": false, "status": 401, "reason": "no session"}),
+        ("/join", _, _) if call["room"] == "vip" => json!({"allow": false, "reason": "members only"}),
+        ("/join", _, _) => json!({"allow": true, "data": {"welcome": call["room"]}}),
         ("/publish", Some(content), _) if content.contains("insult") => json!({"allow": false, "reason": "no insults"}),
         ("/publish", Some("shout"), _) => json!({"allow": true, "content": "SHOUT", "data": {"loud": true}}),
         ("/publish", Some("garbage"), _) => return (200, "not json".to_owned()),
@@ -141,6 +150,105 @@ async fn member(addr: SocketAddr) -> Client {
     let mut client = Client::connect(addr).await;
     client.expect(json!({"type": "joined", "room": "general"})).await;
     client
+}
+
+/// Opens a hub connection to `addr` at `target` with `headers`: the client,
+/// or the status and reason of its refusal.
+async fn open(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Result<Client, (u16, String)> {
+    let headers = headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+    match connect_with(&format!("ws://{addr}{target}"), &ClientOptions { headers, ..Default::default() }).await {
+        Ok((ws, _)) => Ok(Client { ws }),
+        Err(ws_tokio::Error::Refused { status, reason, .. }) => Err((status, reason)),
+        Err(e) => panic!("not an HTTP refusal: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_connect_hook_admits_a_cookie_session_without_a_jwt() {
+    let backend = Backend::start(true, application).await;
+    let addr = server(&["--hook-connect", &backend.url("/connect"), "--hook-header", "X-App"]).await;
+
+    let mut alice =
+        open(addr, "/ws?lang=en", &[("Cookie", "theme=dark; session=s-alice"), ("X-App", "7")]).await.unwrap();
+    alice.expect(json!({"type": "system", "content": "welcome, alice"})).await;
+    alice.expect(json!({"type": "joined", "room": "general"})).await;
+    alice.send(json!({"type": "join", "room": "other"})).await;
+    alice.expect(json!({"type": "error", "code": "forbidden"})).await;
+    alice.send(json!({"type": "message", "room": "general", "content": "hi", "id": "g"})).await;
+    alice.expect(json!({"type": "error", "code": "forbidden", "id": "g"})).await;
+    alice.join("chat:1", 0).await;
+    alice.send(json!({"type": "message", "room": "chat:1", "content": "hi", "id": "c"})).await;
+    alice.until(json!({"type": "message", "room": "chat:1", "sender": "alice", "content": "hi"})).await;
+
+    let (path, call) = backend.calls()[0].clone();
+    assert_eq!(path, "/connect");
+    assert_eq!(
+        call,
+        json!({
+            "address": "127.0.0.1",
+            "path": "/ws",
+            "query": {"lang": "en"},
+            "cookies": {"theme": "dark", "session": "s-alice"},
+            "headers": {"x-app": "7"},
+        })
+    );
+
+    let refused = open(addr, "/ws", &[("Cookie", "session=s-mallory")]).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.0, 401);
+    assert!(refused.1.contains("no session"), "{refused:?}");
+    let metrics = http_get(addr, "/metrics").await;
+    assert!(metrics.contains(r#"ws_connections_refused_total{reason="connect_hook"} 1"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn with_a_jwt_key_too_the_connect_hook_decides_for_requests_without_a_token() {
+    let backend = Backend::start(true, application).await;
+    let addr = server(&["--hook-connect", &backend.url("/connect"), "--jwt-secret", "k"]).await;
+    let claims = json!({"sub": "bob", "exp": 4_000_000_000u64});
+    let key = jsonwebtoken::EncodingKey::from_secret(b"k");
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+
+    let mut bob = open(addr, &format!("/ws?token={token}"), &[]).await.unwrap();
+    bob.expect(json!({"type": "system", "content": "welcome, bob"})).await;
+    let mut alice = open(addr, "/ws", &[("Cookie", "session=s-alice")]).await.unwrap();
+    alice.expect(json!({"type": "system", "content": "welcome, alice"})).await;
+    // A bad token is the key's to refuse, not the hook's.
+    assert_eq!(open(addr, "/ws?token=bad", &[("Cookie", "session=s-alice")]).await.map(|_| ()).unwrap_err().0, 401);
+    assert_eq!(backend.calls().len(), 1, "only alice's handshake went to the backend");
+
+    // A connect hook that is down refuses every handshake without a token, 503.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let addr = server(&["--hook-connect", &format!("http://{closed}/connect")]).await;
+    let refused = open(addr, "/ws", &[("Cookie", "session=s-alice")]).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.0, 503, "{refused:?}");
+    assert!(refused.1.contains("the connect hook could not be reached"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn the_join_hook_allows_with_data_or_refuses() {
+    let backend = Backend::start(true, application).await;
+    let addr = server(&["--hook-join", &backend.url("/join")]).await;
+    let mut client = Client::connect(addr).await;
+    client.expect(json!({"type": "joined", "room": "general", "data": {"welcome": "general"}})).await;
+    client.send(json!({"type": "join", "room": "vip", "id": "v"})).await;
+    client.expect(json!({"type": "error", "code": "refused", "message": "members only", "id": "v"})).await;
+    client.send(json!({"type": "join", "room": "lobby", "since": 0})).await;
+    client.expect(json!({"type": "joined", "room": "lobby", "data": {"welcome": "lobby"}})).await;
+    client.expect(json!({"type": "recovered", "room": "lobby"})).await;
+    // Not a member of vip: its messages are not for this client.
+    client.send(json!({"type": "message", "room": "vip", "content": "hi", "id": "m"})).await;
+    client.expect(json!({"type": "error", "code": "not_joined", "id": "m"})).await;
+
+    let calls: Vec<Value> = backend.calls().into_iter().map(|(_, call)| call).collect();
+    let user = calls[0]["user"].clone();
+    assert_eq!(
+        calls,
+        [
+            json!({"user": user, "room": "general"}),
+            json!({"user": user, "room": "vip"}),
+            json!({"user": user, "room": "lobby", "since": 0}),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -270,6 +378,9 @@ fn hook_settings_are_checked_at_start_up() {
     for (flags, named) in [
         (&["--hook-publish", "ftp://backend/publish"][..], "--hook-publish"),
         (&["--hook-rpc", "backend/rpc"], "--hook-rpc"),
+        (&["--hook-connect", "https://backend/connect"], "--hook-connect"),
+        (&["--hook-join", "http:///join"], "--hook-join"),
+        (&["--hook-header", "bad header"], "--hook-header"),
         (&["--hook-max-in-flight", "0"], "--hook-max-in-flight"),
         (&["--hook-timeout", "0"], "--hook-timeout"),
         (&["--hook-failure", "maybe"], "--hook-failure"),

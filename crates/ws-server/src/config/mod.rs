@@ -113,6 +113,24 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_REDIS_ACK_TIMEOUT", default_value = "1", value_name = "SECONDS", value_parser = ack_timeout)]
     pub redis_ack_timeout: Duration,
 
+    /// The application's backend decides who a hub connection is, at its
+    /// handshake: it is sent the client's address, the query, the cookies
+    /// and the --hook-header headers, and answers with the user or a
+    /// refusal. With a JWT key too, a request that carries a token is
+    /// checked by the key alone (docs/hooks.md).
+    #[arg(long, env = "WS_HOOK_CONNECT", value_name = "URL", value_parser = hooks::url)]
+    pub hook_connect: Option<hyper::Uri>,
+
+    /// A header of the hub handshake that the connect hook is sent
+    /// (repeatable), such as `user-agent`.
+    #[arg(long = "hook-header", env = "WS_HOOK_HEADER", value_name = "NAME", value_delimiter = ',', value_parser = header_name)]
+    pub hook_headers: Vec<String>,
+
+    /// The application's backend allows or refuses every join of a room,
+    /// and may give data for the member's `joined` (docs/hooks.md).
+    #[arg(long, env = "WS_HOOK_JOIN", value_name = "URL", value_parser = hooks::url)]
+    pub hook_join: Option<hyper::Uri>,
+
     /// The application's backend decides on every message a client
     /// publishes before it is numbered: allows it, rewrites it or refuses
     /// it. JSON is posted to this `http://` URL (docs/hooks.md).
@@ -467,6 +485,14 @@ fn seconds(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs).map_err(|e| e.to_string()),
         _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
+}
+
+/// An HTTP header's name, such as `user-agent`.
+fn header_name(text: &str) -> Result<String, String> {
+    match hyper::header::HeaderName::from_bytes(text.as_bytes()) {
+        Ok(name) => Ok(name.as_str().to_owned()),
+        Err(_) => Err(format!("{text:?} is not an HTTP header's name")),
     }
 }
 

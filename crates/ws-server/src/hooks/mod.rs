@@ -1,6 +1,7 @@
-//! Calls to the application's backend (docs/hooks.md): before a client's
-//! message is numbered (`publish`), and a client's remote procedure call
-//! (`rpc`). Each is JSON posted over HTTP/1.1 through one pooled client
+//! Calls to the application's backend (docs/hooks.md): at a hub
+//! connection's handshake (`connect`), before a join (`join`), before a
+//! client's message is numbered (`publish`), and a client's remote
+//! procedure call (`rpc`). Each is JSON posted over HTTP/1.1 through one pooled client
 //! with keep-alive, within a timeout and a bound on the calls in flight to
 //! that hook; a backend that fails them is, by `--hook-failure`, refused
 //! (the client gets `unavailable`) or passed over.
@@ -8,6 +9,7 @@
 use crate::config::ServerConfig;
 use crate::envelope::{Body, Call, EnvelopeError, Limits};
 use crate::metrics::{HookLabel, HookMetrics};
+use crate::policy::auth::{Grants, Identity};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Uri;
@@ -18,8 +20,11 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use ws_proto::handshake::server::Request;
 
 /// What the server does when a hook's call fails: no answer in time, an
 /// HTTP status other than 2xx, or an answer that is not one.
@@ -36,8 +41,12 @@ pub enum HookFailure {
 #[derive(Debug)]
 pub struct Hooks {
     client: Client<HttpConnector, Full<Bytes>>,
+    connect: Option<Endpoint>,
+    join: Option<Endpoint>,
     publish: Option<Endpoint>,
     rpc: Option<Endpoint>,
+    /// The handshake's headers the connect hook is sent, in lower case.
+    headers: Vec<String>,
     timeout: Duration,
     failure: HookFailure,
     /// The most bytes of an answer that is read.
@@ -52,6 +61,61 @@ struct Endpoint {
     url: Uri,
     in_flight: Semaphore,
 }
+
+/// What the connect hook is sent: the hub handshake's request.
+#[derive(Serialize)]
+struct ConnectCall<'a> {
+    address: String,
+    path: &'a str,
+    query: BTreeMap<String, String>,
+    cookies: BTreeMap<&'a str, &'a str>,
+    headers: BTreeMap<&'a str, &'a str>,
+}
+
+/// The connect hook's answer: the user, with what it may do (as a token's
+/// claims say it) and until when, or a refusal with its status and reason.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectVerdict {
+    allow: bool,
+    user: Option<String>,
+    rooms: Option<Vec<String>>,
+    publish: Option<Vec<String>>,
+    expires: Option<u64>,
+    status: Option<u16>,
+    reason: Option<String>,
+}
+
+/// A handshake refused: the HTTP status and the reason the client gets.
+#[derive(Debug)]
+pub struct Refusal {
+    /// 4xx or 5xx.
+    pub status: u16,
+    /// Why.
+    pub reason: String,
+}
+
+/// What the join hook is sent.
+#[derive(Serialize)]
+struct JoinCall<'a> {
+    user: &'a str,
+    room: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<u64>,
+}
+
+/// The join hook's answer: allowed, with `data` for the member's `joined`
+/// if it gives some, or refused for `reason`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinVerdict {
+    allow: bool,
+    reason: Option<String>,
+    data: Option<Box<RawValue>>,
+}
+
+/// The longest user name the connect hook may give, in characters.
+const MAX_USER_LEN: usize = 256;
 
 /// What the publish hook is sent: the message as the client sent it.
 #[derive(Serialize)]
@@ -98,7 +162,8 @@ enum RpcAnswer {
 impl Hooks {
     /// The hooks `config` names; `None` when it names none.
     pub fn new(config: &ServerConfig, metrics: HookMetrics) -> Option<Hooks> {
-        if config.hook_publish.is_none() && config.hook_rpc.is_none() {
+        let urls = [&config.hook_connect, &config.hook_join, &config.hook_publish, &config.hook_rpc];
+        if urls.iter().all(|url| url.is_none()) {
             return None;
         }
         let endpoint = |hook, url: &Option<Uri>| {
@@ -109,13 +174,79 @@ impl Hooks {
         connector.set_nodelay(true);
         Some(Hooks {
             client: Client::builder(TokioExecutor::new()).build(connector),
+            connect: endpoint("connect", &config.hook_connect),
+            join: endpoint("join", &config.hook_join),
             publish: endpoint("publish", &config.hook_publish),
             rpc: endpoint("rpc", &config.hook_rpc),
+            headers: config.hook_headers.iter().map(|name| name.to_ascii_lowercase()).collect(),
             timeout: config.hook_timeout,
             failure: config.hook_failure,
             max_answer: config.max_message_size,
             metrics,
         })
+    }
+
+    /// Whether hub handshakes go to the connect hook.
+    pub fn connects(&self) -> bool {
+        self.connect.is_some()
+    }
+
+    /// Who the handshake's `request` from `address` speaks for, as the
+    /// connect hook says, or its refusal; a failed call is refused 503,
+    /// whatever `--hook-failure` says, since no user is known.
+    pub async fn connect(&self, request: &Request, address: IpAddr) -> Result<Identity, Refusal> {
+        let Some(endpoint) = &self.connect else { return Ok(Identity::anonymous(address.to_string())) };
+        let unavailable = |e: EnvelopeError| Refusal { status: 503, reason: e.message };
+        let verdict: ConnectVerdict =
+            self.call(endpoint, &self.connect_call(request, address)).await.map_err(unavailable)?;
+        if !verdict.allow {
+            let status = verdict.status.filter(|s| (400..600).contains(s)).unwrap_or(403);
+            return Err(Refusal { status, reason: refused(verdict.reason).message });
+        }
+        let user = verdict.user.filter(|u| (1..=MAX_USER_LEN).contains(&u.chars().count()));
+        let Some(user) = user else {
+            self.metrics.errors.get_or_create(&endpoint.label).inc();
+            let reason = format!("the connect hook allowed no user (1 to {MAX_USER_LEN} characters)");
+            return Err(Refusal { status: 503, reason });
+        };
+        // Without `expires`, the connection lasts as long as it is open.
+        let grants =
+            Grants { rooms: verdict.rooms, publish: verdict.publish, expires: verdict.expires.unwrap_or(u64::MAX) };
+        Ok(Identity { name: user.into(), grants: Some(Box::new(grants)) })
+    }
+
+    /// The connect hook's call for `request`: the address, the path, the
+    /// query's and the cookies' pairs, and the headers it is to be sent.
+    fn connect_call<'a>(&'a self, request: &'a Request, address: IpAddr) -> ConnectCall<'a> {
+        let query = url::form_urlencoded::parse(request.query().unwrap_or_default().as_bytes()).into_owned().collect();
+        let pairs = request.headers.get_all("cookie").flat_map(|v| v.split(';'));
+        let cookies = pairs.filter_map(|pair| pair.trim().split_once('=')).collect();
+        let headers =
+            self.headers.iter().filter_map(|name| Some((name.as_str(), request.headers.get(name)?))).collect();
+        ConnectCall { address: address.to_string(), path: request.path(), query, cookies, headers }
+    }
+
+    /// Whether joins go through the join hook.
+    pub fn joins(&self) -> bool {
+        self.join.is_some()
+    }
+
+    /// Whether `user` may join `room` (with `since`), as the join hook
+    /// says: the data for its `joined`, if the backend gave some.
+    pub async fn join(
+        &self,
+        user: &str,
+        room: &str,
+        since: Option<u64>,
+    ) -> Result<Option<Box<RawValue>>, EnvelopeError> {
+        let Some(endpoint) = &self.join else { return Ok(None) };
+        let Some(verdict) = self.decided::<JoinVerdict>(endpoint, &JoinCall { user, room, since }).await? else {
+            return Ok(None);
+        };
+        if !verdict.allow {
+            return Err(refused(verdict.reason));
+        }
+        Ok(verdict.data.filter(|raw| raw.get() != "null"))
     }
 
     /// Whether a client's messages go through the publish hook.
@@ -141,14 +272,9 @@ impl Hooks {
     ) -> Result<Body, EnvelopeError> {
         let Some(endpoint) = &self.publish else { return Ok(body) };
         let call = PublishCall { user, room, content: body.content.as_deref(), data: body.data.as_deref(), id };
-        let verdict = match self.call::<PublishVerdict>(endpoint, &call).await {
-            Ok(verdict) => verdict,
-            Err(_) if self.failure == HookFailure::Allow => return Ok(body),
-            Err(error) => return Err(error),
-        };
+        let Some(verdict) = self.decided::<PublishVerdict>(endpoint, &call).await? else { return Ok(body) };
         if !verdict.allow {
-            let reason = verdict.reason.unwrap_or_else(|| "refused by the application".to_owned());
-            return Err(EnvelopeError::new("refused", reason));
+            return Err(refused(verdict.reason));
         }
         if verdict.content.is_none() && verdict.data.is_none() {
             return Ok(body);
@@ -171,6 +297,20 @@ impl Hooks {
         match self.call(endpoint, &RpcCall { user, method, data }).await? {
             RpcAnswer::Result(result) => Ok(result),
             RpcAnswer::Error(reason) => Err(EnvelopeError::new("refused", reason)),
+        }
+    }
+
+    /// The backend's verdict on `call`; `None` when the call failed and
+    /// `--hook-failure allow` passes it over.
+    async fn decided<V: DeserializeOwned>(
+        &self,
+        endpoint: &Endpoint,
+        call: &impl Serialize,
+    ) -> Result<Option<V>, EnvelopeError> {
+        match self.call(endpoint, call).await {
+            Ok(verdict) => Ok(Some(verdict)),
+            Err(_) if self.failure == HookFailure::Allow => Ok(None),
+            Err(error) => Err(error),
         }
     }
 
@@ -211,6 +351,11 @@ impl Hooks {
         let body = body.map_err(|e| format!("answer could not be read: {e}"))?.to_bytes();
         serde_json::from_slice(&body).map_err(|e| format!("answered what is not an answer: {e}"))
     }
+}
+
+/// The backend's refusal, for `reason` if it gave one.
+fn refused(reason: Option<String>) -> EnvelopeError {
+    EnvelopeError::new("refused", reason.unwrap_or_else(|| "refused by the application".into()))
 }
 
 /// A hook's URL: `http://` with a host (the client speaks no TLS yet).

@@ -3,17 +3,19 @@
 //! to the plain HTTP routes (plain.rs): the server API, the demo page, the
 //! health check and the metrics, which serve the connection from then on.
 
-use crate::policy::auth::Identity;
+use crate::hooks::Refusal;
+use crate::policy::auth::{Identity, carries_token};
 use crate::policy::limits::{Permit, client_address};
 use crate::policy::origin::origin_allowed;
 use crate::server::Server;
 use crate::session::Session;
 use crate::session::echo::Echo;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{info, warn};
+use ws_proto::handshake::server::Request;
 use ws_tokio::server::{Handshake, read_request};
 use ws_tokio::{Options, WebSocket};
 
@@ -58,16 +60,13 @@ async fn hub_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         metrics.refuse("origin");
         return handshake.reject(403, "origin not allowed").await;
     }
-    let identity = match &server.auth {
-        None => None,
-        Some(auth) => match auth.authenticate(request) {
-            Ok(identity) => Some(identity),
-            Err(reason) => {
-                warn!(%address, "refused: {reason}");
-                metrics.refuse("unauthorized");
-                return handshake.reject(401, &reason).await;
-            }
-        },
+    let identity = match identify(server, request, address).await {
+        Ok(identity) => identity,
+        Err((refusal, label)) => {
+            warn!(%address, "refused: {}", refusal.reason);
+            metrics.refuse(label);
+            return handshake.reject(refusal.status, &refusal.reason).await;
+        }
     };
     let permit = match server.limits.admit(address) {
         Ok(permit) => permit,
@@ -89,6 +88,28 @@ async fn hub_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     // the connection.
     server.tasks.spawn(Session::start(ws, identity, server.clone(), permit));
     Ok(())
+}
+
+/// Who a hub handshake's `request` from `address` speaks for: with a JWT
+/// key, its token's user; with the connect hook, the backend's answer
+/// (with both, for a request that carries no token); `None`: no one known,
+/// an anonymous client. A refusal comes with its metric's label.
+async fn identify(
+    server: &Server,
+    request: &Request,
+    address: IpAddr,
+) -> Result<Option<Identity>, (Refusal, &'static str)> {
+    let hooks = server.hooks.as_ref().filter(|hooks| hooks.connects());
+    if let Some(auth) = &server.auth {
+        if hooks.is_none() || carries_token(request) {
+            let refused = |reason| (Refusal { status: 401, reason }, "unauthorized");
+            return auth.authenticate(request).map(Some).map_err(refused);
+        }
+    }
+    match hooks {
+        Some(hooks) => hooks.connect(request, address).await.map(Some).map_err(|refusal| (refusal, "connect_hook")),
+        None => Ok(None),
+    }
 }
 
 /// Accepts an echo connection and runs it as a task of its own, as a hub

@@ -170,6 +170,11 @@ impl Authenticator {
     }
 }
 
+/// Whether a request carries a token (a good one or not).
+pub fn carries_token(request: &Request) -> bool {
+    token(request).is_some()
+}
+
 /// The token of a request: the Authorization header, the `token` query
 /// parameter, or the `token` cookie, in that order.
 fn token(request: &Request) -> Option<String> {

@@ -61,18 +61,22 @@ enum Done {
     Published { id: Option<String>, seq: Result<u64, EnvelopeError> },
     /// The client joined `room` (anew, with its subscription, or again), or
     /// could not; `token_expires`, of the room token it joined with.
-    Joined {
-        room: String,
-        id: Option<String>,
-        token_expires: u64,
-        joined: Result<(Option<Subscription>, Option<Replay>), EnvelopeError>,
-    },
+    Joined { room: String, id: Option<String>, token_expires: u64, joined: Result<Admitted, EnvelopeError> },
     /// Who is in `room`.
     Presence { room: String, id: Option<String>, presence: Result<Presence, EnvelopeError> },
     /// What the backend answered an `rpc`.
     Rpc { id: Option<String>, result: Result<Box<serde_json::value::RawValue>, EnvelopeError> },
     /// What the history of `room` still held of the seqs it lost, up to `upto`.
     Refetched { room: Arc<str>, upto: u64, held: Result<Replay, EnvelopeError> },
+}
+
+/// What a join came to: the subscription of a new member (none for one
+/// that was in the room already), the replay it asked for, and the join
+/// hook's data for its `joined`.
+struct Admitted {
+    subscription: Option<Subscription>,
+    replay: Option<Replay>,
+    data: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// How the session goes on while an answer is to come.

@@ -2,12 +2,13 @@
 //! the rate limit and its rights, and sent to the server, whose answers,
 //! at once or later, go back to the client in the order of the requests.
 
-use super::{Answering, Done, InFlight, Membership, Pending, Session, TOKEN_EXPIRED};
+use super::{Admitted, Answering, Done, InFlight, Membership, Pending, Session, TOKEN_EXPIRED};
 use crate::config::namespaces::Publish;
 use crate::envelope::{self, Body, Call, Envelope, EnvelopeError, Outgoing, Request};
 use crate::hooks::Hooks;
 use crate::hub::{Replay, Subscription};
 use crate::server::{Answer, Presence};
+use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 use ws_proto::{CloseCode, Event, Message};
@@ -90,7 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // What came after `delivered` is on its way in the stream.
             let delivered = self.rooms[i].delivered;
             let Some(since) = since else {
-                self.joined(i, delivered, None);
+                self.joined(i, delivered, None, None);
                 return Ok(());
             };
             let replay = self.server.replay(&room, since, delivered);
@@ -99,7 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 room,
                 id,
                 token_expires,
-                joined: replay.map(|replay| (None, Some(replay))),
+                joined: replay.map(|replay| Admitted { subscription: None, replay: Some(replay), data: None }),
             });
             return Ok(());
         }
@@ -108,14 +109,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.rooms.len() >= limit {
             return Err(EnvelopeError::new("room_limit", format!("at most {limit} rooms per connection")));
         }
-        let joined = self.server.join(&room, &self.identity.name, since);
-        self.answer(InFlight::Alone(None), joined, move |joined| Done::Joined {
-            room,
-            id,
-            token_expires,
-            joined: joined.map(|(subscription, replay)| (Some(subscription), replay)),
-        });
+        let joined = self.admitted(&room, since);
+        self.answer(InFlight::Alone(None), joined, move |joined| Done::Joined { room, id, token_expires, joined });
         Ok(())
+    }
+
+    /// Joins `room` (with `since`), once the join hook allows it, if there is one.
+    fn admitted(&self, room: &str, since: Option<u64>) -> Answer<Result<Admitted, EnvelopeError>> {
+        let admitted = |(subscription, replay), data| Admitted { subscription: Some(subscription), replay, data };
+        if !self.server.hooks.as_ref().is_some_and(Hooks::joins) {
+            return match self.server.join(room, &self.identity.name, since) {
+                Answer::Now(joined) => Answer::Now(joined.map(|joined| admitted(joined, None))),
+                Answer::Later(joined) => {
+                    Answer::later(async move { joined.await.map(|joined| admitted(joined, None)) })
+                }
+            };
+        }
+        let (server, user, room) = (self.server.clone(), self.identity.name.clone(), room.to_owned());
+        Answer::later(async move {
+            let data = match &server.hooks {
+                Some(hooks) => hooks.join(&user, &room, since).await?,
+                None => None,
+            };
+            Ok(admitted(server.join(&room, &user, since).wait().await?, data))
+        })
     }
 
     /// Whether the client may join `room`: its token allows it (0), or a
@@ -207,14 +224,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Becomes a member of the subscription's room, until `token_expires`
     /// if a room token let it in.
-    fn subscribed(&mut self, subscription: Subscription, replay: Option<Replay>, token_expires: u64) {
+    fn subscribed(
+        &mut self,
+        subscription: Subscription,
+        replay: Option<Replay>,
+        data: Option<Box<RawValue>>,
+        token_expires: u64,
+    ) {
         let mut rooms = std::mem::take(&mut self.rooms).into_vec();
         rooms.reserve_exact(1);
         let latest = subscription.latest;
         let member = subscription.member;
         rooms.push(Membership { member, delivered: latest, gap: None, lost: latest, token_expires });
         self.rooms = rooms.into_boxed_slice();
-        self.joined(self.rooms.len() - 1, latest, replay);
+        self.joined(self.rooms.len() - 1, latest, replay, data.as_deref());
     }
 
     /// The server answered: what the client is told.
@@ -222,13 +245,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match done {
             Done::Published { id, seq: Ok(seq) } => self.acked(id.as_deref(), seq),
             Done::Published { id, seq: Err(error) } => self.send_error(error.about(id)),
-            Done::Joined { joined: Ok((Some(subscription), replay)), token_expires, .. } => {
-                self.subscribed(subscription, replay, token_expires);
+            Done::Joined {
+                joined: Ok(Admitted { subscription: Some(subscription), replay, data }),
+                token_expires,
+                ..
+            } => {
+                self.subscribed(subscription, replay, data, token_expires);
             }
-            Done::Joined { room, id, joined: Ok((None, replay)), .. } => match self.membership(&room) {
-                Some(i) => self.joined(i, self.rooms[i].delivered, replay),
-                None => self.send_error(EnvelopeError::new("not_joined", format!("not in room {room}")).about(id)),
-            },
+            Done::Joined { room, id, joined: Ok(Admitted { subscription: None, replay, .. }), .. } => {
+                match self.membership(&room) {
+                    Some(i) => self.joined(i, self.rooms[i].delivered, replay, None),
+                    None => self.send_error(EnvelopeError::new("not_joined", format!("not in room {room}")).about(id)),
+                }
+            }
             Done::Joined { id, joined: Err(error), .. } => self.send_error(error.about(id)),
             Done::Presence { room, presence: Ok(presence), .. } => self.present(&room, presence),
             Done::Presence { id, presence: Err(error), .. } => self.send_error(error.about(id)),
@@ -244,11 +273,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Tells the client it is in room `i`, then replays what it asked for.
-    fn joined(&mut self, i: usize, latest: u64, replay: Option<Replay>) {
+    /// Tells the client it is in room `i`, with the join hook's `data` if
+    /// it gave some, then replays what it asked for.
+    fn joined(&mut self, i: usize, latest: u64, replay: Option<Replay>, data: Option<&RawValue>) {
         let room = self.rooms[i].room().clone();
         let server = self.server.clone();
-        self.send(&Outgoing::Joined { room: &room, seq: latest, epoch: &server.hub.epoch() });
+        self.send(&Outgoing::Joined { room: &room, seq: latest, epoch: &server.hub.epoch(), data });
         let Some(replay) = replay else { return };
         self.queue_all(i, replay.deliveries.iter().map(|d| &**d));
         self.send(&Outgoing::Recovered { room: &room, complete: replay.complete });
