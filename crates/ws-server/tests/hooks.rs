@@ -225,6 +225,39 @@ async fn with_a_jwt_key_too_the_connect_hook_decides_for_requests_without_a_toke
 }
 
 #[tokio::test]
+async fn the_refresh_hook_extends_a_connection_of_the_connect_hook_or_lets_it_end() {
+    // Far enough ahead for the refresh to come first on a loaded machine.
+    let ends = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 8;
+    let backend = Backend::start(true, move |path: &str, call: &Value| {
+        let user = call["cookies"]["session"].as_str().map(|session| session.trim_start_matches("s-"));
+        let answer = match path {
+            "/connect" => json!({"allow": true, "user": user, "expires": ends}),
+            "/refresh" if call["user"] == "ann" => json!({"allow": true, "expires": ends + 3600}),
+            _ => json!({"allow": false, "reason": "signed out"}),
+        };
+        (200, answer.to_string())
+    })
+    .await;
+    let (connect, refresh) = (backend.url("/connect"), backend.url("/refresh"));
+    let flags = ["--heartbeat-interval", "0.1", "--refresh-before", "3600", "--rate-limit", "0"];
+    let addr = server(&[&["--hook-connect", &connect, "--hook-refresh", &refresh], &flags[..]].concat()).await;
+    let mut ann = open(addr, "/ws", &[("Cookie", "session=s-ann")]).await.unwrap();
+    let mut bob = open(addr, "/ws", &[("Cookie", "session=s-bob")]).await.unwrap();
+
+    ann.until(json!({"type": "refreshed", "expires": ends + 3600})).await;
+    // The backend let Bob's connection end: closed once it did.
+    assert_eq!(bob.closed_with().await, Some(ws_proto::CloseCode(4001)));
+    // Past that end, Ann is still connected.
+    ann.send(json!({"type": "message", "room": "general", "content": "still here", "id": "m"})).await;
+    ann.until(json!({"type": "ack", "id": "m", "seq": 1})).await;
+
+    let refreshes: Vec<Value> =
+        backend.calls().into_iter().filter(|(path, _)| path == "/refresh").map(|(_, call)| call).collect();
+    assert!(refreshes.contains(&json!({"user": "ann", "expires": ends})), "{refreshes:?}");
+    assert_eq!(refreshes.iter().filter(|call| call["user"] == "bob").count(), 1, "asked once: {refreshes:?}");
+}
+
+#[tokio::test]
 async fn the_join_hook_allows_with_data_or_refuses() {
     let backend = Backend::start(true, application).await;
     let addr = server(&["--hook-join", &backend.url("/join")]).await;

@@ -121,6 +121,13 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_HOOK_CONNECT", value_name = "URL", value_parser = hooks::url)]
     pub hook_connect: Option<hyper::Uri>,
 
+    /// The application's backend extends the connections of the connect
+    /// hook that have an end (its `expires`): asked --refresh-before ahead
+    /// of it, it answers a new end, or lets the connection close then
+    /// (4001) (docs/hooks.md).
+    #[arg(long, env = "WS_HOOK_REFRESH", value_name = "URL", value_parser = hooks::url)]
+    pub hook_refresh: Option<hyper::Uri>,
+
     /// A header of the hub handshake that the connect hook is sent
     /// (repeatable), such as `user-agent`.
     #[arg(long = "hook-header", env = "WS_HOOK_HEADER", value_name = "NAME", value_delimiter = ',', value_parser = header_name)]

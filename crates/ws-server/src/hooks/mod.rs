@@ -42,6 +42,7 @@ pub enum HookFailure {
 pub struct Hooks {
     client: Client<HttpConnector, Full<Bytes>>,
     connect: Option<Endpoint>,
+    refresh: Option<Endpoint>,
     join: Option<Endpoint>,
     publish: Option<Endpoint>,
     rpc: Option<Endpoint>,
@@ -93,6 +94,23 @@ pub struct Refusal {
     pub status: u16,
     /// Why.
     pub reason: String,
+}
+
+/// What the refresh hook is sent: whose connection, ending when.
+#[derive(Serialize)]
+struct RefreshCall<'a> {
+    user: &'a str,
+    expires: u64,
+}
+
+/// The refresh hook's answer: the connection's new end, or none.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshVerdict {
+    allow: bool,
+    expires: Option<u64>,
+    #[serde(rename = "reason")]
+    _reason: Option<String>,
 }
 
 /// What the join hook is sent.
@@ -162,7 +180,8 @@ enum RpcAnswer {
 impl Hooks {
     /// The hooks `config` names; `None` when it names none.
     pub fn new(config: &ServerConfig, metrics: HookMetrics) -> Option<Hooks> {
-        let urls = [&config.hook_connect, &config.hook_join, &config.hook_publish, &config.hook_rpc];
+        let urls =
+            [&config.hook_connect, &config.hook_refresh, &config.hook_join, &config.hook_publish, &config.hook_rpc];
         if urls.iter().all(|url| url.is_none()) {
             return None;
         }
@@ -175,6 +194,7 @@ impl Hooks {
         Some(Hooks {
             client: Client::builder(TokioExecutor::new()).build(connector),
             connect: endpoint("connect", &config.hook_connect),
+            refresh: endpoint("refresh", &config.hook_refresh),
             join: endpoint("join", &config.hook_join),
             publish: endpoint("publish", &config.hook_publish),
             rpc: endpoint("rpc", &config.hook_rpc),
@@ -210,8 +230,8 @@ impl Hooks {
             return Err(Refusal { status: 503, reason });
         };
         // Without `expires`, the connection lasts as long as it is open.
-        let grants =
-            Grants { rooms: verdict.rooms, publish: verdict.publish, expires: verdict.expires.unwrap_or(u64::MAX) };
+        let (rooms, publish, expires) = (verdict.rooms, verdict.publish, verdict.expires.unwrap_or(u64::MAX));
+        let grants = Grants { rooms, publish, expires, by_hook: true, refreshing: false };
         Ok(Identity { name: user.into(), grants: Some(Box::new(grants)) })
     }
 
@@ -224,6 +244,19 @@ impl Hooks {
         let headers =
             self.headers.iter().filter_map(|name| Some((name.as_str(), request.headers.get(name)?))).collect();
         ConnectCall { address: address.to_string(), path: request.path(), query, cookies, headers }
+    }
+
+    /// Whether the ends of the connect hook's connections are extended by the refresh hook.
+    pub fn refreshes(&self) -> bool {
+        self.refresh.is_some()
+    }
+
+    /// The new end of `user`'s connection, which ends at `expires`, as the
+    /// refresh hook says; `None` if the backend lets it end then.
+    pub async fn refresh(&self, user: &str, expires: u64) -> Result<Option<u64>, EnvelopeError> {
+        let Some(endpoint) = &self.refresh else { return Ok(None) };
+        let verdict: RefreshVerdict = self.call(endpoint, &RefreshCall { user, expires }).await?;
+        Ok(verdict.expires.filter(|_| verdict.allow))
     }
 
     /// Whether joins go through the join hook.

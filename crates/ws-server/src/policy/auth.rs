@@ -59,6 +59,14 @@ pub struct Grants {
     /// When the token expires, in seconds since the Unix epoch.
     #[serde(rename = "exp")]
     pub expires: u64,
+    /// Given by the connect hook, not a token: its end is extended by the
+    /// refresh hook, the client holding no token to refresh.
+    #[serde(skip)]
+    pub by_hook: bool,
+    /// Whether the refresh hook was asked to extend it and has not said
+    /// yes: not asked again.
+    #[serde(skip)]
+    pub refreshing: bool,
 }
 
 /// Who a hub connection speaks for. Shared and boxed, not growable strings

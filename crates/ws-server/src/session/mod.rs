@@ -64,6 +64,8 @@ enum Done {
     Joined { room: String, id: Option<String>, token_expires: u64, joined: Result<Admitted, EnvelopeError> },
     /// Who is in `room`.
     Presence { room: String, id: Option<String>, presence: Result<Presence, EnvelopeError> },
+    /// What the refresh hook answered: the connection's new end, if any.
+    Extended(Result<Option<u64>, EnvelopeError>),
     /// What the backend answered an `rpc`.
     Rpc { id: Option<String>, result: Result<Box<serde_json::value::RawValue>, EnvelopeError> },
     /// What the history of `room` still held of the seqs it lost, up to `upto`.

@@ -173,21 +173,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Without a key there are no tokens, room tokens included.
         let Some(expires) = self.identity.expires() else { return };
         let now = envelope::now_millis() / 1000;
+        let by_hook = self.identity.grants.as_ref().is_some_and(|grants| grants.by_hook);
         if now >= expires {
-            if self.ws.queue_close(TOKEN_EXPIRED, "token expired").is_ok() {
-                info!(sender = %self.identity.name, "token expired: closed");
+            let reason = if by_hook { "session expired" } else { "token expired" };
+            if self.ws.queue_close(TOKEN_EXPIRED, reason).is_ok() {
+                info!(sender = %self.identity.name, "{reason}: closed");
             }
             return;
         }
         self.remove_where(|m| m.token_expires != 0 && now >= m.token_expires, "token_expired");
         let soon = now + self.server.config.refresh_before.as_secs();
-        if soon >= expires {
+        if soon >= expires && by_hook {
+            self.extend(expires);
+        } else if soon >= expires {
             self.send(&Outgoing::Refresh { room: None, expires });
         }
         let rooms = self.rooms.iter().filter(|m| m.token_expires != 0 && soon >= m.token_expires);
         let asks: Vec<_> = rooms.map(|m| (m.room().clone(), m.token_expires)).collect();
         for (room, expires) in asks {
             self.send(&Outgoing::Refresh { room: Some(&room), expires });
+        }
+    }
+
+    /// Asks the refresh hook, once, to extend the connection the connect
+    /// hook let in until `expires`.
+    fn extend(&mut self, expires: u64) {
+        if !self.server.hooks.as_ref().is_some_and(Hooks::refreshes) {
+            return;
+        }
+        let Some(grants) = self.identity.grants.as_deref_mut().filter(|grants| !grants.refreshing) else { return };
+        grants.refreshing = true;
+        let (server, user) = (self.server.clone(), self.identity.name.clone());
+        let extended = Answer::later(async move {
+            match &server.hooks {
+                Some(hooks) => hooks.refresh(&user, expires).await,
+                None => Ok(None),
+            }
+        });
+        self.answer(InFlight::Pipelined, extended, Done::Extended);
+    }
+
+    /// The refresh hook answered: the connection's new end, which the
+    /// client is told; none, and it ends as it was to; or a failure, and
+    /// the hook is asked again at the next beat.
+    fn extended(&mut self, extended: Result<Option<u64>, EnvelopeError>) {
+        let Some(grants) = self.identity.grants.as_deref_mut() else { return };
+        match extended {
+            Ok(Some(expires)) => {
+                (grants.expires, grants.refreshing) = (expires, false);
+                self.send(&Outgoing::Refreshed { expires });
+            }
+            Ok(None) => info!(sender = %self.identity.name, "the backend lets the connection end"),
+            Err(_) => grants.refreshing = false,
         }
     }
 
@@ -261,6 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Done::Joined { id, joined: Err(error), .. } => self.send_error(error.about(id)),
             Done::Presence { room, presence: Ok(presence), .. } => self.present(&room, presence),
             Done::Presence { id, presence: Err(error), .. } => self.send_error(error.about(id)),
+            Done::Extended(extended) => self.extended(extended),
             Done::Rpc { id, result: Ok(result) } => self.send(&Outgoing::Rpc { id: id.as_deref(), result: &result }),
             Done::Rpc { id, result: Err(error) } => self.send_error(error.about(id)),
             Done::Refetched { room, upto, held } => {
