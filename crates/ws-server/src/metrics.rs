@@ -19,7 +19,8 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
-/// A hook, as its metrics are labelled: `hook="connect"`, `"join"`, `"publish"`, `"rpc"`.
+/// A hook, as its metrics are labelled: `hook="connect"`, `"refresh"`,
+/// `"join"`, `"publish"`, `"rpc"`, `"events"`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HookLabel {
     /// Which hook.
@@ -36,6 +37,10 @@ pub struct HookMetrics {
     pub errors: Family<HookLabel, Counter>,
     /// Seconds from a call's start to its answer or failure.
     pub latency: Family<HookLabel, Histogram, fn() -> Histogram>,
+    /// Events waiting for the backend to take them.
+    pub events_waiting: Gauge,
+    /// Events dropped unsent, the queue full.
+    pub events_dropped: Counter,
 }
 
 impl Default for HookMetrics {
@@ -44,6 +49,8 @@ impl Default for HookMetrics {
             calls: Family::default(),
             errors: Family::default(),
             latency: Family::new_with_constructor(round_trips),
+            events_waiting: Gauge::default(),
+            events_dropped: Counter::default(),
         }
     }
 }
@@ -215,6 +222,8 @@ impl Metrics {
         r.register("hook_calls", "Calls to the application's backend, by hook", hooks.calls.clone());
         r.register("hook_errors", "Calls to the backend that failed, by hook", hooks.errors.clone());
         r.register_with_unit("hook_latency", "Calls to the backend, by hook", Unit::Seconds, hooks.latency.clone());
+        r.register("hook_events_waiting", "Events waiting for the backend to take them", hooks.events_waiting.clone());
+        r.register("hook_events_dropped", "Events dropped unsent, the queue full", hooks.events_dropped.clone());
         self
     }
 

@@ -13,6 +13,7 @@ use crate::config::ServerConfig;
 use crate::config::namespaces::Namespaces;
 use crate::envelope::{Body, EnvelopeError};
 use crate::hooks::Hooks;
+use crate::hooks::events::Kind;
 use crate::hub::{Hub, Replay, Subscription};
 use crate::metrics::Metrics;
 use crate::policy::auth::Authenticator;
@@ -37,7 +38,7 @@ pub struct Server {
     /// The link to the other servers through Redis, with `--redis`.
     pub cluster: Option<Arc<Cluster>>,
     /// The calls to the application's backend, when a hook is configured.
-    pub hooks: Option<Hooks>,
+    pub hooks: Option<Arc<Hooks>>,
     /// The connection counts.
     pub limits: Arc<ConnectionLimits>,
     /// The handshakes in progress, per peer address.
@@ -110,8 +111,10 @@ impl Server {
         if auth.is_none() {
             warn!("no JWT key configured (--jwt-secret or --jwt-public-key): the hub is open to anyone");
         }
-        let hub = Arc::new(Hub::new(config.hub_settings()));
         let metrics = Metrics::default();
+        let hub = Hub::new(config.hub_settings());
+        let hooks = Hooks::start(&config, hub.instance(), metrics.hooks.clone());
+        let hub = Arc::new(hub.telling(hooks.as_ref().and_then(|hooks| hooks.events().cloned())));
         let limits = Arc::new(ConnectionLimits::new(config.max_connections, config.max_connections_per_ip));
         let pulse = Arc::new(Pulse::default());
         let local = Local { hub: hub.clone(), pulse: pulse.clone(), limits: limits.clone() };
@@ -127,7 +130,7 @@ impl Server {
         };
         let namespaces = config.namespaces();
         Ok(Server {
-            hooks: Hooks::new(&config, metrics.hooks.clone()),
+            hooks,
             pipeline: pipeline(config.room_buffer, &namespaces),
             namespaces,
             auth,
@@ -223,6 +226,14 @@ impl Server {
             return Answer::Now(Ok(vec![local.carry_out(&command)]));
         };
         Answer::later(async move { cluster.broadcast(&command).await })
+    }
+
+    /// Tells the events hook, if there is one, that a connection of `user`
+    /// opened or closed.
+    pub fn tell(&self, kind: Kind, user: &Arc<str>) {
+        if let Some(events) = self.hooks.as_ref().and_then(|hooks| hooks.events()) {
+            events.tell(kind, user, None);
+        }
     }
 
     /// A connection of `member` left `room` (its subscription dropped first,

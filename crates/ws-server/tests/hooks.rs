@@ -3,7 +3,8 @@
 //! cookie session and no JWT, the join hook's allow with data and its
 //! refusal, the publish hook's allow, refusal and rewrite, an rpc's answer
 //! and refusal, a backend that does not answer in time, that is down, that
-//! answers garbage, and the bound on the calls in flight.
+//! answers garbage, and the bound on the calls in flight; the events,
+//! told in order and at least once, through a backend that was down.
 
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
@@ -43,6 +44,8 @@ struct State {
     in_flight: watch::Sender<(usize, usize)>,
     /// Whether calls are answered; while it is closed, they are held.
     gate: watch::Sender<bool>,
+    /// Calls answered so far.
+    answered: watch::Sender<usize>,
 }
 
 impl Backend {
@@ -56,6 +59,7 @@ impl Backend {
             calls: Mutex::new(Vec::new()),
             in_flight: watch::channel((0, 0)).0,
             gate: watch::channel(open).0,
+            answered: watch::channel(0).0,
         });
         let serving = state.clone();
         tokio::spawn(async move {
@@ -86,6 +90,13 @@ impl Backend {
         timeout(PATIENCE, in_flight.wait_for(|(now, _)| *now >= count)).await.unwrap().unwrap();
     }
 
+    /// Waits until `done` holds of the count of calls answered, checked
+    /// again after each.
+    async fn until(&self, done: impl Fn(usize) -> bool) {
+        let mut answered = self.state.answered.subscribe();
+        timeout(PATIENCE, answered.wait_for(|answered| done(*answered))).await.unwrap().unwrap();
+    }
+
     fn open(&self) {
         self.state.gate.send_replace(true);
     }
@@ -109,6 +120,7 @@ impl State {
         let _ = self.gate.subscribe().wait_for(|open| *open).await;
         let (status, answer) = (self.handler)(&path, &call);
         self.in_flight.send_modify(|(now, _)| *now -= 1);
+        self.answered.send_modify(|answered| *answered += 1);
         Response::builder().status(status).body(Full::new(Bytes::from(answer))).unwrap()
     }
 }
@@ -406,6 +418,104 @@ async fn calls_in_flight_to_a_hook_are_bounded() {
     assert_eq!(backend.calls().len(), 5);
 }
 
+/// A backend that takes batches of events into `taken` while it is up,
+/// and answers 503 while it is down.
+async fn events_backend(up: Arc<std::sync::atomic::AtomicBool>, taken: Arc<Mutex<Vec<Value>>>) -> Backend {
+    Backend::start(true, move |_: &str, call: &Value| {
+        if !up.load(std::sync::atomic::Ordering::SeqCst) {
+            return (503, String::new());
+        }
+        taken.lock().unwrap().extend(call["events"].as_array().unwrap().iter().cloned());
+        (200, String::new())
+    })
+    .await
+}
+
+/// The events `taken` as `(type, user, room)`, each once (by id), in the
+/// order first taken; and whether every id was taken once in that order.
+fn told(taken: &Mutex<Vec<Value>>) -> Vec<(String, String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    let events = taken.lock().unwrap().clone();
+    let unique = events.into_iter().filter(|event| seen.insert(event["id"].as_str().unwrap().to_owned()));
+    unique
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().into(),
+                e["user"].as_str().unwrap().into(),
+                e["room"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect()
+}
+
+/// `(type, user, room)` for the events of the test.
+fn event(kind: &str, user: &str, room: &str) -> (String, String, String) {
+    (kind.into(), user.into(), room.into())
+}
+
+#[tokio::test]
+async fn the_backend_is_told_every_connect_join_leave_disconnect_occupied_and_vacated_in_order() {
+    let (up, taken) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(Mutex::new(Vec::new())));
+    let backend = events_backend(up, taken.clone()).await;
+    let addr = server(&["--hook-events", &backend.url("/events")]).await;
+    let mut ann = member(addr).await;
+    let bob = member(addr).await;
+    let name = |client: &Client| format!("127.0.0.1:{}", client.ws.get_ref().local_addr().unwrap().port());
+    let (a, b) = (name(&ann), name(&bob));
+    ann.join("lobby", 0).await;
+    ann.send(json!({"type": "leave", "room": "lobby"})).await;
+    ann.expect(json!({"type": "left", "room": "lobby"})).await;
+    drop(ann);
+    backend.until(|_| told(&taken).len() == 11).await;
+    drop(bob);
+    let expected = [
+        event("connect", &a, ""),
+        event("join", &a, "general"),
+        event("occupied", &a, "general"),
+        event("connect", &b, ""),
+        event("join", &b, "general"),
+        event("join", &a, "lobby"),
+        event("occupied", &a, "lobby"),
+        event("leave", &a, "lobby"),
+        event("vacated", &a, "lobby"),
+        event("leave", &a, "general"),
+        event("disconnect", &a, ""),
+        event("leave", &b, "general"),
+        event("vacated", &b, "general"),
+        event("disconnect", &b, ""),
+    ];
+    backend.until(|_| told(&taken).len() == expected.len()).await;
+    assert_eq!(told(&taken), expected);
+    let events = taken.lock().unwrap().clone();
+    assert_eq!(events.len(), expected.len(), "each told once while the backend was up");
+    assert!(events.iter().all(|e| e["time"].as_u64().unwrap() > 0 && e["id"].as_str().unwrap().contains('-')));
+}
+
+#[tokio::test]
+async fn events_wait_while_the_backend_is_down_and_none_is_missed() {
+    let (up, taken) = (Arc::new(std::sync::atomic::AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+    let backend = events_backend(up.clone(), taken.clone()).await;
+    let addr = server(&["--hook-events", &backend.url("/events")]).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(member(addr).await);
+    }
+    // Refused at least once: the events wait.
+    backend.until(|answered| answered > 0).await;
+    drop(clients);
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    // 5 connects and joins, 1 occupied; 5 leaves and disconnects, 1 vacated.
+    backend.until(|_| told(&taken).len() == 22).await;
+    let events = told(&taken);
+    let count = |kind: &str| events.iter().filter(|(k, _, _)| k == kind).count();
+    assert_eq!((count("connect"), count("join"), count("leave"), count("disconnect")), (5, 5, 5, 5));
+    assert_eq!((events[2].0.as_str(), events[21].0.as_str()), ("occupied", "disconnect"));
+    assert_eq!(events.iter().filter(|(k, _, _)| k == "vacated").count(), 1);
+    let metrics = http_get(addr, "/metrics").await;
+    assert!(metrics.contains("ws_hook_events_waiting 0"), "{metrics}");
+    assert!(!metrics.contains(r#"ws_hook_errors_total{hook="events"} 0"#), "{metrics}");
+}
+
 #[test]
 fn hook_settings_are_checked_at_start_up() {
     for (flags, named) in [
@@ -417,6 +527,8 @@ fn hook_settings_are_checked_at_start_up() {
         (&["--hook-max-in-flight", "0"], "--hook-max-in-flight"),
         (&["--hook-timeout", "0"], "--hook-timeout"),
         (&["--hook-failure", "maybe"], "--hook-failure"),
+        (&["--hook-events", "http://backend/events", "--redis", "redis://127.0.0.1"], "--hook-events"),
+        (&["--hook-events-max-waiting", "0"], "--hook-events-max-waiting"),
     ] {
         let error = ServerConfig::load(["ws-server"].iter().chain(flags)).unwrap_err().to_string();
         assert!(error.contains(named), "{error}");

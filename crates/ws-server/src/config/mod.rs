@@ -149,6 +149,18 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_HOOK_RPC", value_name = "URL", value_parser = hooks::url)]
     pub hook_rpc: Option<hyper::Uri>,
 
+    /// The application's backend is told of every connect, disconnect,
+    /// join and leave, and of rooms occupied and vacated: batches of events
+    /// posted to this `http://` URL, in order, at least once (docs/hooks.md).
+    /// Not yet with --redis.
+    #[arg(long, env = "WS_HOOK_EVENTS", value_name = "URL", value_parser = hooks::url)]
+    pub hook_events: Option<hyper::Uri>,
+
+    /// Events kept while the backend does not take them, at most; past
+    /// that, the oldest are dropped (and counted).
+    #[arg(long, env = "WS_HOOK_EVENTS_MAX_WAITING", default_value = "100000", value_name = "EVENTS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub hook_events_max_waiting: u32,
+
     /// Seconds a hook's call may take, waiting for a place among those in
     /// flight included; then it failed.
     #[arg(long, env = "WS_HOOK_TIMEOUT", default_value = "1", value_name = "SECONDS", value_parser = seconds)]
@@ -407,6 +419,9 @@ impl ServerConfig {
             return Err(format!(
                 "{line}namespace {name:?}: a namespace is named with 1 to 63 letters, digits, '-', '_' or '.'"
             ));
+        }
+        if self.hook_events.is_some() && self.redis.is_some() {
+            return Err("--hook-events: not offered with --redis yet (the events are told by one server alone)".into());
         }
         if let Some(room) = self.default_room.as_deref().filter(|room| !room.is_empty()) {
             if let Err(refused) = self.namespaces().of(room) {

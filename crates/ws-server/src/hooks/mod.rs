@@ -6,11 +6,14 @@
 //! that hook; a backend that fails them is, by `--hook-failure`, refused
 //! (the client gets `unavailable`) or passed over.
 
+pub mod events;
+
 use crate::config::ServerConfig;
 use crate::envelope::{Body, Call, EnvelopeError, Limits};
 use crate::metrics::{HookLabel, HookMetrics};
 use crate::policy::auth::{Grants, Identity};
 use bytes::Bytes;
+use events::Events;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Uri;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
@@ -22,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use ws_proto::handshake::server::Request;
@@ -46,6 +50,9 @@ pub struct Hooks {
     join: Option<Endpoint>,
     publish: Option<Endpoint>,
     rpc: Option<Endpoint>,
+    events_hook: Option<Endpoint>,
+    /// The events waiting for the events hook, with one.
+    events: Option<Arc<Events>>,
     /// The handshake's headers the connect hook is sent, in lower case.
     headers: Vec<String>,
     timeout: Duration,
@@ -178,10 +185,18 @@ enum RpcAnswer {
 }
 
 impl Hooks {
-    /// The hooks `config` names; `None` when it names none.
-    pub fn new(config: &ServerConfig, metrics: HookMetrics) -> Option<Hooks> {
-        let urls =
-            [&config.hook_connect, &config.hook_refresh, &config.hook_join, &config.hook_publish, &config.hook_rpc];
+    /// The hooks `config` names, the events' ids starting with `prefix`;
+    /// `None` when it names none. With an events hook, the events are
+    /// posted from a task of their own, started on the current runtime.
+    pub fn start(config: &ServerConfig, prefix: &str, metrics: HookMetrics) -> Option<Arc<Hooks>> {
+        let urls = [
+            &config.hook_connect,
+            &config.hook_refresh,
+            &config.hook_join,
+            &config.hook_publish,
+            &config.hook_rpc,
+            &config.hook_events,
+        ];
         if urls.iter().all(|url| url.is_none()) {
             return None;
         }
@@ -191,19 +206,33 @@ impl Hooks {
         };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        Some(Hooks {
+        let events = config.hook_events.as_ref().map(|_| {
+            Arc::new(Events::new(prefix.to_owned(), config.hook_events_max_waiting as usize, metrics.clone()))
+        });
+        let hooks = Arc::new(Hooks {
             client: Client::builder(TokioExecutor::new()).build(connector),
             connect: endpoint("connect", &config.hook_connect),
             refresh: endpoint("refresh", &config.hook_refresh),
             join: endpoint("join", &config.hook_join),
             publish: endpoint("publish", &config.hook_publish),
             rpc: endpoint("rpc", &config.hook_rpc),
+            events_hook: endpoint("events", &config.hook_events),
+            events: events.clone(),
             headers: config.hook_headers.iter().map(|name| name.to_ascii_lowercase()).collect(),
             timeout: config.hook_timeout,
             failure: config.hook_failure,
             max_answer: config.max_message_size,
             metrics,
-        })
+        });
+        if let Some(events) = events {
+            tokio::spawn(events.deliver(hooks.clone()));
+        }
+        Some(hooks)
+    }
+
+    /// The events waiting for the events hook, if there is one.
+    pub fn events(&self) -> Option<&Arc<Events>> {
+        self.events.as_ref()
     }
 
     /// Whether hub handshakes go to the connect hook.
@@ -348,10 +377,30 @@ impl Hooks {
     }
 
     /// Posts `call` to `endpoint`: its answer, or why there is none, as
-    /// the client is told it (`unavailable`). Counted in the hook's metrics.
+    /// the client is told it (`unavailable`).
     async fn call<A: DeserializeOwned>(&self, endpoint: &Endpoint, call: &impl Serialize) -> Result<A, EnvelopeError> {
+        self.timed(endpoint, async {
+            let body = self.post(endpoint, call).await?;
+            serde_json::from_slice(&body).map_err(|e| format!("answered what is not an answer: {e}"))
+        })
+        .await
+    }
+
+    /// Posts the events of `batch` to the events hook: whether it took them.
+    async fn tell(&self, batch: &events::Batch<'_>) -> Result<(), EnvelopeError> {
+        let Some(endpoint) = &self.events_hook else { return Ok(()) };
+        self.timed(endpoint, async { self.post(endpoint, batch).await.map(drop) }).await
+    }
+
+    /// What `work`, a call to `endpoint`, comes to within the timeout,
+    /// counted in the hook's metrics.
+    async fn timed<T>(
+        &self,
+        endpoint: &Endpoint,
+        work: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, EnvelopeError> {
         let started = Instant::now();
-        let answer = match tokio::time::timeout(self.timeout, self.post(endpoint, call)).await {
+        let answer = match tokio::time::timeout(self.timeout, work).await {
             Ok(answer) => answer,
             Err(_) => Err(format!("did not answer within {} s", self.timeout.as_secs_f64())),
         };
@@ -365,8 +414,9 @@ impl Hooks {
         })
     }
 
-    /// One call, once a place among the calls in flight is free.
-    async fn post<A: DeserializeOwned>(&self, endpoint: &Endpoint, call: &impl Serialize) -> Result<A, String> {
+    /// Posts `call` to `endpoint` once a place among the calls in flight is
+    /// free: the body of a 2xx answer.
+    async fn post(&self, endpoint: &Endpoint, call: &impl Serialize) -> Result<Bytes, String> {
         // Never closed.
         let _permit = endpoint.in_flight.acquire().await.map_err(|e| e.to_string())?;
         let json = serde_json::to_vec(call).map_err(|e| e.to_string())?;
@@ -381,8 +431,7 @@ impl Hooks {
             return Err(format!("answered {status}"));
         }
         let body = Limited::new(response.into_body(), self.max_answer).collect().await;
-        let body = body.map_err(|e| format!("answer could not be read: {e}"))?.to_bytes();
-        serde_json::from_slice(&body).map_err(|e| format!("answered what is not an answer: {e}"))
+        Ok(body.map_err(|e| format!("answer could not be read: {e}"))?.to_bytes())
     }
 }
 

@@ -11,6 +11,7 @@ pub mod fanout;
 mod members;
 
 use crate::envelope::{Body, EnvelopeError, Outgoing, now_millis};
+use crate::hooks::events::{Events, Kind};
 pub use delivery::Delivery;
 use fanout::{Fanout, Member};
 use members::Members;
@@ -98,6 +99,9 @@ pub struct Hub {
     /// Hashes retry keys, with keys of its own so clients cannot aim at collisions.
     retry_hasher: RandomState,
     next_id: AtomicU64,
+    /// Where the joins and leaves are told, and the rooms occupied and
+    /// vacated, with an events hook.
+    events: Option<Arc<Events>>,
 }
 
 impl Hub {
@@ -111,7 +115,13 @@ impl Hub {
             id_prefix,
             retry_hasher: RandomState::new(),
             next_id: AtomicU64::new(1),
+            events: None,
         }
+    }
+
+    /// The same hub, telling its joins and leaves to `events`, if any.
+    pub fn telling(self, events: Option<Arc<Events>>) -> Self {
+        Hub { events, ..self }
     }
 
     fn rooms(&self) -> MutexGuard<'_, HashMap<Arc<str>, Room>> {
@@ -136,6 +146,12 @@ impl Hub {
         let mut rooms = self.rooms();
         let (name, room) = self.room(&mut rooms, room)?;
         let first = room.members.add(member) == 1;
+        if let Some(events) = &self.events {
+            events.tell(Kind::Join, member, Some(&name));
+            if first && room.members.len() == 1 {
+                events.tell(Kind::Occupied, member, Some(&name));
+            }
+        }
         if first && announce {
             let json = Outgoing::MemberJoined { room: &name, member }.to_json();
             room.fanout.send(Arc::new(self.notice(room, json, member)));
@@ -173,8 +189,18 @@ impl Hub {
     /// there. With `announce`, the members are then told (`member_left`).
     pub fn leave(&self, room: &str, member: &Arc<str>, announce: bool) -> bool {
         let mut rooms = self.rooms();
-        let Some(state) = rooms.get_mut(room) else { return false };
-        if state.members.remove(member) != Some(0) {
+        let Some((name, state)) = rooms.get_key_value(room).map(|(name, _)| name.clone()).zip(rooms.get_mut(room))
+        else {
+            return false;
+        };
+        let left = state.members.remove(member);
+        if let Some(events) = self.events.as_ref().filter(|_| left.is_some()) {
+            events.tell(Kind::Leave, member, Some(&name));
+            if state.members.is_empty() {
+                events.tell(Kind::Vacated, member, Some(&name));
+            }
+        }
+        if left != Some(0) {
             return false;
         }
         if announce {

@@ -11,6 +11,7 @@ pub mod echo;
 mod requests;
 
 use crate::envelope::{self, EnvelopeError, Outgoing};
+use crate::hooks::events::Kind;
 use crate::hub::fanout::Member;
 use crate::hub::{Replay, Subscription};
 use crate::policy::auth::Identity;
@@ -207,6 +208,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// with `permit`: welcomed and in the default room, ready to be spawned.
     pub fn start(ws: WebSocket<S>, identity: Identity, server: Arc<Server>, permit: Permit) -> Self {
         server.metrics.connections.inc();
+        server.tell(Kind::Connect, &identity.name);
         let mut session = Session {
             ws,
             bucket: TokenBucket::default(),
@@ -380,6 +382,17 @@ impl<S> Drop for Session<S> {
         for member in std::mem::take(&mut self.rooms) {
             self.left(member);
         }
+        // A join done and not yet told to the session is left too.
+        for answer in self.pending.take().map(|pending| pending.answers).unwrap_or_default() {
+            if let Answering::Ready(Done::Joined { joined: Ok(Admitted { subscription: Some(joined), .. }), .. }) =
+                answer
+            {
+                let room = joined.member.room().clone();
+                drop(joined);
+                self.server.leave(room, self.identity.name.clone());
+            }
+        }
+        self.server.tell(Kind::Disconnect, &self.identity.name);
         self.pulse.release(&self.server.pulse);
         self.server.metrics.connections.dec();
     }

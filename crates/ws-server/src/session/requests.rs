@@ -5,7 +5,6 @@
 use super::{Admitted, Answering, Done, InFlight, Membership, Pending, Session, TOKEN_EXPIRED};
 use crate::config::namespaces::Publish;
 use crate::envelope::{self, Body, Call, Envelope, EnvelopeError, Outgoing, Request};
-use crate::hooks::Hooks;
 use crate::hub::{Replay, Subscription};
 use crate::server::{Answer, Presence};
 use serde_json::value::RawValue;
@@ -117,7 +116,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Joins `room` (with `since`), once the join hook allows it, if there is one.
     fn admitted(&self, room: &str, since: Option<u64>) -> Answer<Result<Admitted, EnvelopeError>> {
         let admitted = |(subscription, replay), data| Admitted { subscription: Some(subscription), replay, data };
-        if !self.server.hooks.as_ref().is_some_and(Hooks::joins) {
+        if !self.server.hooks.as_ref().is_some_and(|hooks| hooks.joins()) {
             return match self.server.join(room, &self.identity.name, since) {
                 Answer::Now(joined) => Answer::Now(joined.map(|joined| admitted(joined, None))),
                 Answer::Later(joined) => {
@@ -198,7 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Asks the refresh hook, once, to extend the connection the connect
     /// hook let in until `expires`.
     fn extend(&mut self, expires: u64) {
-        if !self.server.hooks.as_ref().is_some_and(Hooks::refreshes) {
+        if !self.server.hooks.as_ref().is_some_and(|hooks| hooks.refreshes()) {
             return;
         }
         let Some(grants) = self.identity.grants.as_deref_mut().filter(|grants| !grants.refreshing) else { return };
@@ -364,7 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(EnvelopeError::new("forbidden", format!("not allowed to publish to room {room}")));
         }
         body.check(&namespace.limits)?;
-        if self.server.hooks.as_ref().is_some_and(Hooks::publishes) {
+        if self.server.hooks.as_ref().is_some_and(|hooks| hooks.publishes()) {
             let seq = self.hooked(room, body, id.clone());
             // One at a time, so that what the backend allows is numbered in the order sent.
             self.answer(InFlight::Alone(None), seq, move |seq| Done::Published { id, seq });
@@ -395,7 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Calls the backend: its answer comes back
     /// with `id`, in the order of the client's requests.
     fn rpc(&mut self, call: Call, id: Option<String>) -> Result<(), EnvelopeError> {
-        if !self.server.hooks.as_ref().is_some_and(Hooks::answers_rpc) {
+        if !self.server.hooks.as_ref().is_some_and(|hooks| hooks.answers_rpc()) {
             return Err(EnvelopeError::new("not_offered", "the server has no rpc hook"));
         }
         let max = self.server.namespaces.default.limits.data_bytes;
