@@ -1,8 +1,10 @@
 //! Benchmarks of the WebSocket stack; run them with `cargo bench -p ws-benches`.
-//! This library holds the inputs the benches share, and the start of a
-//! `ws-server` for the load binaries.
+//! This library holds the inputs the benches share, the start of a
+//! `ws-server` for the load binaries, and one room under load (room.rs).
 
 #![forbid(unsafe_code)]
+
+pub mod room;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

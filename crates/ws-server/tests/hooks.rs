@@ -321,6 +321,27 @@ async fn the_publish_hook_allows_refuses_and_rewrites_before_a_message_is_number
 }
 
 #[tokio::test]
+async fn a_connections_messages_are_in_the_publish_hooks_hands_together_and_numbered_in_the_order_sent() {
+    let backend = Backend::start(false, application).await;
+    let addr = hooked(&backend, &["--rate-limit", "0"]).await;
+    let (mut publisher, mut reader) = (member(addr).await, member(addr).await);
+    let contents = ["one", "an insult", "three", "four"];
+    for (i, content) in contents.iter().enumerate() {
+        publisher.send(json!({"type": "message", "room": "general", "content": content, "id": i.to_string()})).await;
+    }
+    // Every call is made before any is answered.
+    backend.holding(contents.len()).await;
+    backend.open();
+    publisher.until(json!({"type": "ack", "id": "0", "seq": 1})).await;
+    publisher.until(json!({"type": "error", "code": "refused", "id": "1"})).await;
+    publisher.until(json!({"type": "ack", "id": "2", "seq": 2})).await;
+    publisher.until(json!({"type": "ack", "id": "3", "seq": 3})).await;
+    for (seq, content) in [(1, "one"), (2, "three"), (3, "four")] {
+        reader.expect(json!({"type": "message", "seq": seq, "content": content})).await;
+    }
+}
+
+#[tokio::test]
 async fn an_rpc_gets_the_backends_answer_with_its_id() {
     let backend = Backend::start(true, application).await;
     let addr = hooked(&backend, &[]).await;

@@ -102,6 +102,9 @@ struct Pending {
     alone: bool,
     /// A room whose messages wait until every answer is done.
     holds: Option<String>,
+    /// Told when the newest message through the publish hook is numbered
+    /// (or refused): the next one waits for it.
+    numbered: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 enum Answering {
@@ -117,7 +120,7 @@ impl std::fmt::Debug for Pending {
 
 impl Pending {
     fn new() -> Box<Pending> {
-        Box::new(Pending { answers: VecDeque::new(), alone: false, holds: None })
+        Box::new(Pending { answers: VecDeque::new(), alone: false, holds: None, numbered: None })
     }
 
     /// Adds `answer`, the newest.

@@ -9,6 +9,7 @@ use crate::hub::{Replay, Subscription};
 use crate::server::{Answer, Presence};
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 use ws_proto::{CloseCode, Event, Message};
 
@@ -365,8 +366,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         body.check(&namespace.limits)?;
         if self.server.hooks.as_ref().is_some_and(|hooks| hooks.publishes()) {
             let seq = self.hooked(room, body, id.clone());
-            // One at a time, so that what the backend allows is numbered in the order sent.
-            self.answer(InFlight::Alone(None), seq, move |seq| Done::Published { id, seq });
+            self.answer(InFlight::Pipelined, seq, move |seq| Done::Published { id, seq });
             return Ok(());
         }
         let client_id = id.as_deref().map(|id| (self.identity.retry_origin(), id));
@@ -377,17 +377,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Publishes what the publish hook makes of `body`: its seq, or the
     /// backend's refusal. A retry (the same `id`) is asked about again.
-    fn hooked(&self, room: String, body: Body, id: Option<String>) -> Answer<Result<u64, EnvelopeError>> {
+    /// The hook is called at once, while the connection's earlier messages
+    /// may still be in its hands; the message is numbered only once the one
+    /// before it was (or was refused), so in the order sent.
+    fn hooked(&mut self, room: String, body: Body, id: Option<String>) -> Answer<Result<u64, EnvelopeError>> {
         let (server, user) = (self.server.clone(), self.identity.name.clone());
         let origin = self.identity.retry_origin().to_owned();
+        let (numbered, next) = oneshot::channel::<()>();
+        let before = self.pending.get_or_insert_with(Pending::new).numbered.replace(next);
         Answer::later(async move {
             let limits = server.namespaces.rules(&room).limits;
-            let body = match &server.hooks {
-                Some(hooks) => hooks.publish(&user, &room, body, id.as_deref(), &limits).await?,
-                None => body,
+            let allowed = match &server.hooks {
+                Some(hooks) => hooks.publish(&user, &room, body, id.as_deref(), &limits).await,
+                None => Ok(body),
             };
+            if let Some(before) = before {
+                // Its sender is dropped once the message before is numbered or refused.
+                let _ = before.await;
+            }
             let client_id = id.as_deref().map(|id| (origin.as_str(), id));
-            server.publish(&room, &user, body, client_id).wait().await
+            let seq = match allowed {
+                Ok(body) => server.publish(&room, &user, body, client_id).wait().await,
+                Err(refused) => Err(refused),
+            };
+            drop(numbered);
+            seq
         })
     }
 
