@@ -15,6 +15,40 @@ use ws_proto::{Event, Message};
 use ws_tokio::WebSocket;
 use ws_tokio::client::{ClientOptions, connect_with};
 
+/// Room for members that fall behind a burst: a run measures throughput,
+/// not the slow-consumer policy, which would close them at 1 MiB queued or
+/// 256 messages behind.
+pub const QUEUE: [&str; 4] = ["--max-queue-bytes", "268435456", "--room-buffer", "65536"];
+
+/// A run's load, from the command line: members (default 100), messages
+/// (default 20000), publishers (default 1), and the window of each
+/// (default 64): the messages it keeps in flight, unacked.
+pub struct Load {
+    /// Members of the room, spread over the servers.
+    pub members: usize,
+    /// Messages published in all.
+    pub messages: usize,
+    /// Publishing connections.
+    pub publishers: usize,
+    /// Messages each publisher keeps unacked.
+    pub window: usize,
+}
+
+impl Load {
+    /// The load the arguments give, printed with the head of the report.
+    pub fn from_args() -> Result<Load, Failure> {
+        let mut args = std::env::args().skip(1);
+        let mut next = |default: usize| args.next().map_or(Ok(default), |a| a.parse());
+        let load = Load { members: next(100)?, messages: next(20_000)?, publishers: next(1)?, window: next(64)? };
+        let Load { members, messages, publishers, window } = load;
+        println!(
+            "{members} members in one room, {messages} messages from {publishers} publishers, each with {window} in flight"
+        );
+        println!("{:<34} {:>12} {:>16} {:>10} {:>10}", "set-up", "messages/s", "deliveries/s", "p50 (ms)", "p99 (ms)");
+        Ok(load)
+    }
+}
+
 /// What one run measured.
 pub struct Report {
     messages: usize,

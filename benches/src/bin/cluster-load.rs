@@ -22,25 +22,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use ws_benches::room::{report, run};
+use ws_benches::room::{Load, QUEUE, report, run};
 use ws_benches::{Failure, start_server};
-
-/// Room for members that fall behind a burst: the run measures throughput,
-/// not the slow-consumer policy, which would close them at 1 MiB queued or
-/// 256 messages behind.
-const QUEUE: [&str; 4] = ["--max-queue-bytes", "268435456", "--room-buffer", "65536"];
 
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
-    let mut args = std::env::args().skip(1);
-    let members: usize = args.next().map_or(Ok(100), |a| a.parse())?;
-    let messages: usize = args.next().map_or(Ok(20_000), |a| a.parse())?;
-    let publishers: usize = args.next().map_or(Ok(1), |a| a.parse())?;
-    let window: usize = args.next().map_or(Ok(64), |a| a.parse())?;
-    println!(
-        "{members} members in one room, {messages} messages from {publishers} publishers, each with {window} in flight"
-    );
-    println!("{:<34} {:>12} {:>16} {:>10} {:>10}", "set-up", "messages/s", "deliveries/s", "p50 (ms)", "p99 (ms)");
+    let Load { members, messages, publishers, window } = Load::from_args()?;
 
     let memory = start_server(&QUEUE).await?;
     report(
