@@ -143,6 +143,13 @@ export class HubClient {
   /** Resolves with the seq of the message's ack; rejects with a HubError. */
   publish(room: string, message: { content?: string; data?: unknown }): Promise<number>;
   presence(room: string): Promise<Presence>;
+  /**
+   * Calls `method` of the application's backend (the hub's rpc hook) with
+   * `data`; resolves with its result, rejects with a HubError (`refused`,
+   * `not_offered`, `unavailable`, or `not_connected` when the connection
+   * ends first: a call is never sent twice).
+   */
+  rpc<T = unknown>(method: string, data?: unknown): Promise<T>;
   /** The last seq of `room` handed on (0: none yet). */
   since(room: string): number;
 }

@@ -72,6 +72,8 @@ export class HubClient {
   #pending = new Map();
   /** id -> {room, resolve, reject} of the `presence` requests not yet answered, in order */
   #presence = new Map();
+  /** id -> {resolve, reject} of the `rpc` calls not yet answered */
+  #calls = new Map();
   #resendTimer = null;
   #browserHooks = [];
 
@@ -202,6 +204,26 @@ export class HubClient {
       const id = `${this.#prefix}-p${this.#nextId++}`;
       this.#presence.set(id, { room, resolve, reject });
       this.#send({ type: "presence", room, id });
+    });
+  }
+
+  /**
+   * Calls `method` of the application's backend (the hub's rpc hook,
+   * docs/hooks.md) with `data`, if given; resolves with the backend's
+   * result, rejects with a HubError (`refused`: the backend's reason). A
+   * call is not sent again after a reconnection, since it may have been
+   * made: one in flight when the connection ends is rejected.
+   */
+  rpc(method, data) {
+    return new Promise((resolve, reject) => {
+      if (this.#state !== "connected") {
+        return reject(new HubError({ code: "not_connected", message: "an rpc needs a connection" }));
+      }
+      const id = `${this.#prefix}-r${this.#nextId++}`;
+      const envelope = { type: "rpc", method, id };
+      if (data !== undefined) envelope.data = data;
+      this.#calls.set(id, { resolve, reject });
+      this.#send(envelope);
     });
   }
 
@@ -342,7 +364,7 @@ export class HubClient {
   /** The connection ended: told, and the next attempt after a backoff. */
   #retry(why) {
     clearTimeout(this.#liveness);
-    this.#failPresence();
+    this.#failAsked();
     const delay = backoffDelay(this.#options.backoff, this.#attempt);
     this.#attempt += 1;
     this.#state = "waiting";
@@ -366,14 +388,16 @@ export class HubClient {
     for (const { reject } of this.#pending.values()) reject(refusal);
     this.#pending.clear();
     for (const state of this.#rooms.values()) for (const { reject } of state.joining.splice(0)) reject(refusal);
-    this.#failPresence();
+    this.#failAsked();
     this.#emit("disconnected", why);
   }
 
-  #failPresence() {
+  /** The presence requests and rpc calls of a connection that ended, rejected. */
+  #failAsked() {
     const refusal = new HubError({ code: "not_connected", message: "the connection ended" });
-    for (const { reject } of this.#presence.values()) reject(refusal);
+    for (const { reject } of [...this.#presence.values(), ...this.#calls.values()]) reject(refusal);
     this.#presence.clear();
+    this.#calls.clear();
   }
 
   /** In a browser: at once when back online, or visible again after a long sleep. */
@@ -429,6 +453,8 @@ export class HubClient {
         return this.#refresh(envelope);
       case "presence":
         return this.#present(envelope);
+      case "rpc":
+        return this.#answered(envelope);
       case "left":
         return this.#left(envelope);
       case "pong":
@@ -502,9 +528,10 @@ export class HubClient {
     for (const [room, state] of this.#rooms) {
       if (state.joinId === envelope.id) return this.#refusedJoin(envelope, room, state);
     }
-    const asked = this.#presence.get(envelope.id);
+    const asked = this.#presence.get(envelope.id) ?? this.#calls.get(envelope.id);
     if (asked) {
       this.#presence.delete(envelope.id);
+      this.#calls.delete(envelope.id);
       return asked.reject(new HubError(envelope));
     }
     // A rate limit's refusal names no envelope: what was not acked goes again later.
@@ -575,6 +602,14 @@ export class HubClient {
       break;
     }
     this.#emit("presence", envelope);
+  }
+
+  /** The backend's answer to an rpc of this client. */
+  #answered(envelope) {
+    const call = this.#calls.get(envelope.id);
+    if (!call) return;
+    this.#calls.delete(envelope.id);
+    call.resolve(envelope.result);
   }
 
   #left(envelope) {

@@ -1,8 +1,10 @@
 // The client against the real ws-server binary, through a TCP proxy the
 // test controls: join, publish and ack; cuts (dropped, blackholed), a
-// restart, a message in flight at the cut, final refusals and token refresh.
+// restart, a message in flight at the cut, final refusals and token refresh;
+// an rpc answered by a backend on loopback.
 
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { test } from "node:test";
 import { HubError } from "../index.js";
 import { at, client, sign, startProxy, startServer } from "./helpers.js";
@@ -264,4 +266,37 @@ test("a room token from a function is renewed when the hub asks; a room token gi
   const refusal = await ann.hub.publish("private:1", { content: "gone" }).catch((e) => e);
   assert.equal(refusal.code, "not_joined");
   assert.deepEqual(ann.recorder.of("error"), []);
+});
+
+/** A backend on a free loopback port whose rpc hook adds `a` and `b`, and refuses any other method. */
+async function rpcBackend(t) {
+  const backend = createServer((request, response) => {
+    let body = "";
+    request.on("data", (chunk) => (body += chunk));
+    request.on("end", () => {
+      const call = JSON.parse(body);
+      const answer = call.method === "add" ? { result: call.data.a + call.data.b } : { error: `no method ${call.method}` };
+      response.writeHead(200, { "Content-Type": "application/json" });
+      response.end(JSON.stringify(answer));
+    });
+  });
+  await new Promise((resolve) => backend.listen(0, "127.0.0.1", resolve));
+  t.after(() => backend.close());
+  return `http://127.0.0.1:${backend.address().port}/rpc`;
+}
+
+test("an rpc resolves with the backend's result, or rejects with its reason", async (t) => {
+  const server = await startServer(["--hook-rpc", await rpcBackend(t)]);
+  const ann = client(server.url);
+  cleanup(t, ann, server);
+  await ann.hub.join("general");
+  assert.equal(await ann.hub.rpc("add", { a: 2, b: 3 }), 5);
+  await assert.rejects(ann.hub.rpc("divide", { a: 1, b: 0 }), (error) => {
+    assert.ok(error instanceof HubError);
+    assert.equal(error.code, "refused");
+    assert.equal(error.envelope.message, "no method divide");
+    return true;
+  });
+  const [four, six] = await Promise.all([ann.hub.rpc("add", { a: 2, b: 2 }), ann.hub.rpc("add", { a: 3, b: 3 })]);
+  assert.deepEqual([four, six], [4, 6]);
 });

@@ -34,6 +34,8 @@ async function chat(): Promise<void> {
     if (error instanceof HubError) console.log(error.code, error.envelope.message);
   }
   const { count } = await hub.presence("general");
+  const score: number = await hub.rpc<number>("score", { game: 7 });
+  console.log(score);
   console.log(count, backoffDelay({ initial: 1, max: 2 }, 3));
   hub.leave("general");
   hub.close();
