@@ -189,34 +189,34 @@ impl Hooks {
     /// `None` when it names none. With an events hook, the events are
     /// posted from a task of their own, started on the current runtime.
     pub fn start(config: &ServerConfig, prefix: &str, metrics: HookMetrics) -> Option<Arc<Hooks>> {
-        let urls = [
-            &config.hook_connect,
-            &config.hook_refresh,
-            &config.hook_join,
-            &config.hook_publish,
-            &config.hook_rpc,
-            &config.hook_events,
-        ];
-        if urls.iter().all(|url| url.is_none()) {
-            return None;
-        }
         let endpoint = |hook, url: &Option<Uri>| {
             let in_flight = Semaphore::new(config.hook_max_in_flight as usize);
             url.clone().map(|url| Endpoint { label: HookLabel { hook }, url, in_flight })
         };
+        let [connect, refresh, join, publish, rpc, events_hook] = [
+            endpoint("connect", &config.hook_connect),
+            endpoint("refresh", &config.hook_refresh),
+            endpoint("join", &config.hook_join),
+            endpoint("publish", &config.hook_publish),
+            endpoint("rpc", &config.hook_rpc),
+            endpoint("events", &config.hook_events),
+        ];
+        if [&connect, &refresh, &join, &publish, &rpc, &events_hook].iter().all(|hook| hook.is_none()) {
+            return None;
+        }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let events = config.hook_events.as_ref().map(|_| {
+        let events = events_hook.as_ref().map(|_| {
             Arc::new(Events::new(prefix.to_owned(), config.hook_events_max_waiting as usize, metrics.clone()))
         });
         let hooks = Arc::new(Hooks {
             client: Client::builder(TokioExecutor::new()).build(connector),
-            connect: endpoint("connect", &config.hook_connect),
-            refresh: endpoint("refresh", &config.hook_refresh),
-            join: endpoint("join", &config.hook_join),
-            publish: endpoint("publish", &config.hook_publish),
-            rpc: endpoint("rpc", &config.hook_rpc),
-            events_hook: endpoint("events", &config.hook_events),
+            connect,
+            refresh,
+            join,
+            publish,
+            rpc,
+            events_hook,
             events: events.clone(),
             headers: config.hook_headers.iter().map(|name| name.to_ascii_lowercase()).collect(),
             timeout: config.hook_timeout,
@@ -241,10 +241,11 @@ impl Hooks {
     }
 
     /// Who the handshake's `request` from `address` speaks for, as the
-    /// connect hook says, or its refusal; a failed call is refused 503,
-    /// whatever `--hook-failure` says, since no user is known.
-    pub async fn connect(&self, request: &Request, address: IpAddr) -> Result<Identity, Refusal> {
-        let Some(endpoint) = &self.connect else { return Ok(Identity::anonymous(address.to_string())) };
+    /// connect hook says (`None` without one), or its refusal; a failed
+    /// call is refused 503, whatever `--hook-failure` says, since no user
+    /// is known.
+    pub async fn connect(&self, request: &Request, address: IpAddr) -> Result<Option<Identity>, Refusal> {
+        let Some(endpoint) = &self.connect else { return Ok(None) };
         let unavailable = |e: EnvelopeError| Refusal { status: 503, reason: e.message };
         let verdict: ConnectVerdict =
             self.call(endpoint, &self.connect_call(request, address)).await.map_err(unavailable)?;
@@ -261,7 +262,7 @@ impl Hooks {
         // Without `expires`, the connection lasts as long as it is open.
         let (rooms, publish, expires) = (verdict.rooms, verdict.publish, verdict.expires.unwrap_or(u64::MAX));
         let grants = Grants { rooms, publish, expires, by_hook: true, refreshing: false };
-        Ok(Identity { name: user.into(), grants: Some(Box::new(grants)) })
+        Ok(Some(Identity { name: user.into(), grants: Some(Box::new(grants)) }))
     }
 
     /// The connect hook's call for `request`: the address, the path, the
@@ -352,9 +353,7 @@ impl Hooks {
     /// The backend's answer to `call` by `user`: the result, as the
     /// backend wrote it.
     pub async fn rpc(&self, user: &str, call: &Call) -> Result<Box<RawValue>, EnvelopeError> {
-        let Some(endpoint) = &self.rpc else {
-            return Err(EnvelopeError::new("not_offered", "the server has no rpc hook"));
-        };
+        let Some(endpoint) = &self.rpc else { return Err(no_rpc_hook()) };
         let (method, data) = (call.method.as_str(), call.data.as_deref());
         match self.call(endpoint, &RpcCall { user, method, data }).await? {
             RpcAnswer::Result(result) => Ok(result),
@@ -433,6 +432,11 @@ impl Hooks {
         let body = Limited::new(response.into_body(), self.max_answer).collect().await;
         Ok(body.map_err(|e| format!("answer could not be read: {e}"))?.to_bytes())
     }
+}
+
+/// An rpc refused: the server has no rpc hook.
+pub fn no_rpc_hook() -> EnvelopeError {
+    EnvelopeError::new("not_offered", "the server has no rpc hook")
 }
 
 /// The backend's refusal, for `reason` if it gave one.

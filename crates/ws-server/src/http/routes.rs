@@ -99,15 +99,15 @@ async fn identify(
     request: &Request,
     address: IpAddr,
 ) -> Result<Option<Identity>, (Refusal, &'static str)> {
-    let hooks = server.hooks.as_ref().filter(|hooks| hooks.connects());
+    let connects = server.hooks.as_ref().is_some_and(|hooks| hooks.connects());
     if let Some(auth) = &server.auth {
-        if hooks.is_none() || carries_token(request) {
+        if !connects || carries_token(request) {
             let refused = |reason| (Refusal { status: 401, reason }, "unauthorized");
             return auth.authenticate(request).map(Some).map_err(refused);
         }
     }
-    match hooks {
-        Some(hooks) => hooks.connect(request, address).await.map(Some).map_err(|refusal| (refusal, "connect_hook")),
+    match &server.hooks {
+        Some(hooks) => hooks.connect(request, address).await.map_err(|refusal| (refusal, "connect_hook")),
         None => Ok(None),
     }
 }

@@ -5,6 +5,7 @@
 use super::{Admitted, Answering, Done, InFlight, Membership, Pending, Session, TOKEN_EXPIRED};
 use crate::config::namespaces::Publish;
 use crate::envelope::{self, Body, Call, Envelope, EnvelopeError, Outgoing, Request};
+use crate::hooks::no_rpc_hook;
 use crate::hub::{Replay, Subscription};
 use crate::server::{Answer, Presence};
 use serde_json::value::RawValue;
@@ -408,21 +409,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Calls the backend: its answer comes back
     /// with `id`, in the order of the client's requests.
     fn rpc(&mut self, call: Call, id: Option<String>) -> Result<(), EnvelopeError> {
-        if !self.server.hooks.as_ref().is_some_and(|hooks| hooks.answers_rpc()) {
-            return Err(EnvelopeError::new("not_offered", "the server has no rpc hook"));
-        }
+        let hooks = self.server.hooks.clone().filter(|hooks| hooks.answers_rpc()).ok_or_else(no_rpc_hook)?;
         let max = self.server.namespaces.default.limits.data_bytes;
         let bytes = call.data.as_deref().map_or(0, |raw| raw.get().len());
         if bytes > max {
             return Err(EnvelopeError::new("too_long", format!("data has {bytes} bytes, more than {max}")));
         }
-        let (server, user) = (self.server.clone(), self.identity.name.clone());
-        let answer = Answer::later(async move {
-            match &server.hooks {
-                Some(hooks) => hooks.rpc(&user, &call).await,
-                None => Err(EnvelopeError::new("not_offered", "the server has no rpc hook")),
-            }
-        });
+        let user = self.identity.name.clone();
+        let answer = Answer::later(async move { hooks.rpc(&user, &call).await });
         self.answer(InFlight::Pipelined, answer, move |result| Done::Rpc { id, result });
         Ok(())
     }
