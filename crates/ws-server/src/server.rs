@@ -128,6 +128,12 @@ impl Server {
             }
             None => None,
         };
+        if let Some((hooks, events)) = hooks.as_ref().and_then(|hooks| Some((hooks.clone(), hooks.events()?.clone()))) {
+            match &cluster {
+                Some(cluster) => cluster.tell(events, hooks),
+                None => drop(tokio::spawn(events.deliver(hooks))),
+            }
+        }
         let namespaces = config.namespaces();
         Ok(Server {
             hooks,
@@ -229,10 +235,12 @@ impl Server {
     }
 
     /// Tells the events hook, if there is one, that a connection of `user`
-    /// opened or closed.
+    /// opened or closed (after the leaves of its rooms, which a cluster
+    /// carries out in order).
     pub fn tell(&self, kind: Kind, user: &Arc<str>) {
-        if let Some(events) = self.hooks.as_ref().and_then(|hooks| hooks.events()) {
-            events.tell(kind, user, None);
+        match &self.cluster {
+            Some(cluster) if kind == Kind::Disconnect => cluster.closed(user.clone()),
+            _ => self.hub.tell(kind, user, None),
         }
     }
 

@@ -4,20 +4,23 @@
 //! refusal, the publish hook's allow, refusal and rewrite, an rpc's answer
 //! and refusal, a backend that does not answer in time, that is down, that
 //! answers garbage, and the bound on the calls in flight; the events,
-//! told in order and at least once, through a backend that was down.
+//! told in order and at least once, through a backend that was down, and
+//! through a real redis-server by two servers, one of them SIGKILLed.
 
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 mod common;
+mod redis_cluster;
 
 use bytes::Bytes;
-use common::{Client, PATIENCE, http_get, server};
+use common::{Client, PATIENCE, http_get, server, server_process};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use redis_cluster::Redis;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -93,8 +96,13 @@ impl Backend {
     /// Waits until `done` holds of the count of calls answered, checked
     /// again after each.
     async fn until(&self, done: impl Fn(usize) -> bool) {
+        self.until_within(PATIENCE, done).await;
+    }
+
+    /// [`Backend::until`], waiting up to `patience`.
+    async fn until_within(&self, patience: std::time::Duration, done: impl Fn(usize) -> bool) {
         let mut answered = self.state.answered.subscribe();
-        timeout(PATIENCE, answered.wait_for(|answered| done(*answered))).await.unwrap().unwrap();
+        timeout(patience, answered.wait_for(|answered| done(*answered))).await.unwrap().unwrap();
     }
 
     fn open(&self) {
@@ -537,6 +545,55 @@ async fn events_wait_while_the_backend_is_down_and_none_is_missed() {
     assert!(!metrics.contains(r#"ws_hook_errors_total{hook="events"} 0"#), "{metrics}");
 }
 
+/// The events of `room` among `events`, as `(type, user)`.
+fn of_room(events: &[(String, String, String)], room: &str) -> Vec<(String, String)> {
+    events.iter().filter(|(_, _, r)| r == room).map(|(kind, user, _)| (kind.clone(), user.clone())).collect()
+}
+
+#[tokio::test]
+async fn through_redis_a_killed_servers_members_are_told_gone_and_only_rooms_it_alone_held_vacated() {
+    let Some(redis) = Redis::start().await else { return };
+    let (up, taken) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(Mutex::new(Vec::new())));
+    let backend = events_backend(up, taken.clone()).await;
+    let (url, events) = (redis.url(), backend.url("/events"));
+    let flags = ["--redis", &url, "--hook-events", &events];
+    let here = server(&flags).await;
+    let (mut doomed, there) = server_process(&flags).await;
+    let name = |client: &Client| format!("127.0.0.1:{}", client.ws.get_ref().local_addr().unwrap().port());
+    let mut ann = member(here).await;
+    let mut bob = member(there).await;
+    let (a, b) = (name(&ann), name(&bob));
+    ann.join("shared", 0).await;
+    bob.join("shared", 0).await;
+    bob.join("lonely", 0).await;
+    let seen = |kind: &str, user: &str, room: &str| told(&taken).contains(&event(kind, user, room));
+    backend.until(|_| seen("occupied", &b, "lonely") && seen("join", &a, "shared")).await;
+
+    doomed.kill().await.unwrap();
+    // Told once the server's key in Redis has expired, by the server left.
+    let gone = std::time::Duration::from_secs(120);
+    backend.until_within(gone, |_| seen("disconnect", &b, "")).await;
+    drop(ann);
+    backend.until(|_| seen("disconnect", &a, "")).await;
+    drop(bob);
+
+    let events = told(&taken);
+    let event2 = |kind: &str, user: &str| (kind.to_owned(), user.to_owned());
+    let lonely = [event2("join", &b), event2("occupied", &b), event2("leave", &b), event2("vacated", &b)];
+    assert_eq!(of_room(&events, "lonely"), lonely);
+    for room in [of_room(&events, "shared"), of_room(&events, "general")] {
+        // One occupied, whoever came first; vacated only when ann, the last, left.
+        assert_eq!(room.iter().filter(|(kind, _)| kind == "occupied").count(), 1, "{room:?}");
+        assert_eq!(room.last(), Some(&event2("vacated", &a)), "{room:?}");
+        assert_eq!(room.iter().filter(|(kind, _)| kind == "vacated").count(), 1, "{room:?}");
+        let leaves: Vec<&(String, String)> = room.iter().filter(|(kind, _)| kind == "leave").collect();
+        assert_eq!(leaves, [&event2("leave", &b), &event2("leave", &a)], "{room:?}");
+    }
+    let last_of = |kind: &str, user: &str| events.iter().rposition(|e| *e == event(kind, user, "")).unwrap();
+    let b_left = events.iter().rposition(|(kind, user, _)| kind == "leave" && *user == b).unwrap();
+    assert!(b_left < last_of("disconnect", &b), "{events:?}");
+}
+
 #[test]
 fn hook_settings_are_checked_at_start_up() {
     for (flags, named) in [
@@ -548,7 +605,6 @@ fn hook_settings_are_checked_at_start_up() {
         (&["--hook-max-in-flight", "0"], "--hook-max-in-flight"),
         (&["--hook-timeout", "0"], "--hook-timeout"),
         (&["--hook-failure", "maybe"], "--hook-failure"),
-        (&["--hook-events", "http://backend/events", "--redis", "redis://127.0.0.1"], "--hook-events"),
         (&["--hook-events-max-waiting", "0"], "--hook-events-max-waiting"),
     ] {
         let error = ServerConfig::load(["ws-server"].iter().chain(flags)).unwrap_err().to_string();

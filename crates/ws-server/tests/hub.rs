@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Client, PATIENCE, api_publish, http_get, server};
+use common::{Client, PATIENCE, api_publish, http_get, server, server_process};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -563,22 +563,7 @@ async fn origins_other_than_our_own_and_the_listed_are_refused_with_403() {
 /// The binary itself: SIGTERM closes every connection, hub and echo, with 1001, then it exits 0.
 #[tokio::test]
 async fn sigterm_closes_everyone_with_1001_and_exits_0() {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ws-server"))
-        .args(["--listen", "127.0.0.1:0", "--echo"])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: SocketAddr = loop {
-        let line = timeout(PATIENCE, log.next_line()).await.unwrap().unwrap().expect("the server's log");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    let (mut child, addr) = server_process(&["--echo"]).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         let mut client = Client::connect(addr).await;

@@ -10,10 +10,9 @@
 
 mod redis_cluster;
 
-use redis_cluster::RedisCluster;
+use redis_cluster::{Redis, RedisCluster};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -193,45 +192,4 @@ async fn a_single_redis_is_one_node_up_whose_pings_are_timed_and_commands_counte
     let after = samples(addr).await;
     assert!(after[&sample("ws_redis_commands_total", redis.port, None)] >= 2.0, "{after:#?}");
     assert_eq!(after[&sample("ws_redis_commands_in_flight", redis.port, None)], 0.0);
-}
-
-/// A `redis-server` of this test alone, not in cluster mode, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    /// Starts one on a free port and waits until it answers PING; `None`
-    /// (said on stderr) when redis-server is not installed, unless `WS_REQUIRE_REDIS=1`.
-    async fn start() -> Option<Redis> {
-        if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
-            let why = "the Redis tests need redis-server (apt-get install redis-server)";
-            assert!(std::env::var("WS_REQUIRE_REDIS").as_deref() != Ok("1"), "WS_REQUIRE_REDIS=1, but {why}");
-            eprintln!("Redis tests skipped: {why}; WS_REQUIRE_REDIS=1 makes this a failure");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut started = Redis { child, port };
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-        let deadline = Instant::now() + PATIENCE;
-        while client.get_multiplexed_async_connection().await.is_err() {
-            assert!(started.child.try_wait().unwrap().is_none(), "redis-server exited");
-            assert!(Instant::now() < deadline, "redis-server answers within {PATIENCE:?}");
-            tokio::time::sleep(POLL).await;
-        }
-        Some(started)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -23,6 +23,7 @@
 //! topology and its changes.
 
 mod commit;
+mod events;
 mod link;
 mod store;
 mod subscriber;
@@ -30,6 +31,8 @@ mod watch;
 
 use crate::admin::{Command, Local, Report};
 use crate::envelope::{self, Body, EnvelopeError};
+use crate::hooks::Hooks;
+use crate::hooks::events::Events;
 use crate::hub::{History, Hub, Replay, Subscription};
 use crate::metrics::ClusterMetrics;
 use commit::{Commits, Message};
@@ -147,6 +150,12 @@ impl Cluster {
         let next_command = AtomicU64::new(1);
         let commits = Commits::new(redis.clone(), durable, scripts.publish_source.clone(), nodes.clone());
         Ok(Arc::new(Cluster { hub, redis, scripts, durable, commits, control, waiting, next_command, nodes }))
+    }
+
+    /// Tells `events` to the backend through `hooks` by way of Redis, with
+    /// the other servers (events.rs), from tasks started on the current runtime.
+    pub fn tell(&self, events: Arc<Events>, hooks: Arc<Hooks>) {
+        events::start(self.redis.clone(), self.nodes.clone(), self.hub.instance(), events, hooks);
     }
 
     /// Publishes `body` from `sender` to `room` across the cluster, kept in
@@ -281,6 +290,13 @@ impl Cluster {
     pub fn left(&self, room: Arc<str>, member: Arc<str>, announce: bool) {
         // Fails only when the server stops, and its subscriptions with it.
         let _ = self.control.send(Control::Left { room, member, announce });
+    }
+
+    /// A connection of `user` closed: its `disconnect` is told after the
+    /// leaves of its rooms, which the subscriber sees first.
+    pub fn closed(&self, user: Arc<str>) {
+        // Fails only when the server stops.
+        let _ = self.control.send(Control::Closed { user });
     }
 
     /// Who is in `room` on every server: how many, and up to `max` names, in order.

@@ -8,6 +8,7 @@ use super::watch::Nodes;
 use super::{Answered, Asked, Durable, Waiting};
 use crate::admin::{Command, Local};
 use crate::envelope::{EnvelopeError, Outgoing};
+use crate::hooks::events::Kind;
 use crate::hub::{Hub, Subscription};
 use crate::metrics::ClusterMetrics;
 use futures_util::future::{BoxFuture, FutureExt};
@@ -31,6 +32,8 @@ pub(super) enum Control {
     /// its last here, and the server unsubscribes if it was the room's last;
     /// with `announce`, the members are told if it was its last anywhere.
     Left { room: Arc<str>, member: Arc<str>, announce: bool },
+    /// A connection of `user` closed: told to the events hook after its leaves.
+    Closed { user: Arc<str> },
 }
 
 /// The task that holds the subscriptions and delivers what they bring.
@@ -138,6 +141,7 @@ impl Subscriber {
                 Ok(Some(Control::Left { room, member, .. })) => {
                     self.hub.leave(&room, &member, false);
                 }
+                Ok(Some(Control::Closed { user })) => self.hub.tell(Kind::Disconnect, &user, None),
             }
         }
     }
@@ -275,6 +279,11 @@ impl Subscriber {
                     // After the joins before it, whose entries it may take away.
                     self.answer(std::mem::take(&mut joins), None, feed).await?;
                     self.leave(&room, &member, announce, feed).await?;
+                }
+                Control::Closed { user } => {
+                    // After the joins before it, which its session may have left unanswered.
+                    self.answer(std::mem::take(&mut joins), None, feed).await?;
+                    self.hub.tell(Kind::Disconnect, &user, None);
                 }
             }
         }

@@ -420,9 +420,6 @@ impl ServerConfig {
                 "{line}namespace {name:?}: a namespace is named with 1 to 63 letters, digits, '-', '_' or '.'"
             ));
         }
-        if self.hook_events.is_some() && self.redis.is_some() {
-            return Err("--hook-events: not offered with --redis yet (the events are told by one server alone)".into());
-        }
         if let Some(room) = self.default_room.as_deref().filter(|room| !room.is_empty()) {
             if let Err(refused) = self.namespaces().of(room) {
                 return Err(format!("--default-room {room}: {}", refused.message));

@@ -6,10 +6,15 @@
 //! with a backoff while it does not: at least once, in order, each with an
 //! id to drop those seen twice. The queue is bounded: past
 //! `--hook-events-max-waiting`, the oldest event is dropped and counted.
+//!
+//! With `--redis`, the queue is drained into Redis instead, where the
+//! servers share the rooms' occupancy and one of them posts to the
+//! backend (cluster/events.rs).
 
 use super::Hooks;
 use crate::envelope::now_millis;
 use crate::metrics::HookMetrics;
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +26,8 @@ use tracing::warn;
 /// The most events posted in one call.
 const BATCH: usize = 100;
 /// The first wait after a failed call; each next one twice as long, up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,23 +47,57 @@ pub enum Kind {
     Vacated,
 }
 
+impl Kind {
+    const ALL: [Kind; 6] = [Kind::Connect, Kind::Disconnect, Kind::Join, Kind::Leave, Kind::Occupied, Kind::Vacated];
+
+    /// Its name, as the backend reads it in `type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Connect => "connect",
+            Kind::Disconnect => "disconnect",
+            Kind::Join => "join",
+            Kind::Leave => "leave",
+            Kind::Occupied => "occupied",
+            Kind::Vacated => "vacated",
+        }
+    }
+
+    /// The kind of that name.
+    pub fn named(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Whether it tells of a room on every server rather than of a connection.
+    fn room_wide(self) -> bool {
+        matches!(self, Kind::Occupied | Kind::Vacated)
+    }
+}
+
 /// One event, as the backend is sent it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    id: String,
+    /// Unique among every event of every run of every server.
+    pub id: String,
+    /// Its place in this server's queue, from 1.
+    #[serde(skip)]
+    pub number: u64,
+    /// What happened.
     #[serde(rename = "type")]
-    kind: Kind,
-    user: Arc<str>,
+    pub kind: Kind,
+    /// To whom.
+    pub user: Arc<str>,
+    /// Where, for a room's events.
     #[serde(skip_serializing_if = "Option::is_none")]
-    room: Option<Arc<str>>,
+    pub room: Option<Arc<str>>,
     /// Milliseconds since the Unix epoch.
-    time: u64,
+    pub time: u64,
 }
 
 /// What one call posts.
 #[derive(Serialize)]
-pub(super) struct Batch<'a> {
-    events: &'a [Event],
+pub struct Batch<'a> {
+    /// Oldest first.
+    pub events: &'a [Event],
 }
 
 /// The events waiting for the backend to take them.
@@ -71,14 +110,28 @@ pub struct Events {
     prefix: String,
     next: AtomicU64,
     max_waiting: usize,
+    /// Whether rooms are occupied and vacated here alone; with `--redis`,
+    /// Redis tells, from the comings and goings of every server.
+    rooms_here: bool,
     metrics: HookMetrics,
 }
 
 impl Events {
-    /// An empty queue of at most `max_waiting` events, whose ids start with `prefix`.
-    pub fn new(prefix: String, max_waiting: usize, metrics: HookMetrics) -> Events {
-        let waiting = Mutex::new(VecDeque::new());
-        Events { waiting, arrived: Notify::new(), prefix, next: AtomicU64::new(1), max_waiting, metrics }
+    /// An empty queue of at most `max_waiting` events, whose ids start with
+    /// `prefix`; with `rooms_here`, the rooms' occupied and vacated are told here.
+    pub fn new(prefix: String, max_waiting: usize, rooms_here: bool, metrics: HookMetrics) -> Events {
+        let (waiting, next) = (Mutex::new(VecDeque::new()), AtomicU64::new(1));
+        Events { waiting, arrived: Notify::new(), prefix, next, max_waiting, rooms_here, metrics }
+    }
+
+    /// The bound on the events waiting (`--hook-events-max-waiting`).
+    pub fn max_waiting(&self) -> usize {
+        self.max_waiting
+    }
+
+    /// Counts `count` events dropped for room.
+    pub fn dropped(&self, count: u64) {
+        self.metrics.events_dropped.inc_by(count);
     }
 
     fn waiting(&self) -> MutexGuard<'_, VecDeque<Event>> {
@@ -88,8 +141,12 @@ impl Events {
 
     /// Queues what happened to `user` (in `room`), after every event before it.
     pub fn tell(&self, kind: Kind, user: &Arc<str>, room: Option<&Arc<str>>) {
-        let id = format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed));
-        let event = Event { id, kind, user: user.clone(), room: room.cloned(), time: now_millis() };
+        if kind.room_wide() && !self.rooms_here {
+            return;
+        }
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{number}", self.prefix);
+        let event = Event { id, number, kind, user: user.clone(), room: room.cloned(), time: now_millis() };
         let mut waiting = self.waiting();
         if waiting.len() >= self.max_waiting {
             waiting.pop_front();
@@ -106,12 +163,11 @@ impl Events {
         self.waiting().iter().take(BATCH).cloned().collect()
     }
 
-    /// The backend took `batch`, the oldest events when it was sent: they
-    /// leave the queue, by id, since the oldest may have been dropped
-    /// meanwhile for room.
-    fn taken(&self, batch: &[Event]) {
+    /// The oldest events when a batch was sent, up to its `last`, were
+    /// taken: they leave the queue, by id, since the oldest may have been
+    /// dropped meanwhile for room.
+    fn taken(&self, last: &Event) {
         let mut waiting = self.waiting();
-        let Some(last) = batch.last() else { return };
         if let Some(at) = waiting.iter().position(|event| event.id == last.id) {
             waiting.drain(..=at);
         }
@@ -120,21 +176,31 @@ impl Events {
 
     /// Posts the events to the backend through `hooks`, oldest first, for
     /// as long as the server runs.
-    pub(super) async fn deliver(self: Arc<Self>, hooks: Arc<Hooks>) {
+    pub async fn deliver(self: Arc<Self>, hooks: Arc<Hooks>) {
+        let post = |batch: Vec<Event>| -> BoxFuture<'static, Result<(), String>> {
+            let hooks = hooks.clone();
+            Box::pin(async move { hooks.tell(&batch).await.map_err(|e| e.message) })
+        };
+        self.drain(post).await
+    }
+
+    /// Hands the events to `send`, a batch at a time, oldest first, each
+    /// until it takes them, for as long as the server runs.
+    pub async fn drain(self: Arc<Self>, mut send: impl FnMut(Vec<Event>) -> BoxFuture<'static, Result<(), String>>) {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let batch = self.oldest();
-            if batch.is_empty() {
+            let Some(last) = batch.last().cloned() else {
                 self.arrived.notified().await;
                 continue;
-            }
-            match hooks.tell(&Batch { events: &batch }).await {
+            };
+            match send(batch).await {
                 Ok(()) => {
-                    self.taken(&batch);
+                    self.taken(&last);
                     backoff = FIRST_BACKOFF;
                 }
                 Err(error) => {
-                    warn!(waiting = self.waiting().len(), "events not taken, again in {backoff:?}: {}", error.message);
+                    warn!(waiting = self.waiting().len(), "events not taken, again in {backoff:?}: {error}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -149,18 +215,18 @@ mod tests {
 
     #[test]
     fn past_the_bound_the_oldest_events_are_dropped_and_counted() {
-        let events = Events::new("p".into(), 2, HookMetrics::default());
+        let events = Events::new("p".into(), 2, true, HookMetrics::default());
         let user: Arc<str> = "u".into();
         events.tell(Kind::Connect, &user, None);
         let batch = events.oldest();
         events.tell(Kind::Join, &user, Some(&user));
         events.tell(Kind::Leave, &user, Some(&user));
         // The batch in flight was dropped meanwhile: taking it takes nothing else.
-        events.taken(&batch);
+        events.taken(&batch[0]);
         let ids: Vec<String> = events.oldest().into_iter().map(|event| event.id).collect();
         assert_eq!(ids, ["p-2", "p-3"]);
         assert_eq!((events.metrics.events_dropped.get(), events.metrics.events_waiting.get()), (1, 2));
-        events.taken(&events.oldest()[..1]);
+        events.taken(&events.oldest()[0]);
         assert_eq!(events.oldest()[0].kind, Kind::Leave);
     }
 }

@@ -186,8 +186,8 @@ enum RpcAnswer {
 
 impl Hooks {
     /// The hooks `config` names, the events' ids starting with `prefix`;
-    /// `None` when it names none. With an events hook, the events are
-    /// posted from a task of their own, started on the current runtime.
+    /// `None` when it names none. With an events hook, its events wait for
+    /// a task to post them ([`Events::deliver`]) or to hand them to Redis.
     pub fn start(config: &ServerConfig, prefix: &str, metrics: HookMetrics) -> Option<Arc<Hooks>> {
         let endpoint = |hook, url: &Option<Uri>| {
             let in_flight = Semaphore::new(config.hook_max_in_flight as usize);
@@ -207,7 +207,8 @@ impl Hooks {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let events = events_hook.as_ref().map(|_| {
-            Arc::new(Events::new(prefix.to_owned(), config.hook_events_max_waiting as usize, metrics.clone()))
+            let max_waiting = config.hook_events_max_waiting as usize;
+            Arc::new(Events::new(prefix.to_owned(), max_waiting, config.redis.is_none(), metrics.clone()))
         });
         let hooks = Arc::new(Hooks {
             client: Client::builder(TokioExecutor::new()).build(connector),
@@ -224,15 +225,17 @@ impl Hooks {
             max_answer: config.max_message_size,
             metrics,
         });
-        if let Some(events) = events {
-            tokio::spawn(events.deliver(hooks.clone()));
-        }
         Some(hooks)
     }
 
     /// The events waiting for the events hook, if there is one.
     pub fn events(&self) -> Option<&Arc<Events>> {
         self.events.as_ref()
+    }
+
+    /// How long a call may take (`--hook-timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Whether hub handshakes go to the connect hook.
@@ -385,10 +388,10 @@ impl Hooks {
         .await
     }
 
-    /// Posts the events of `batch` to the events hook: whether it took them.
-    async fn tell(&self, batch: &events::Batch<'_>) -> Result<(), EnvelopeError> {
+    /// Posts `events` to the events hook: whether it took them.
+    pub async fn tell(&self, events: &[events::Event]) -> Result<(), EnvelopeError> {
         let Some(endpoint) = &self.events_hook else { return Ok(()) };
-        self.timed(endpoint, async { self.post(endpoint, batch).await.map(drop) }).await
+        self.timed(endpoint, async { self.post(endpoint, &events::Batch { events }).await.map(drop) }).await
     }
 
     /// What `work`, a call to `endpoint`, comes to within the timeout,

@@ -185,6 +185,13 @@ impl Hub {
         Ok((name, room))
     }
 
+    /// Tells the events hook, if there is one, what happened to `user` (in `room`).
+    pub fn tell(&self, kind: Kind, user: &Arc<str>, room: Option<&Arc<str>>) {
+        if let Some(events) = &self.events {
+            events.tell(kind, user, room);
+        }
+    }
+
     /// One connection of `member` left `room`; true if it was its last
     /// there. With `announce`, the members are then told (`member_left`).
     pub fn leave(&self, room: &str, member: &Arc<str>, announce: bool) -> bool {

@@ -23,6 +23,29 @@ pub(crate) async fn server(flags: &[&str]) -> SocketAddr {
     ws_server::http::spawn(ServerConfig::load(args).unwrap()).await.unwrap().addr
 }
 
+/// Starts the binary itself with `flags` on a free port, its log read on
+/// (so that it never blocks on it): the process, killed when dropped, and its address.
+pub(crate) async fn server_process(flags: &[&str]) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ws-server"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(flags)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = timeout(PATIENCE, log.next_line()).await.unwrap().unwrap().expect("the server's log");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    (child, addr)
+}
+
 /// Writes `toml` to a file of this test run named after `name`; its path.
 pub(crate) fn config_file(name: &str, toml: &str) -> String {
     let path = std::env::temp_dir().join(format!("ws-server-test-{}-{name}.toml", std::process::id()));

@@ -5,8 +5,10 @@
 //! kills a node and waits for its replica to take over, restarts it, and
 //! moves a slot with its keys from one primary to another. Every wait polls
 //! the nodes for a state within a generous deadline; nothing sleeps to
-//! synchronize. Without redis-server installed, [`RedisCluster::start`] says
-//! so and gives `None`, unless `WS_REQUIRE_REDIS=1`, when it fails.
+//! synchronize. [`Redis`] is one `redis-server`, not in cluster mode.
+//! Without redis-server installed, [`RedisCluster::start`] and
+//! [`Redis::start`] say so and give `None`, unless `WS_REQUIRE_REDIS=1`,
+//! when they fail.
 
 #![allow(clippy::unwrap_used, dead_code)] // helpers panic on failure by design; each test file uses some
 
@@ -600,6 +602,49 @@ fn free_ports() -> [u16; 2] {
     listeners.map(|listener| listener.local_addr().unwrap().port())
 }
 
+/// A `redis-server` of this test alone, not in cluster mode, killed when dropped.
+pub(crate) struct Redis {
+    child: Child,
+    pub(crate) port: u16,
+}
+
+impl Redis {
+    /// Starts one on a free port and waits until it answers PING; `None`
+    /// (said on stderr) when redis-server is not installed, unless `WS_REQUIRE_REDIS=1`.
+    pub(crate) async fn start() -> Option<Redis> {
+        if !installed() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut started = Redis { child, port };
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let deadline = Instant::now() + SETTLE;
+        while client.get_multiplexed_async_connection().await.is_err() {
+            assert!(started.child.try_wait().unwrap().is_none(), "redis-server exited");
+            assert!(Instant::now() < deadline, "redis-server answers within {SETTLE:?}");
+            tokio::time::sleep(POLL).await;
+        }
+        Some(started)
+    }
+
+    /// Its URL.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A number for this process's next cluster, so that its directory is its own.
 fn next() -> usize {
     static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
@@ -613,12 +658,12 @@ fn installed() -> bool {
     if runs("redis-server") && runs("redis-cli") {
         return true;
     }
-    let why = "the Redis Cluster tests need redis-server and redis-cli (apt-get install redis-server)";
+    let why = "the Redis tests need redis-server and redis-cli (apt-get install redis-server)";
     assert!(std::env::var("WS_REQUIRE_REDIS").as_deref() != Ok("1"), "WS_REQUIRE_REDIS=1, but {why}");
     // Once for all the tests, straight to standard error, past the harness's capture.
     static SKIPPED: std::sync::Once = std::sync::Once::new();
     SKIPPED.call_once(|| {
-        let skipped = format!("Redis Cluster tests skipped: {why}; WS_REQUIRE_REDIS=1 makes this a failure\n");
+        let skipped = format!("Redis tests skipped: {why}; WS_REQUIRE_REDIS=1 makes this a failure\n");
         let _ = std::io::Write::write_all(&mut std::io::stderr(), skipped.as_bytes());
     });
     false
