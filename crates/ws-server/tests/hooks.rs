@@ -5,7 +5,8 @@
 //! and refusal, a backend that does not answer in time, that is down, that
 //! answers garbage, and the bound on the calls in flight; the events,
 //! told in order and at least once, through a backend that was down, and
-//! through a real redis-server by two servers, one of them SIGKILLed.
+//! through a real redis-server by two servers, one of them SIGKILLed, and
+//! through a real Redis Cluster.
 
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
@@ -20,7 +21,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use redis_cluster::Redis;
+use redis_cluster::{Redis, RedisCluster};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -592,6 +593,28 @@ async fn through_redis_a_killed_servers_members_are_told_gone_and_only_rooms_it_
     let last_of = |kind: &str, user: &str| events.iter().rposition(|e| *e == event(kind, user, "")).unwrap();
     let b_left = events.iter().rposition(|(kind, user, _)| kind == "leave" && *user == b).unwrap();
     assert!(b_left < last_of("disconnect", &b), "{events:?}");
+}
+
+#[tokio::test]
+async fn through_a_redis_cluster_a_room_is_occupied_and_vacated_once_for_every_server() {
+    let Some(cluster) = RedisCluster::start().await else { return };
+    let (up, taken) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(Mutex::new(Vec::new())));
+    let backend = events_backend(up, taken.clone()).await;
+    let (url, events) = (cluster.url(), backend.url("/events"));
+    let flags = ["--redis", &url, "--hook-events", &events];
+    let (one, two) = (server(&flags).await, server(&flags).await);
+    let name = |client: &Client| format!("127.0.0.1:{}", client.ws.get_ref().local_addr().unwrap().port());
+    let (ann, bob) = (member(one).await, member(two).await);
+    let (a, b) = (name(&ann), name(&bob));
+    drop(ann);
+    drop(bob);
+    let seen = |kind: &str, user: &str| told(&taken).contains(&event(kind, user, ""));
+    backend.until(|_| seen("disconnect", &a) && seen("disconnect", &b)).await;
+    let general = of_room(&told(&taken), "general");
+    let count = |kind: &str| general.iter().filter(|(k, _)| k == kind).count();
+    assert_eq!((count("join"), count("occupied"), count("leave"), count("vacated")), (2, 1, 2, 1), "{general:?}");
+    assert_eq!(general[1].0, "occupied", "{general:?}");
+    assert_eq!(general.last().unwrap().0, "vacated", "{general:?}");
 }
 
 #[test]
