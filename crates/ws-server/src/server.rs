@@ -244,6 +244,17 @@ impl Server {
         }
     }
 
+    /// Completes once the events hook, if there is one, has every event
+    /// told so far: posted, or with `--redis` written to Redis, for another
+    /// server to post if this one stops first.
+    pub async fn events_flushed(&self) {
+        let Some(events) = self.hooks.as_ref().and_then(|hooks| hooks.events()) else { return };
+        if let Some(cluster) = &self.cluster {
+            cluster.settled().await;
+        }
+        events.flushed().await;
+    }
+
     /// A connection of `member` left `room` (its subscription dropped first,
     /// so that a cluster can let the room go if it was the last here).
     pub fn leave(&self, room: Arc<str>, member: Arc<str>) {

@@ -552,6 +552,39 @@ fn of_room(events: &[(String, String, String)], room: &str) -> Vec<(String, Stri
 }
 
 #[tokio::test]
+async fn a_server_that_stops_has_told_its_members_leaves_and_disconnects_first() {
+    let (up, taken) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(Mutex::new(Vec::new())));
+    let backend = events_backend(up, taken.clone()).await;
+    let args = ["ws-server", "--listen", "127.0.0.1:0", "--hook-events", &backend.url("/events")];
+    let running = ws_server::http::spawn(ServerConfig::load(args).unwrap()).await.unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(member(running.addr).await);
+    }
+    running.stop().await.unwrap();
+    let events = told(&taken);
+    let count = |kind: &str| events.iter().filter(|(k, _, _)| k == kind).count();
+    assert_eq!((count("leave"), count("vacated"), count("disconnect")), (3, 1, 3), "{events:?}");
+}
+
+#[tokio::test]
+async fn through_redis_a_server_stopped_with_sigterm_has_written_its_members_leaves_before_it_exits() {
+    let Some(redis) = Redis::start().await else { return };
+    let backend = Backend::start(true, |_: &str, _: &Value| (200, String::new())).await;
+    let (url, events) = (redis.url(), backend.url("/events"));
+    let (mut child, addr) = server_process(&["--redis", &url, "--hook-events", &events]).await;
+    let mut client = member(addr).await;
+    client.join("lonely", 0).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(timeout(PATIENCE, child.wait()).await.unwrap().unwrap().success());
+    // Without the leaves, the rooms would stay occupied until the server is taken for dead.
+    let mut redis = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let occupied: Vec<String> = redis::cmd("HKEYS").arg("ws:{events}:occupancy").query_async(&mut redis).await.unwrap();
+    assert_eq!(occupied, Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn through_redis_a_killed_servers_members_are_told_gone_and_only_rooms_it_alone_held_vacated() {
     let Some(redis) = Redis::start().await else { return };
     let (up, taken) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(Mutex::new(Vec::new())));

@@ -299,6 +299,15 @@ impl Cluster {
         let _ = self.control.send(Control::Closed { user });
     }
 
+    /// Completes once the joins, leaves and closes asked before are carried
+    /// out (or the server stops).
+    pub async fn settled(&self) {
+        let (reply, settled) = oneshot::channel();
+        if self.control.send(Control::Settle { reply }).is_ok() {
+            let _ = settled.await;
+        }
+    }
+
     /// Who is in `room` on every server: how many, and up to `max` names, in order.
     pub async fn presence(&self, room: &str, max: usize) -> Result<(usize, Vec<Arc<str>>), EnvelopeError> {
         let (mut redis, _sent) = (self.redis.clone(), self.nodes.send(&presence_key(room), 1));

@@ -34,6 +34,8 @@ pub(super) enum Control {
     Left { room: Arc<str>, member: Arc<str>, announce: bool },
     /// A connection of `user` closed: told to the events hook after its leaves.
     Closed { user: Arc<str> },
+    /// Answered once every request before it is carried out.
+    Settle { reply: oneshot::Sender<()> },
 }
 
 /// The task that holds the subscriptions and delivers what they bring.
@@ -142,6 +144,7 @@ impl Subscriber {
                     self.hub.leave(&room, &member, false);
                 }
                 Ok(Some(Control::Closed { user })) => self.hub.tell(Kind::Disconnect, &user, None),
+                Ok(Some(Control::Settle { reply })) => drop(reply.send(())),
             }
         }
     }
@@ -284,6 +287,10 @@ impl Subscriber {
                     // After the joins before it, which its session may have left unanswered.
                     self.answer(std::mem::take(&mut joins), None, feed).await?;
                     self.hub.tell(Kind::Disconnect, &user, None);
+                }
+                Control::Settle { reply } => {
+                    self.answer(std::mem::take(&mut joins), None, feed).await?;
+                    let _ = reply.send(());
                 }
             }
         }

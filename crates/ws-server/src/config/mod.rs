@@ -284,7 +284,8 @@ pub struct ServerConfig {
     pub refresh_before: Duration,
 
     /// Seconds a shutdown (SIGINT or SIGTERM) waits for connections to
-    /// complete their closing handshake before the server exits.
+    /// complete their closing handshake, and for the events hook to have
+    /// their events, before the server exits.
     #[arg(long, env = "WS_SHUTDOWN_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = seconds)]
     pub shutdown_timeout: Duration,
 

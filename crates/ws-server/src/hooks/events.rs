@@ -106,6 +106,8 @@ pub struct Events {
     waiting: Mutex<VecDeque<Event>>,
     /// Wakes the delivery when an event comes to an empty queue.
     arrived: Notify,
+    /// Wakes those waiting for the queue to empty.
+    emptied: Notify,
     /// The ids' prefix, unique to this server's run, and the next number.
     prefix: String,
     next: AtomicU64,
@@ -121,7 +123,8 @@ impl Events {
     /// `prefix`; with `rooms_here`, the rooms' occupied and vacated are told here.
     pub fn new(prefix: String, max_waiting: usize, rooms_here: bool, metrics: HookMetrics) -> Events {
         let (waiting, next) = (Mutex::new(VecDeque::new()), AtomicU64::new(1));
-        Events { waiting, arrived: Notify::new(), prefix, next, max_waiting, rooms_here, metrics }
+        let (arrived, emptied) = (Notify::new(), Notify::new());
+        Events { waiting, arrived, emptied, prefix, next, max_waiting, rooms_here, metrics }
     }
 
     /// The bound on the events waiting (`--hook-events-max-waiting`).
@@ -172,6 +175,21 @@ impl Events {
             waiting.drain(..=at);
         }
         self.metrics.events_waiting.set(waiting.len() as i64);
+        if waiting.is_empty() {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Completes once every event told so far is taken (posted, or written
+    /// to Redis): at shutdown, once the connections are closed.
+    pub async fn flushed(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            if self.waiting().is_empty() {
+                return;
+            }
+            emptied.await;
+        }
     }
 
     /// Posts the events to the backend through `hooks`, oldest first, for

@@ -36,7 +36,8 @@ pub struct Running {
 
 impl Running {
     /// Shuts down as on SIGTERM: stops accepting, closes every connection
-    /// with 1001 and waits for them (at most `--shutdown-timeout`).
+    /// with 1001 and waits for them, and for the events hook to have their
+    /// events (at most `--shutdown-timeout`).
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.stop.send(());
         self.done.await.map_err(std::io::Error::other)?
@@ -60,8 +61,8 @@ pub async fn spawn(config: ServerConfig) -> std::io::Result<Running> {
 }
 
 /// Serves until `shutdown` completes, then stops accepting, closes every
-/// hub connection with 1001 and waits for them to end, at most
-/// `--shutdown-timeout`.
+/// hub connection with 1001 and waits for them to end, and for the events
+/// hook to have their events, at most `--shutdown-timeout` in all.
 pub async fn serve_until(
     listener: TcpListener,
     config: Arc<ServerConfig>,
@@ -104,8 +105,12 @@ pub async fn serve_until(
     info!(connections = server.limits.count(), "shutting down: closing every connection with 1001");
     server.pulse.shut_down();
     server.tasks.close();
-    if tokio::time::timeout(server.config.shutdown_timeout, server.tasks.wait()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + server.config.shutdown_timeout;
+    if tokio::time::timeout_at(deadline, server.tasks.wait()).await.is_err() {
         warn!(connections = server.tasks.len(), "shutdown deadline reached with connections still open");
+    }
+    if tokio::time::timeout_at(deadline, server.events_flushed()).await.is_err() {
+        warn!("shutdown deadline reached with events the backend does not have yet");
     }
     Ok(())
 }
