@@ -145,7 +145,8 @@ export class HubClient {
   presence(room: string): Promise<Presence>;
   /**
    * Calls `method` of the application's backend (the hub's rpc hook) with
-   * `data`; resolves with its result, rejects with a HubError (`refused`,
+   * `data` (made while connecting, sent once connected); resolves with its
+   * result, rejects with a HubError (`refused`,
    * `not_offered`, `unavailable`, or `not_connected` when the connection
    * ends first: a call is never sent twice).
    */

@@ -195,15 +195,15 @@ export class HubClient {
     });
   }
 
-  /** Who is in `room` (joined, where its namespace answers presence): `{room, count, members}`. */
+  /**
+   * Who is in `room` (joined, where its namespace answers presence):
+   * `{room, count, members}`. Asked while connecting, it goes out once
+   * connected.
+   */
   presence(room) {
     return new Promise((resolve, reject) => {
-      if (this.#state !== "connected") {
-        return reject(new HubError({ code: "not_connected", message: "presence needs a connection" }));
-      }
       const id = `${this.#prefix}-p${this.#nextId++}`;
-      this.#presence.set(id, { room, resolve, reject });
-      this.#send({ type: "presence", room, id });
+      this.#ask(this.#presence, { type: "presence", room, id }, { room, resolve, reject }, "presence");
     });
   }
 
@@ -212,19 +212,29 @@ export class HubClient {
    * docs/hooks.md) with `data`, if given; resolves with the backend's
    * result, rejects with a HubError (`refused`: the backend's reason). A
    * call is not sent again after a reconnection, since it may have been
-   * made: one in flight when the connection ends is rejected.
+   * made: one in flight when the connection ends is rejected. Made while
+   * connecting, it goes out once connected.
    */
   rpc(method, data) {
     return new Promise((resolve, reject) => {
-      if (this.#state !== "connected") {
-        return reject(new HubError({ code: "not_connected", message: "an rpc needs a connection" }));
-      }
       const id = `${this.#prefix}-r${this.#nextId++}`;
       const envelope = { type: "rpc", method, id };
       if (data !== undefined) envelope.data = data;
-      this.#calls.set(id, { resolve, reject });
-      this.#send(envelope);
+      this.#ask(this.#calls, envelope, { resolve, reject }, "an rpc");
     });
+  }
+
+  /**
+   * Sends `envelope`, a request of this connection alone, now if connected
+   * or once connected if connecting, its answer awaited in `asked` by its
+   * id; rejected without a connection on the way.
+   */
+  #ask(asked, envelope, awaiting, what) {
+    if (this.#state !== "connected" && this.#state !== "connecting") {
+      return awaiting.reject(new HubError({ code: "not_connected", message: `${what} needs a connection` }));
+    }
+    asked.set(envelope.id, { ...awaiting, envelope });
+    if (this.#state === "connected") this.#send(envelope);
   }
 
   /** The last seq of `room` handed to the application (0: none yet). */
@@ -294,6 +304,8 @@ export class HubClient {
       if (!rooms.some(([joined]) => joined === room)) this.#sendJoin(room, state);
     }
     for (const { envelope } of this.#pending.values()) this.#send(envelope);
+    // Asked while connecting: those of an attempt that failed were rejected.
+    for (const { envelope } of [...this.#presence.values(), ...this.#calls.values()]) this.#send(envelope);
     this.#beat();
     this.#emit("connected", {});
   }

@@ -285,11 +285,14 @@ async function rpcBackend(t) {
   return `http://127.0.0.1:${backend.address().port}/rpc`;
 }
 
-test("an rpc resolves with the backend's result, or rejects with its reason", async (t) => {
+test("an rpc resolves with the backend's result, or rejects with its reason; one made while connecting waits for the connection", async (t) => {
   const server = await startServer(["--hook-rpc", await rpcBackend(t)]);
   const ann = client(server.url);
   cleanup(t, ann, server);
+  // Made while connecting: sent once connected.
+  const early = ann.hub.rpc("add", { a: 1, b: 1 });
   await ann.hub.join("general");
+  assert.equal(await early, 2);
   assert.equal(await ann.hub.rpc("add", { a: 2, b: 3 }), 5);
   await assert.rejects(ann.hub.rpc("divide", { a: 1, b: 0 }), (error) => {
     assert.ok(error instanceof HubError);
