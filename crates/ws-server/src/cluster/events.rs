@@ -210,19 +210,28 @@ impl Teller {
     }
 
     /// Says this server is alive, and buries those that are not, every
-    /// third of [`ALIVE`], for as long as the server runs.
+    /// third of [`ALIVE`], for as long as the server runs. It buries only
+    /// once it has said so without a failure for [`ALIVE`]: after an
+    /// outage of Redis, the others have had the time to say so again.
     async fn keep_alive(self) {
         let mut beats = tokio::time::interval(ALIVE / 3);
+        let mut linked_since = None;
         loop {
             beats.tick().await;
-            if let Err(e) = self.beat().await {
-                warn!("redis: the events' servers not looked after: {e}");
+            let now = tokio::time::Instant::now();
+            let settled = linked_since.is_some_and(|since| now.duration_since(since) >= ALIVE);
+            match self.beat(settled).await {
+                Ok(()) => linked_since = linked_since.or(Some(now)),
+                Err(e) => {
+                    linked_since = None;
+                    warn!("redis: the events' servers not looked after: {e}");
+                }
             }
         }
     }
 
-    /// One beat: this server alive, and the dead buried.
-    async fn beat(&self) -> RedisResult<()> {
+    /// One beat: this server alive, and with `bury`, the dead buried.
+    async fn beat(&self, bury: bool) -> RedisResult<()> {
         let mut redis = self.redis.clone();
         let alive = &own_keys(&self.instance)[3];
         let _sent = self.nodes.send(SERVERS, 3);
@@ -233,6 +242,9 @@ impl Teller {
             .ignore()
             .query_async(&mut redis)
             .await?;
+        if !bury {
+            return Ok(());
+        }
         let servers: Vec<String> = redis.smembers(SERVERS).await?;
         for server in servers.iter().filter(|server| **server != *self.instance) {
             let buried: u32 = self.invoke(1, server).invoke_async(&mut redis).await?;
