@@ -71,7 +71,7 @@ pub struct Metrics {
     pub messages_sent: Counter,
     /// Payload bytes received from clients.
     pub bytes_received: Counter,
-    /// Payload bytes queued for clients (framed, before compression).
+    /// Bytes of the frames queued for clients (their plain frames, before compression).
     pub bytes_sent: Counter,
     /// Slow consumers, by what was done: `disconnect` or `skip`.
     pub slow_consumers: Family<Reason, Counter>,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
-use ws_proto::{CloseCode, Message, State};
+use ws_proto::{CloseCode, FrameHeader, Message, OpCode, State};
 use ws_tokio::WebSocket;
 
 /// A room the client is in.
@@ -341,10 +341,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Queues an envelope for this client alone.
     fn send_json(&mut self, json: String) {
-        let len = json.len();
+        let header =
+            FrameHeader { fin: true, rsv: 0, opcode: OpCode::Text, mask: None, payload_len: json.len() as u64 };
+        let frame_len = header.encoded_len() + json.len();
         // Fails only once the connection is closing; the envelope is then moot.
         if self.ws.queue(&Message::from(json)).is_ok() {
-            self.server.metrics.sent(1, len);
+            self.server.metrics.sent(1, frame_len);
         }
     }
 }
