@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Client, PATIENCE, api_publish, http_get, server, server_process};
+use common::{Blackhole, Client, PATIENCE, api_publish, http_get, server, server_process};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,6 +97,35 @@ async fn presence_names_who_is_in_the_room() {
     timeout(PATIENCE, bob_gone).await.expect("bob's presence ends with his connection");
     alice.send(json!({"type": "presence", "room": "elsewhere", "id": "p"})).await;
     alice.expect(json!({"type": "error", "code": "not_joined", "id": "p"})).await;
+}
+
+/// A client whose host vanished (no FIN, no RST: its bytes stop, through a
+/// proxy that blackholes the link) is closed by the heartbeat, and leaves its
+/// rooms and presence. Without the heartbeat's timeout, Bob would stay in
+/// the room for good.
+#[tokio::test]
+async fn a_half_open_client_is_closed_by_the_heartbeat_and_leaves_its_rooms() {
+    let addr = server(&["--heartbeat-interval", "0.5", "--heartbeat-timeout", "2"]).await;
+    let mut alice = Client::connect(addr).await;
+    alice.expect(json!({"type": "joined", "room": "general"})).await;
+    let proxy = Blackhole::start(addr).await;
+    let mut bob = Client::connect(proxy.addr).await;
+    bob.expect(json!({"type": "joined", "room": "general"})).await;
+    proxy.cut();
+    // Alice asks, and so answers the server's pings, until Bob is gone.
+    let bob_gone = async {
+        loop {
+            alice.send(json!({"type": "presence", "room": "general"})).await;
+            let presence = alice.expect(json!({"type": "presence"})).await;
+            if presence["count"] == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    timeout(PATIENCE, bob_gone).await.expect("bob's presence ends with the heartbeat");
+    proxy.server_closed().await;
+    drop(bob);
 }
 
 #[tokio::test]

@@ -202,3 +202,61 @@ pub(crate) async fn api_publish(addr: SocketAddr, key: &str, body: &str) -> (u16
     let json = response.split_once("\r\n\r\n").unwrap().1;
     (status, serde_json::from_str(json).unwrap())
 }
+
+/// A TCP proxy to `target` for one connection whose link can be blackholed,
+/// as when the client's host vanishes: from then on the bytes stop both ways
+/// and nothing is closed on the client's side.
+pub(crate) struct Blackhole {
+    pub(crate) addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    server_closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Blackhole {
+    pub(crate) async fn start(target: SocketAddr) -> Blackhole {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let (closed, server_closed) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = TcpStream::connect(target).await.unwrap();
+            let ((client_in, client_out), (server_in, server_out)) = (client.into_split(), server.into_split());
+            tokio::spawn(Blackhole::carry(client_in, server_out, watch.clone()));
+            let _open = Blackhole::carry(server_in, client_out, watch).await;
+            let _ = closed.send(());
+            // A dropped write half would send the client a FIN: hold both until the test ends.
+            std::future::pending::<()>().await;
+        });
+        Blackhole { addr, cut, server_closed }
+    }
+
+    /// Copies `from` to `to` until `from` ends, dropping what comes once cut;
+    /// `to` is shut down only if `from` ends before the cut. Keeps both halves open.
+    async fn carry(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        cut: tokio::sync::watch::Receiver<bool>,
+    ) -> (tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf) {
+        let mut buf = vec![0; 16 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if !*cut.borrow() && to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        if !*cut.borrow() {
+            let _ = to.shutdown().await;
+        }
+        (from, to)
+    }
+
+    /// From now on, no byte passes either way.
+    pub(crate) fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Waits until the server has closed its end of the link.
+    pub(crate) async fn server_closed(self) {
+        timeout(PATIENCE, self.server_closed).await.expect("the server closes the link").unwrap();
+    }
+}
