@@ -13,6 +13,7 @@ use crate::policy::limits::Permit;
 use crate::server::Server;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
@@ -154,13 +155,28 @@ async fn connection(
     server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
     tcp.set_nodelay(true)?;
-    let deadline = Instant::now() + server.config.handshake_timeout;
     match tls {
-        None => routes::route(tcp, peer, permit, deadline, server).await,
+        None => serve_stream(tcp, peer, permit, server).await,
         // Boxed: the TLS handshake's state would otherwise swell the future of
         // every plain connection too, and the heap with it (docs/benchmarks.md).
-        Some(tls) => Box::pin(tls_route(tls, tcp, peer, permit, deadline, server)).await,
+        Some(tls) => {
+            let deadline = Instant::now() + server.config.handshake_timeout;
+            Box::pin(tls_route(tls, tcp, peer, permit, deadline, server)).await
+        }
     }
+}
+
+/// Serves a plain connection from `peer` over any byte stream: reads its
+/// request (counted by `permit` until then) within `--handshake-timeout`
+/// and serves its route (the fuzz target `http_request` drives it in memory).
+pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    peer: SocketAddr,
+    permit: Option<Permit>,
+    server: &Arc<Server>,
+) -> Result<(), ws_tokio::Error> {
+    let deadline = Instant::now() + server.config.handshake_timeout;
+    routes::route(stream, peer, permit, deadline, server).await
 }
 
 /// Runs the TLS handshake by `deadline`, then serves the route.
