@@ -10,7 +10,9 @@
 //! application every message once, in seq order, or a [`HubEvent::Gap`] for
 //! what it can no longer get. Messages sent with [`HubClient::send`] carry an
 //! id and are sent again after a reconnection until acked; the server knows
-//! a retry by its id and does not publish it twice.
+//! a retry by its id and does not publish it twice. Given more than one
+//! URL of the hub ([`HubSettings::servers`]), it moves to the next after a
+//! drop or a failed attempt, so a client whose server is gone goes to another.
 
 use crate::{ClientSettings, Stream, connect};
 use serde_json::{Value, json};
@@ -53,8 +55,11 @@ impl Backoff {
 /// What the client was given.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
-    /// Where to connect and what to offer.
+    /// Where to connect first and what to offer.
     pub connection: ClientSettings,
+    /// Other URLs of the same hub, tried in turn after `connection.url`:
+    /// each drop or failed attempt moves to the next, round all of them.
+    pub servers: Vec<String>,
     /// The wait between attempts.
     pub backoff: Backoff,
     /// A ping is sent after this long without hearing from the server, and
@@ -68,7 +73,21 @@ pub struct HubSettings {
 impl HubSettings {
     /// `connection` with the default backoff, a 30 s heartbeat and no token source.
     pub fn new(connection: ClientSettings) -> Self {
-        HubSettings { connection, backoff: Backoff::default(), heartbeat: Duration::from_secs(30), token: None }
+        HubSettings {
+            connection,
+            servers: Vec::new(),
+            backoff: Backoff::default(),
+            heartbeat: Duration::from_secs(30),
+            token: None,
+        }
+    }
+
+    /// The URL of attempt `turn` (from 0): `connection.url`, then each of `servers`, round again.
+    fn url(&self, turn: usize) -> &str {
+        match turn % (self.servers.len() + 1) {
+            0 => &self.connection.url,
+            n => &self.servers[n - 1],
+        }
     }
 }
 
@@ -270,8 +289,8 @@ struct Connector {
 impl Connector {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut attempt = 0;
-        loop {
-            match self.connect().await {
+        for turn in 0.. {
+            match self.connect(self.settings.url(turn)).await {
                 Ok((ws, _)) => {
                     attempt = 0;
                     self.emit(HubEvent::Connected).await;
@@ -299,13 +318,19 @@ impl Connector {
         }
     }
 
-    /// Connects, with a fresh token from the source, if there is one.
-    async fn connect(&self) -> Result<(WebSocket<Stream>, ws_proto::handshake::client::Response), ws_tokio::Error> {
-        let Some(source) = &self.settings.token else { return connect(&self.settings.connection).await };
-        let token =
-            source.fetch().await.map_err(|e| ws_tokio::Error::Io(std::io::Error::other(format!("no token: {e}"))))?;
-        let mut connection = self.settings.connection.clone();
-        connection.headers.push(("Authorization".to_owned(), format!("Bearer {token}")));
+    /// Connects to `url`, with a fresh token from the source, if there is one.
+    async fn connect(
+        &self,
+        url: &str,
+    ) -> Result<(WebSocket<Stream>, ws_proto::handshake::client::Response), ws_tokio::Error> {
+        let mut connection = ClientSettings { url: url.to_owned(), ..self.settings.connection.clone() };
+        if let Some(source) = &self.settings.token {
+            let token = source
+                .fetch()
+                .await
+                .map_err(|e| ws_tokio::Error::Io(std::io::Error::other(format!("no token: {e}"))))?;
+            connection.headers.push(("Authorization".to_owned(), format!("Bearer {token}")));
+        }
         connect(&connection).await
     }
 

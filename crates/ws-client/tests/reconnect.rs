@@ -273,3 +273,31 @@ async fn a_client_survives_a_server_restart_and_recovers_what_came_meanwhile() {
     events.check_backoff();
     client.close();
 }
+
+/// Given a second URL of the hub, a client whose server is gone goes there
+/// (the first is never back: only the second can serve it), and recovers
+/// what it missed meanwhile, once and in order.
+#[tokio::test]
+async fn a_client_whose_server_is_gone_goes_to_the_next_url_and_recovers_there() {
+    let addr = server("127.0.0.1:0").await.addr;
+    let (front, cut) = proxy("127.0.0.1:0".parse().unwrap(), addr).await;
+    let connection = ClientSettings { url: format!("ws://{front}/ws"), ..ClientSettings::default() };
+    let servers = vec![format!("ws://{addr}/ws")];
+    let (client, events) = HubClient::start(HubSettings { backoff: BACKOFF, servers, ..HubSettings::new(connection) });
+    let mut events = Events::new(events);
+    client.join("news");
+    events.joined("news").await;
+    let mut publisher = Publisher::connect(addr, "news").await;
+    publisher.publish("news", "one").await;
+    events.message("one").await;
+
+    cut.abort();
+    events.until(|e| matches!(e, HubEvent::Disconnected { .. })).await;
+    publisher.publish("news", "two").await;
+    events.message("two").await;
+    publisher.publish("news", "three").await;
+    events.message("three").await;
+    assert_eq!(events.room("news"), [(1, "one"), (2, "two"), (3, "three")]);
+    assert!(events.gaps.is_empty(), "{:?}", events.gaps);
+    client.close();
+}
