@@ -435,6 +435,58 @@ async fn a_burst_far_deeper_than_the_pipeline_comes_back_whole() {
     burst(Client::connect(server(&redis, &[]).await).await.0, 2000).await;
 }
 
+/// Many connections send bursts at once, and Redis is killed and started
+/// again meanwhile: what each connection had sent on while the server was
+/// linking again is refused or numbered after what came before it, never
+/// ahead of it. Each connection's acked messages are numbered in the order
+/// it sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_restart_of_redis_a_connections_messages_are_numbered_in_the_order_sent() {
+    let Some(mut redis) = Redis::start().await else { return };
+    let flags = ["--room-buffer", "1000", "--max-queue-bytes", "268435456", "--max-connections-per-ip", "0"];
+    let addr = server(&redis, &flags).await;
+    let mut clients = Vec::new();
+    for _ in 0..24 {
+        clients.push(Client::connect(addr).await.0);
+    }
+    // Linked: the first message is acked.
+    clients[0].publish("first", "x").await.unwrap();
+    let (answered, mut half) = tokio::sync::mpsc::channel(24);
+    let bursts: Vec<_> =
+        clients.into_iter().map(|client| tokio::spawn(burst_answers(client, 400, answered.clone()))).collect();
+    // Once some connection has half of its messages answered, Redis goes and comes back.
+    half.recv().await;
+    redis.kill();
+    redis.restart().await;
+    for burst in bursts {
+        let seqs: Vec<u64> = burst.await.unwrap().into_values().flatten().collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "acked out of the order sent: {seqs:?}");
+    }
+}
+
+/// Sends `n` messages at once, and reads until each is answered: the seq of
+/// each acked one, by its place (`None` if refused). Says on `half` when
+/// half are answered.
+async fn burst_answers(mut client: Client, n: u32, half: tokio::sync::mpsc::Sender<()>) -> BTreeMap<u32, Option<u64>> {
+    for i in 0..n {
+        client.send(json!({"type": "message", "room": "general", "id": i.to_string(), "content": "x"})).await;
+    }
+    let mut answers = BTreeMap::new();
+    while answers.len() < n as usize {
+        let envelope = client.next().await;
+        let Some(id) = envelope["id"].as_str().and_then(|id| id.parse::<u32>().ok()) else { continue };
+        match envelope["type"].as_str() {
+            Some("ack") => answers.insert(id, Some(envelope["seq"].as_u64().unwrap())),
+            Some("error") => answers.insert(id, None),
+            _ => continue,
+        };
+        if answers.len() == n as usize / 2 {
+            let _ = half.try_send(());
+        }
+    }
+    answers
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_listens_to_a_room_while_it_has_members_there() {
     let Some(redis) = Redis::start().await else { return };

@@ -6,13 +6,17 @@
 //! channel lives on the node of its slot.
 
 use super::store::{BACKOFF, REQUEST_TIMEOUT};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSubSink, PubSubStream,
+};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Msg, Pipeline, PushInfo, PushKind, RedisFuture,
-    RedisResult, Value,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Msg, Pipeline, PushInfo,
+    PushKind, RedisError, RedisFuture, RedisResult, Value,
 };
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use tokio::sync::Notify;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
@@ -95,7 +99,7 @@ impl Target {
     /// whenever it is lost.
     pub(super) fn commands(&self) -> RedisResult<Commands> {
         match self {
-            Target::Single(client) => Ok(Commands::Single(manager(client.clone())?)),
+            Target::Single(client) => Ok(Commands::Single(Link::start(client.clone()))),
             Target::Cluster { client, .. } => {
                 let config = Self::cluster_config();
                 Ok(Commands::Cluster(client.get_pending_async_connection_with_config(config)))
@@ -143,10 +147,122 @@ fn manager(client: redis::Client) -> RedisResult<ConnectionManager> {
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
+/// The queue of commands waiting to be written to Redis takes every one at
+/// once. Bounded, it would let a command through before an earlier one of
+/// the same hub connection that waited for room (the room freed goes to the
+/// earlier, which is only polled later). Each hub connection's pipeline and
+/// the connection limit bound it.
+const COMMANDS_QUEUED: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+/// A connection for commands to one Redis, made in the background and again
+/// whenever it is lost. A command is handed to the connection when it is
+/// first polled, or fails at once while there is none, so that a hub
+/// connection's messages, each sent on before the one before is answered,
+/// reach Redis in the order they were sent. (A `ConnectionManager` holds
+/// commands while it connects, and lets newer ones through before those.)
+#[derive(Clone)]
+pub(super) struct Link(Arc<Linked>);
+
+struct Linked {
+    client: redis::Client,
+    /// The connection and its number, while there is one.
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Told when the connection is lost, and when the last handle is dropped.
+    lost: Arc<Notify>,
+}
+
+impl Drop for Linked {
+    fn drop(&mut self) {
+        self.lost.notify_one();
+    }
+}
+
+impl Link {
+    /// Connects in the background, and again whenever the connection is lost.
+    fn start(client: redis::Client) -> Link {
+        let lost = Arc::new(Notify::new());
+        let link = Link(Arc::new(Linked { client, current: Mutex::new(None), lost: lost.clone() }));
+        tokio::spawn(Link::keep(Arc::downgrade(&link.0), lost));
+        link
+    }
+
+    /// Connects, with backoff, each time the connection is lost, until every handle is dropped.
+    async fn keep(link: Weak<Linked>, lost: Arc<Notify>) {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REQUEST_TIMEOUT))
+            .set_response_timeout(Some(REQUEST_TIMEOUT))
+            .set_pipeline_buffer_size(COMMANDS_QUEUED);
+        let (mut number, mut delay) = (0, BACKOFF.0);
+        while let Some(client) = link.upgrade().map(|linked| linked.client.clone()) {
+            let Ok(connection) = client.get_multiplexed_async_connection_with_config(&config).await else {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(BACKOFF.1);
+                continue;
+            };
+            let Some(linked) = link.upgrade() else { return };
+            number += 1;
+            let told = lost.notified();
+            *linked.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((number, connection));
+            drop(linked);
+            delay = BACKOFF.0;
+            told.await;
+        }
+    }
+
+    /// Connection `number` failed: the next command waits for another.
+    fn lose(&self, number: u64) {
+        let mut current = self.0.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|(now, _)| *now == number) {
+            *current = None;
+            self.0.lost.notify_one();
+        }
+    }
+
+    fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        let current = self.0.current.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        current.ok_or_else(|| (ErrorKind::Io, "no connection to redis").into())
+    }
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let connection = self.connection();
+        Box::pin(async move {
+            let (number, mut connection) = connection?;
+            let answer = connection.send_packed_command(cmd).await;
+            if answer.as_ref().is_err_and(RedisError::is_unrecoverable_error) {
+                self.lose(number);
+            }
+            answer
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let connection = self.connection();
+        Box::pin(async move {
+            let (number, mut connection) = connection?;
+            let answers = connection.send_packed_commands(pipeline, offset, count).await;
+            if answers.as_ref().is_err_and(RedisError::is_unrecoverable_error) {
+                self.lose(number);
+            }
+            answers
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.client.get_connection_info().redis_settings().db()
+    }
+}
+
 /// A connection for commands to one Redis or to a cluster.
 #[derive(Clone)]
 pub(super) enum Commands {
-    Single(ConnectionManager),
+    Single(Link),
     Cluster(ClusterConnection),
 }
 

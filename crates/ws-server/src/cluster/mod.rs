@@ -189,10 +189,14 @@ impl Cluster {
         let numbered = async {
             // EVALSHA alone, one round trip: a connection's messages, sent on
             // before the first is answered, are numbered in the order they were sent.
-            match self.number(room, &call).await {
-                Err(e) if no_script(&e) => self.number(room, &by_eval(&call, &self.scripts.publish_source)).await,
-                numbered => numbered,
+            let numbered = self.number(room, &call).await;
+            // A Redis started anew has lost the script: the message is
+            // refused, not sent again by EVAL, for a later message of its
+            // connection may be numbered already, once the script is back.
+            if numbered.as_ref().is_err_and(no_script) {
+                let _ = self.scripts.publish.load_async(&mut self.redis.clone()).await;
             }
+            numbered
         };
         let seq = timeout(REQUEST_TIMEOUT, numbered).await.map_err(unavailable)?.map_err(unavailable)?;
         // Known before it is delivered here: a Redis that lost its data numbers on from it.
