@@ -502,9 +502,9 @@ export class HubClient {
     state.recovering -= 1;
     state.complete = envelope.complete;
     if (state.recovering > 0) return;
-    const held = [...(state.held ?? new Map()).entries()].sort(([a], [b]) => a - b);
+    const entries = [...(state.held ?? new Map()).entries()].sort(([a], [b]) => a - b);
     state.held = null;
-    for (const [, message] of held) this.#message(message);
+    for (const [, held] of entries) held.type === "gap" ? this.#gap(held) : this.#message(held);
     this.#emit("recovered", { room: envelope.room, complete: state.complete });
   }
 
@@ -520,8 +520,13 @@ export class HubClient {
     this.#emit("message", message);
   }
 
+  /** Seqs the server will not send: held in their place while the room recovers, else told at once. */
   #gap(envelope) {
     const state = this.#rooms.get(envelope.room);
+    if (state?.held) {
+      if (!state.held.has(envelope.from)) state.held.set(envelope.from, envelope);
+      return;
+    }
     if (state) state.since = Math.max(state.since, envelope.to);
     this.#emit("gap", envelope);
   }

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { test } from "node:test";
+import { WebSocketServer } from "ws";
 import { HubError } from "../index.js";
 import { at, client, sign, startProxy, startServer } from "./helpers.js";
 
@@ -302,4 +303,44 @@ test("an rpc resolves with the backend's result, or rejects with its reason; one
   });
   const [four, six] = await Promise.all([ann.hub.rpc("add", { a: 2, b: 2 }), ann.hub.rpc("add", { a: 3, b: 3 })]);
   assert.deepEqual([four, six], [4, 6]);
+});
+
+/**
+ * A hub of the test's own, scripted: on each connection in turn, once the
+ * client's join came, it sends that connection's envelopes; the first
+ * connection then ends, the others stay open.
+ */
+async function scriptedHub(t, script) {
+  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((resolve) => server.once("listening", resolve));
+  let turn = 0;
+  server.on("connection", (socket) => {
+    const envelopes = script[turn++] ?? [];
+    const last = turn === 1;
+    socket.on("message", (data) => {
+      if (JSON.parse(data.toString()).type !== "join") return;
+      for (const envelope of envelopes) socket.send(JSON.stringify(envelope));
+      if (last) socket.terminate();
+    });
+  });
+  t.after(() => {
+    for (const socket of server.clients) socket.terminate();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return `ws://127.0.0.1:${server.address().port}/ws`;
+}
+
+test("a gap told during a recovery comes after the replayed messages before it", async (t) => {
+  const joined = (seq) => ({ type: "joined", room: "news", seq, epoch: "e" });
+  const message = (seq) => ({ type: "message", room: "news", seq, content: `m${seq}` });
+  const url = await scriptedHub(t, [
+    [joined(0), message(1)],
+    [joined(5), message(2), message(3), { type: "gap", room: "news", from: 4, to: 4 }, message(5), { type: "recovered", room: "news", complete: true }],
+  ]);
+  const ann = client(url);
+  cleanup(t, ann);
+  await ann.hub.join("news");
+  await ann.recorder.saying("news", ["m1", "m2", "m3", "m5"]);
+  assert.deepEqual(ann.recorder.said("news"), ["m1", "m2", "m3", "m5"]);
+  assert.deepEqual(ann.recorder.of("gap"), [{ type: "gap", room: "news", from: 4, to: 4 }]);
 });

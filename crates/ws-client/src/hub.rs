@@ -265,7 +265,8 @@ struct Room {
     seen: u64,
     /// The epoch of the room's numbering, from its last `joined`.
     epoch: Option<String>,
-    /// While the room is being recovered, what arrived, by seq.
+    /// While the room is being recovered, what arrived, by seq: messages,
+    /// and gaps (by their first seq).
     held: Option<BTreeMap<u64, Value>>,
     /// Joins with `since` whose `recovered` has not come yet.
     recovering: u32,
@@ -438,14 +439,7 @@ impl Connector {
             "recovered" => self.recovered(&room).await,
             // The connection's token, not a room's (joined with a room token elsewhere).
             "refresh" if envelope.get("room").is_none() => self.refresh(ws).await,
-            "gap" => {
-                let to = envelope["to"].as_u64().unwrap_or(0);
-                if let Some(state) = self.rooms.get_mut(&room) {
-                    state.seen = state.seen.max(to);
-                }
-                let from = envelope["from"].as_u64().unwrap_or(0);
-                return self.emit(HubEvent::Gap { room, from, to }).await;
-            }
+            "gap" => return self.gap(room, envelope).await,
             // Acked, or refused for good: not to be sent again.
             "ack" | "error" => {
                 let id = envelope["id"].as_str().unwrap_or_default();
@@ -488,8 +482,26 @@ impl Connector {
         }
         let Some(held) = state.held.take() else { return };
         for (_, envelope) in held {
-            self.message(room.to_owned(), envelope).await;
+            match envelope["type"] == "gap" {
+                true => self.gap(room.to_owned(), envelope).await,
+                false => self.message(room.to_owned(), envelope).await,
+            }
         }
+    }
+
+    /// Seqs the server will not send: held in their place while the room
+    /// recovers (the replay may still bring the messages before them), else
+    /// told at once.
+    async fn gap(&mut self, room: String, envelope: Value) {
+        let (from, to) = (envelope["from"].as_u64().unwrap_or(0), envelope["to"].as_u64().unwrap_or(0));
+        if let Some(state) = self.rooms.get_mut(&room) {
+            if let Some(held) = &mut state.held {
+                held.entry(from).or_insert(envelope);
+                return;
+            }
+            state.seen = state.seen.max(to);
+        }
+        self.emit(HubEvent::Gap { room, from, to }).await;
     }
 
     /// A message: held while its room recovers, dropped if already seen,

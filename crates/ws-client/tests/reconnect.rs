@@ -301,3 +301,54 @@ async fn a_client_whose_server_is_gone_goes_to_the_next_url_and_recovers_there()
     assert!(events.gaps.is_empty(), "{:?}", events.gaps);
     client.close();
 }
+
+/// A hub of this test alone, scripted: on each connection in turn, once the
+/// client's join of `news` came, it sends that connection's envelopes; the
+/// first connection then ends, the others stay open.
+async fn scripted_hub(script: Vec<Vec<Value>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        for (n, envelopes) in script.into_iter().enumerate() {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = ws_tokio::server::accept(tcp, ws_tokio::Options::default(), PATIENCE).await.unwrap();
+            while let Some(Ok(event)) = ws.recv().await {
+                if matches!(event, Event::Message(Message::Text(ref text)) if text.as_str().contains(r#""join""#)) {
+                    break;
+                }
+            }
+            for envelope in envelopes {
+                ws.send(&Message::from(envelope.to_string())).await.unwrap();
+            }
+            if n > 0 {
+                open.push(ws);
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    addr
+}
+
+/// A gap the server tells while a room recovers (it skipped messages after
+/// the replay's) is handed on in its place, after the replayed messages
+/// before it: none of those is dropped as if the gap covered it.
+#[tokio::test]
+async fn a_gap_told_during_a_recovery_comes_after_the_replayed_messages_before_it() {
+    let joined = |seq: u64| json!({"type": "joined", "room": "news", "seq": seq, "epoch": "e"});
+    let message = |seq: u64| json!({"type": "message", "room": "news", "seq": seq, "content": format!("m{seq}")});
+    let gap = json!({"type": "gap", "room": "news", "from": 4, "to": 4});
+    let recovered = json!({"type": "recovered", "room": "news", "complete": true});
+    let addr = scripted_hub(vec![
+        vec![joined(0), message(1)],
+        vec![joined(5), message(2), message(3), gap, message(5), recovered],
+    ])
+    .await;
+    let (client, events) = client(addr);
+    let mut events = Events::new(events);
+    client.join("news");
+    events.message("m5").await;
+    assert_eq!(events.room("news"), [(1, "m1"), (2, "m2"), (3, "m3"), (5, "m5")]);
+    assert_eq!(events.gaps, [HubEvent::Gap { room: "news".into(), from: 4, to: 4 }]);
+    client.close();
+}
