@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chaos;
+pub mod redis;
 pub mod room;
 
 use tokio::io::{AsyncBufReadExt, BufReader};

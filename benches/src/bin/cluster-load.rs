@@ -18,10 +18,7 @@
 //! cores: the figures are for comparing the two set-ups in the same run,
 //! not absolute.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use ws_benches::redis::{Redis, RedisCluster};
 use ws_benches::room::{Load, QUEUE, report, run};
 use ws_benches::{Failure, start_server};
 
@@ -57,108 +54,4 @@ async fn main() -> Result<(), Failure> {
         report(setup, &run(&[first.1.clone(), second.1.clone()], members, messages, (publishers, window)).await?);
     }
     Ok(())
-}
-
-/// A `redis-server` of this run, on a free port, without persistence.
-struct Redis {
-    _child: Child,
-    port: u16,
-}
-
-impl Redis {
-    async fn start() -> Result<Redis, Failure> {
-        Redis::start_with(&[]).await
-    }
-
-    /// One with `flags` besides the port and no persistence.
-    async fn start_with(flags: &[&str]) -> Result<Redis, Failure> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(flags)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            if Instant::now() > deadline {
-                return Err("redis-server did not start".into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(Redis { _child: child, port })
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-/// A Redis Cluster of this run: three primaries with a replica each, on free ports.
-struct RedisCluster {
-    nodes: Vec<Redis>,
-}
-
-impl RedisCluster {
-    async fn start() -> Result<RedisCluster, Failure> {
-        let mut nodes = Vec::new();
-        for _ in 0..6 {
-            // A directory of its own: a replica's first sync writes dump.rdb there.
-            let dir = std::env::temp_dir().join(format!("cluster-load-{}-{}", std::process::id(), nodes.len()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir)?;
-            let dir = dir.to_str().ok_or("a temporary path that is not UTF-8")?.to_owned();
-            let flags = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", &dir];
-            nodes.push(Redis::start_with(&flags).await?);
-        }
-        let cluster = RedisCluster { nodes };
-        let addresses: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        let created = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .status()
-            .await?;
-        if !created.success() {
-            return Err("redis-cli --cluster create failed".into());
-        }
-        cluster.settled().await?;
-        Ok(cluster)
-    }
-
-    /// Waits until every node says the cluster is ok and every primary has its replica.
-    async fn settled(&self) -> Result<(), Failure> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for node in &self.nodes {
-            loop {
-                let info = node.cli(&["cluster", "info"]).await? + &node.cli(&["info", "replication"]).await?;
-                // A replica linked to its primary, or a primary with its replica.
-                let replicated = info.contains("master_link_status:up") || info.contains("connected_slaves:1");
-                if info.contains("cluster_state:ok") && replicated {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(format!("the cluster did not settle: {info}").into());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        Ok(())
-    }
-
-    fn url(&self) -> String {
-        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        format!("redis+cluster://{}", nodes.join(","))
-    }
-}
-
-impl Redis {
-    /// What `redis-cli` prints for `args` asked of this one.
-    async fn cli(&self, args: &[&str]) -> Result<String, Failure> {
-        let output = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().await?;
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
 }

@@ -1,0 +1,128 @@
+//! What the chaos run breaks: one Redis (persisting every write, so that a
+//! kill loses nothing acked), and three `ws-server` processes, each linked
+//! to Redis through a proxy and reached by its clients through another.
+
+use super::proxy::Proxy;
+use crate::redis::{Redis, scratch_dir};
+use crate::{Failure, start_server};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::process::Child;
+
+/// How long a stopped server has to complete its closing handshakes.
+const SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// Generous: how long past its shutdown timeout a stopped server may take to exit.
+const EXIT: Duration = Duration::from_secs(30);
+
+/// Messages a room keeps: every one of a run, for the audit.
+const HISTORY: &str = "1000000";
+
+/// One Redis and the servers.
+pub struct Stage {
+    /// The Redis every server shares.
+    pub redis: Redis,
+    /// The servers.
+    pub servers: Vec<Server>,
+}
+
+/// A `ws-server` process, and the proxies it is reached and linked through.
+pub struct Server {
+    flags: Vec<String>,
+    process: Option<Child>,
+    /// Its clients' way in.
+    pub front: Proxy,
+    /// Its way to Redis.
+    pub link: Proxy,
+}
+
+impl Stage {
+    /// Redis and `servers` servers; server `i` deals with slow consumers by `policies[i % len]`.
+    pub async fn start(servers: usize, policies: &[&str]) -> Result<Stage, Failure> {
+        let dir = scratch_dir("ws-chaos-redis")?;
+        let dir = dir.to_str().ok_or("a temporary path that is not UTF-8")?.to_owned();
+        let redis =
+            Redis::start_with(&["--dir", &dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always"]).await?;
+        let redis_addr: SocketAddr = format!("127.0.0.1:{}", redis.port).parse()?;
+        let mut stage = Stage { redis, servers: Vec::new() };
+        for i in 0..servers {
+            let link = Proxy::start(redis_addr).await?;
+            let flags = Server::flags(link.addr, policies[i % policies.len()]);
+            // Turned to the server once it listens.
+            let front = Proxy::start(link.addr).await?;
+            let mut server = Server { flags, process: None, front, link };
+            server.start().await?;
+            stage.servers.push(server);
+        }
+        Ok(stage)
+    }
+
+    /// A server for the audit, on Redis directly, that queues all a replay
+    /// takes (the run's servers would close a member so far behind): its
+    /// process and its hub's URL.
+    pub async fn auditor(&self) -> Result<(Child, String), Failure> {
+        let redis = self.redis.url();
+        let flags = ["--redis", &redis, "--history", HISTORY, "--max-queue-bytes", "1073741824"];
+        let (process, addr) = start_server(&flags).await?;
+        Ok((process, format!("ws://{addr}/ws")))
+    }
+
+    /// The URLs of the servers' fronts.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(|s| format!("ws://{}/ws", s.front.addr)).collect()
+    }
+}
+
+impl Server {
+    /// A hub through Redis at `redis` that keeps every message of the run
+    /// for recovery, queues little for a client (so that a burst makes slow
+    /// consumers), and notices a silent client within seconds.
+    fn flags(redis: SocketAddr, slow_consumer: &str) -> Vec<String> {
+        let flags = [
+            ("--redis", format!("redis://{redis}/")),
+            ("--history", HISTORY.into()),
+            ("--room-buffer", "64".into()),
+            ("--max-queue-bytes", "65536".into()),
+            ("--slow-consumer", slow_consumer.into()),
+            ("--heartbeat-interval", "1".into()),
+            ("--heartbeat-timeout", "3".into()),
+            ("--shutdown-timeout", SHUTDOWN.as_secs().to_string()),
+        ];
+        flags.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]).collect()
+    }
+
+    /// Starts the process, and turns the front to it.
+    pub async fn start(&mut self) -> Result<(), Failure> {
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        let (process, addr) = start_server(&flags).await?;
+        self.front.retarget(addr.parse()?);
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// SIGKILLs the process.
+    pub async fn kill(&mut self) -> Result<(), Failure> {
+        if let Some(mut process) = self.process.take() {
+            process.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the process SIGTERM and waits for it to exit; an error if it
+    /// does not within its shutdown timeout and then some (it is killed).
+    pub async fn stop(&mut self) -> Result<(), Failure> {
+        let Some(mut process) = self.process.take() else { return Ok(()) };
+        let pid = process.id().ok_or("the server already exited")?;
+        tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        match tokio::time::timeout(SHUTDOWN + EXIT, process.wait()).await {
+            Ok(status) => match status? {
+                status if status.success() => Ok(()),
+                status => Err(format!("a server stopped with SIGTERM exited with {status}").into()),
+            },
+            Err(_) => {
+                process.kill().await?;
+                Err(format!("a server stopped with SIGTERM had not exited after {:?}", SHUTDOWN + EXIT).into())
+            }
+        }
+    }
+}
