@@ -85,12 +85,6 @@ pub enum FaultKind {
     Burst,
 }
 
-/// What a run counted.
-#[derive(Default)]
-pub struct Counts {
-    faults: BTreeMap<&'static str, u64>,
-}
-
 /// What a run found.
 pub struct Outcome {
     /// The seed it ran with.
@@ -111,14 +105,14 @@ pub async fn run(settings: Settings) -> Result<Outcome, Failure> {
     let mut stage = Stage::start(3, &policies).await?;
     let crowd = Crowd::start(&settings, &stage.urls(), &mut rng).await?;
     let publishing = crowd.publish(&settings, seed);
-    let mut counts = Counts::default();
+    let mut faults = BTreeMap::new();
     let end = Instant::now() + Duration::from_secs(settings.seconds);
     let begun = Instant::now();
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_secs_f64(rng.random_range(0.0..2.0 * settings.fault_every))).await;
         let fault = Fault::draw(&mut rng, &crowd, &settings.faults);
         println!("{:>7.1} s  {fault}", begun.elapsed().as_secs_f64());
-        *counts.faults.entry(fault.kind()).or_default() += 1;
+        *faults.entry(fault.kind()).or_default() += 1;
         if let Err(e) = fault.apply(&mut stage, &crowd).await {
             crowd.record().violations.push(format!("{fault}: {e}"));
         }
@@ -129,13 +123,14 @@ pub async fn run(settings: Settings) -> Result<Outcome, Failure> {
     let history = crowd.history(&url, settings.rooms).await?;
     let mut record = crowd.record();
     record.audit(&history);
-    print_counts(&record, &counts, crowd.clients.len());
+    print_counts(&record, &faults, crowd.clients.len());
     Ok(Outcome { seed, violations: std::mem::take(&mut record.violations) })
 }
 
-fn print_counts(record: &Record, counts: &Counts, clients: usize) {
-    let faults: Vec<String> = counts.faults.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
-    println!("faults: {} ({})", counts.faults.values().sum::<u64>(), faults.join(", "));
+/// Prints the faults injected, by kind, and what the record counted.
+fn print_counts(record: &Record, faults: &BTreeMap<&str, u64>, clients: usize) {
+    let kinds: Vec<String> = faults.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
+    println!("faults: {} ({})", faults.values().sum::<u64>(), kinds.join(", "));
     let mut refused: BTreeMap<&str, u64> = BTreeMap::new();
     let mut acked = 0;
     for sent in &record.sent {
@@ -224,7 +219,7 @@ impl Crowd {
     }
 
     fn record(&self) -> MutexGuard<'_, Record> {
-        self.record.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.record)
     }
 
     /// Client `c` sends its next message to `room`.
@@ -312,9 +307,14 @@ impl Crowd {
     }
 }
 
+/// The record, even if a task panicked holding it.
+fn lock(record: &Mutex<Record>) -> MutexGuard<'_, Record> {
+    record.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Client `c` sends its next message to `room`: its key, then `padding`.
 fn send(record: &Mutex<Record>, (c, client): (usize, &HubClient), room: &str, padding: &str) {
-    let mut record = record.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut record = lock(record);
     // Noted before any answer can be: the listener waits for the lock.
     let id = client.send(room, &format!("{}{padding}", record.next_key(c)));
     record.sent(c, id, room);
@@ -332,7 +332,7 @@ async fn listen(
             return;
         }
         let Some(event) = events.recv().await else { return };
-        record.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).heard(c, event);
+        lock(&record).heard(c, event);
     }
 }
 

@@ -209,13 +209,17 @@ impl Link {
         }
     }
 
-    /// Connection `number` failed: the next command waits for another.
-    fn lose(&self, number: u64) {
-        let mut current = self.0.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|(now, _)| *now == number) {
-            *current = None;
-            self.0.lost.notify_one();
+    /// `answer`, from connection `number`; an error that leaves the
+    /// connection unusable loses it, and a new one is made.
+    fn kept<T>(&self, number: u64, answer: RedisResult<T>) -> RedisResult<T> {
+        if answer.as_ref().is_err_and(RedisError::is_unrecoverable_error) {
+            let mut current = self.0.current.lock().unwrap_or_else(PoisonError::into_inner);
+            if current.as_ref().is_some_and(|(now, _)| *now == number) {
+                *current = None;
+                self.0.lost.notify_one();
+            }
         }
+        answer
     }
 
     fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
@@ -229,11 +233,7 @@ impl ConnectionLike for Link {
         let connection = self.connection();
         Box::pin(async move {
             let (number, mut connection) = connection?;
-            let answer = connection.send_packed_command(cmd).await;
-            if answer.as_ref().is_err_and(RedisError::is_unrecoverable_error) {
-                self.lose(number);
-            }
-            answer
+            self.kept(number, connection.send_packed_command(cmd).await)
         })
     }
 
@@ -246,11 +246,7 @@ impl ConnectionLike for Link {
         let connection = self.connection();
         Box::pin(async move {
             let (number, mut connection) = connection?;
-            let answers = connection.send_packed_commands(pipeline, offset, count).await;
-            if answers.as_ref().is_err_and(RedisError::is_unrecoverable_error) {
-                self.lose(number);
-            }
-            answers
+            self.kept(number, connection.send_packed_commands(pipeline, offset, count).await)
         })
     }
 
