@@ -153,8 +153,10 @@ fn print_counts(record: &Record, faults: &BTreeMap<&str, u64>, clients: usize) {
     let missed: u64 = memberships().flat_map(|m| &m.gaps).map(|(from, to)| to - from + 1).sum();
     let connections: u64 = record.clients.iter().map(|c| c.connections).sum();
     let slow: u64 = record.clients.iter().map(|c| c.slow_closes).sum();
+    let rejoins: u64 = record.clients.iter().map(|c| c.joins_refused).sum();
     println!(
-        "deliveries: {delivered}; gaps told: {gaps} ({missed} seqs); reconnections: {}; slow-consumer closes: {slow}",
+        "deliveries: {delivered}; gaps told: {gaps} ({missed} seqs); reconnections: {}; slow-consumer closes: {slow}; \
+         joins refused and sent again: {rejoins}",
         connections.saturating_sub(clients as u64)
     );
     println!("violations: {}", record.violations.len());

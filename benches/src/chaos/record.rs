@@ -81,6 +81,8 @@ pub struct Client {
     pub connections: u64,
     /// Connections closed by the server as a slow consumer (1008 "slow consumer").
     pub slow_closes: u64,
+    /// Joins refused for a while (`unavailable`), and sent again.
+    pub joins_refused: u64,
 }
 
 /// Everything, shared by the run's tasks.
@@ -190,10 +192,14 @@ impl Record {
                 }
             }
             "ack" => self.answered(id, Answer::Acked(envelope["seq"].as_u64().unwrap_or(0))),
-            "error" if !id.is_empty() => {
+            "error" if self.ids.contains_key(id) => {
                 self.answered(id, Answer::Refused(envelope["code"].as_str().unwrap_or_default().to_owned()))
             }
-            "error" => self.violations.push(format!("client {c}: an error without an id: {envelope}")),
+            // A join refused for a while: the client sends it again.
+            "error" if !id.is_empty() && matches!(envelope["code"].as_str(), Some("unavailable" | "rate_limited")) => {
+                self.clients[c].joins_refused += 1
+            }
+            "error" => self.violations.push(format!("client {c}: an error about no message sent: {envelope}")),
             _ => {}
         }
     }

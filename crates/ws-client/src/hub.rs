@@ -13,6 +13,10 @@
 //! a retry by its id and does not publish it twice. Given more than one
 //! URL of the hub ([`HubSettings::servers`]), it moves to the next after a
 //! drop or a failed attempt, so a client whose server is gone goes to another.
+//! Its joins carry ids too: a join refused for a while (`unavailable`,
+//! `rate_limited`) is sent again after a backoff, one that the room does not
+//! offer recovery with `since` (`not_offered`) is sent again without it, and
+//! a room refused otherwise is left, the application told by the `error`.
 
 use crate::{ClientSettings, Stream, connect};
 use serde_json::{Value, json};
@@ -199,8 +203,16 @@ impl HubClient {
     pub fn start(settings: HubSettings) -> (HubClient, mpsc::Receiver<HubEvent>) {
         let (commands, receiver) = mpsc::unbounded_channel();
         let (events, listener) = mpsc::channel(1024);
-        tokio::spawn(Connector { settings, events, rooms: BTreeMap::new(), pending: VecDeque::new() }.run(receiver));
         let id_prefix = format!("{:016x}", rand::random::<u64>());
+        let connector = Connector {
+            settings,
+            events,
+            rooms: BTreeMap::new(),
+            pending: VecDeque::new(),
+            id_prefix: id_prefix.clone(),
+            joins: 0,
+        };
+        tokio::spawn(connector.run(receiver));
         (HubClient { commands, id_prefix, next_id: Default::default() }, listener)
     }
 
@@ -270,6 +282,14 @@ struct Room {
     held: Option<BTreeMap<u64, Value>>,
     /// Joins with `since` whose `recovered` has not come yet.
     recovering: u32,
+    /// The id of the last join sent, which an `error` about it carries.
+    join_id: String,
+    /// The room refused `since` (`not_offered`): joined without it.
+    no_recovery: bool,
+    /// Refusals for a while since the last `joined`: the backoff's attempt.
+    refusals: u32,
+    /// When the join goes again, after a refusal for a while.
+    rejoin_at: Option<Instant>,
 }
 
 /// Why a connection ended.
@@ -285,6 +305,10 @@ struct Connector {
     rooms: BTreeMap<String, Room>,
     /// Sent and not acked: id and envelope, in order.
     pending: VecDeque<(String, String)>,
+    /// Makes the ids of joins the client's own, as those of its messages.
+    id_prefix: String,
+    /// Joins sent, for their ids.
+    joins: u64,
 }
 
 impl Connector {
@@ -366,14 +390,12 @@ impl Connector {
 
     /// Serves one connection: rejoins, resends, then relays both ways.
     async fn serve(&mut self, mut ws: WebSocket<Stream>, commands: &mut mpsc::UnboundedReceiver<Command>) -> End {
-        for (room, state) in &mut self.rooms {
-            let join = match state.joined {
-                false => json!({"type": "join", "room": room}),
-                true => json!({"type": "join", "room": room, "since": state.seen}),
-            };
-            state.held = state.joined.then(BTreeMap::new);
-            state.recovering = u32::from(state.joined);
-            let _ = ws.queue(&Message::from(join.to_string()));
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            let state = self.rooms.entry(room.clone()).or_default();
+            // What the last connection was recovering comes again in this one's replay.
+            (state.held, state.recovering, state.rejoin_at) = (None, 0, None);
+            self.send_join(&room, &mut ws);
         }
         for (_, envelope) in &self.pending {
             let _ = ws.queue(&Message::from(envelope.as_str()));
@@ -383,7 +405,11 @@ impl Connector {
         let mut last_heard = Instant::now();
         let mut close = (None, "the connection ended".to_owned());
         loop {
+            let rejoin_at = self.rooms.values().filter_map(|state| state.rejoin_at).min();
             tokio::select! {
+                _ = tokio::time::sleep_until(rejoin_at.unwrap_or_else(Instant::now)), if rejoin_at.is_some() => {
+                    self.rejoin_due(&mut ws);
+                }
                 event = ws.recv() => match event {
                     Some(Ok(event)) => {
                         last_heard = Instant::now();
@@ -416,7 +442,11 @@ impl Connector {
     /// A command while connected: remembered, and sent.
     fn take_online(&mut self, command: Command, ws: &mut WebSocket<Stream>) {
         let envelope = match &command {
-            Command::Join(room) if !self.rooms.contains_key(room) => json!({"type": "join", "room": room}).to_string(),
+            Command::Join(room) if !self.rooms.contains_key(room) => {
+                let room = room.clone();
+                self.take_offline(command);
+                return self.send_join(&room, ws);
+            }
             Command::Leave(room) => json!({"type": "leave", "room": room}).to_string(),
             Command::Send(_, envelope) => envelope.clone(),
             Command::Join(_) | Command::Close => return,
@@ -424,6 +454,34 @@ impl Connector {
         self.take_offline(command);
         // Fails only once the connection is closing: the command is then kept for the next.
         let _ = ws.queue(&Message::from(envelope));
+    }
+
+    /// Sends the join of `room`, with an id of its own; once joined before
+    /// (and where the room offers it), with `since`, holding what arrives
+    /// until its `recovered`.
+    fn send_join(&mut self, room: &str, ws: &mut WebSocket<Stream>) {
+        let Some(state) = self.rooms.get_mut(room) else { return };
+        self.joins += 1;
+        state.join_id = format!("{}-j{}", self.id_prefix, self.joins);
+        state.rejoin_at = None;
+        let mut join = json!({"type": "join", "room": room, "id": state.join_id});
+        if state.joined && !state.no_recovery {
+            join["since"] = Value::from(state.seen);
+            state.held.get_or_insert_default();
+            state.recovering += 1;
+        }
+        // Fails only once the connection is closing: the next one joins again.
+        let _ = ws.queue(&Message::from(join.to_string()));
+    }
+
+    /// Sends the joins whose wait after a refusal is over.
+    fn rejoin_due(&mut self, ws: &mut WebSocket<Stream>) {
+        let now = Instant::now();
+        let due = self.rooms.iter().filter(|(_, state)| state.rejoin_at.is_some_and(|at| at <= now));
+        let due: Vec<String> = due.map(|(room, _)| room.clone()).collect();
+        for room in due {
+            self.send_join(&room, ws);
+        }
     }
 
     /// An envelope from the server.
@@ -440,6 +498,7 @@ impl Connector {
             // The connection's token, not a room's (joined with a room token elsewhere).
             "refresh" if envelope.get("room").is_none() => self.refresh(ws).await,
             "gap" => return self.gap(room, envelope).await,
+            "error" if self.refused_join(&envelope, ws).await => {}
             // Acked, or refused for good: not to be sent again.
             "ack" | "error" => {
                 let id = envelope["id"].as_str().unwrap_or_default();
@@ -450,26 +509,61 @@ impl Connector {
         self.emit(HubEvent::Envelope(envelope)).await;
     }
 
+    /// Whether `envelope`, an `error`, is about a join: if so, the join is
+    /// sent again after a backoff (refused for a while), at once without
+    /// `since` (the room offers no recovery), or the room is left.
+    async fn refused_join(&mut self, envelope: &Value, ws: &mut WebSocket<Stream>) -> bool {
+        let id = envelope["id"].as_str().unwrap_or_default();
+        let Some((room, state)) = self.rooms.iter_mut().find(|(_, state)| !id.is_empty() && state.join_id == id) else {
+            return false;
+        };
+        let room = room.clone();
+        match envelope["code"].as_str().unwrap_or_default() {
+            "unavailable" | "rate_limited" => {
+                state.recovering = state.recovering.saturating_sub(1);
+                state.rejoin_at = Some(Instant::now() + self.settings.backoff.delay(state.refusals));
+                state.refusals += 1;
+            }
+            "not_offered" if state.recovering > 0 => {
+                state.no_recovery = true;
+                // What was held goes on as it is, once no other replay is awaited.
+                self.recovered(&room).await;
+                self.send_join(&room, ws);
+            }
+            _ => _ = self.rooms.remove(&room),
+        }
+        true
+    }
+
     /// The room's latest seq and epoch. Another epoch than before, or a
     /// latest seq below what the client saw, means the room was numbered
     /// again: what the client saw counts for nothing, and it asks for
-    /// everything the room holds.
+    /// everything the room holds. In a room that offers no recovery, what
+    /// came after the last seq seen is told as a gap.
     async fn joined(&mut self, room: &str, latest: u64, epoch: &str, ws: &mut WebSocket<Stream>) {
         let Some(state) = self.rooms.get_mut(room) else { return };
         let renumbered = state.epoch.as_deref().is_some_and(|seen| seen != epoch) || latest < state.seen;
         state.epoch = Some(epoch.to_owned());
+        state.refusals = 0;
         if !std::mem::replace(&mut state.joined, true) {
             // The first join: messages from the next on.
             state.seen = latest;
             return;
         }
+        if state.no_recovery {
+            // Joined without `since`: what came after the last seq seen was missed.
+            let from = std::mem::replace(&mut state.seen, latest) + 1;
+            return match renumbered {
+                true => self.emit(HubEvent::Renumbered { room: room.to_owned() }).await,
+                false if from <= latest => self.emit(HubEvent::Gap { room: room.to_owned(), from, to: latest }).await,
+                false => {}
+            };
+        }
         if !renumbered || state.seen == 0 {
             return;
         }
         state.seen = 0;
-        state.held.get_or_insert_default();
-        state.recovering += 1;
-        let _ = ws.queue(&Message::from(json!({"type": "join", "room": room, "since": 0}).to_string()));
+        self.send_join(room, ws);
         self.emit(HubEvent::Renumbered { room: room.to_owned() }).await;
     }
 

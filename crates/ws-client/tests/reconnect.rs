@@ -302,24 +302,29 @@ async fn a_client_whose_server_is_gone_goes_to_the_next_url_and_recovers_there()
     client.close();
 }
 
-/// A hub of this test alone, scripted: on each connection in turn, once the
-/// client's join of `news` came, it sends that connection's envelopes; the
-/// first connection then ends, the others stay open.
-async fn scripted_hub(script: Vec<Vec<Value>>) -> SocketAddr {
+/// A hub of this test alone, scripted: on each connection in turn, for
+/// each join the client sends there, the envelopes of that join's step (an
+/// `id` of `"$join"` becomes the join's). The first connection ends after
+/// its steps, the others stay open. The joins, as received, come out of the
+/// channel returned.
+async fn scripted_hub(script: Vec<Vec<Vec<Value>>>) -> (SocketAddr, mpsc::UnboundedReceiver<Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (joins, received) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut open = Vec::new();
-        for (n, envelopes) in script.into_iter().enumerate() {
+        for (n, steps) in script.into_iter().enumerate() {
             let (tcp, _) = listener.accept().await.unwrap();
             let mut ws = ws_tokio::server::accept(tcp, ws_tokio::Options::default(), PATIENCE).await.unwrap();
-            while let Some(Ok(event)) = ws.recv().await {
-                if matches!(event, Event::Message(Message::Text(ref text)) if text.as_str().contains(r#""join""#)) {
-                    break;
+            for envelopes in steps {
+                let join = next_join(&mut ws).await;
+                for mut envelope in envelopes {
+                    if envelope["id"] == "$join" {
+                        envelope["id"] = join["id"].clone();
+                    }
+                    ws.send(&Message::from(envelope.to_string())).await.unwrap();
                 }
-            }
-            for envelope in envelopes {
-                ws.send(&Message::from(envelope.to_string())).await.unwrap();
+                let _ = joins.send(join);
             }
             if n > 0 {
                 open.push(ws);
@@ -327,7 +332,20 @@ async fn scripted_hub(script: Vec<Vec<Value>>) -> SocketAddr {
         }
         std::future::pending::<()>().await;
     });
-    addr
+    (addr, received)
+}
+
+/// The next join the client sends.
+async fn next_join(ws: &mut WebSocket<TcpStream>) -> Value {
+    while let Some(Ok(event)) = ws.recv().await {
+        if let Event::Message(Message::Text(text)) = event {
+            let envelope: Value = serde_json::from_str(text.as_str()).unwrap();
+            if envelope["type"] == "join" {
+                return envelope;
+            }
+        }
+    }
+    panic!("the connection ended before a join");
 }
 
 /// A gap the server tells while a room recovers (it skipped messages after
@@ -339,9 +357,9 @@ async fn a_gap_told_during_a_recovery_comes_after_the_replayed_messages_before_i
     let message = |seq: u64| json!({"type": "message", "room": "news", "seq": seq, "content": format!("m{seq}")});
     let gap = json!({"type": "gap", "room": "news", "from": 4, "to": 4});
     let recovered = json!({"type": "recovered", "room": "news", "complete": true});
-    let addr = scripted_hub(vec![
-        vec![joined(0), message(1)],
-        vec![joined(5), message(2), message(3), gap, message(5), recovered],
+    let (addr, _) = scripted_hub(vec![
+        vec![vec![joined(0), message(1)]],
+        vec![vec![joined(5), message(2), message(3), gap, message(5), recovered]],
     ])
     .await;
     let (client, events) = client(addr);
@@ -350,5 +368,47 @@ async fn a_gap_told_during_a_recovery_comes_after_the_replayed_messages_before_i
     events.message("m5").await;
     assert_eq!(events.room("news"), [(1, "m1"), (2, "m2"), (3, "m3"), (5, "m5")]);
     assert_eq!(events.gaps, [HubEvent::Gap { room: "news".into(), from: 4, to: 4 }]);
+    client.close();
+}
+
+/// A join refused for a while (as while the hub's Redis is down) is sent
+/// again after a backoff, with its `since`, and the room recovers then; one
+/// refused with `not_offered` (no recovery there) is sent again at once
+/// without `since`, and what came meanwhile is told as a gap.
+#[tokio::test]
+async fn a_refused_rejoin_is_sent_again_and_the_room_recovers() {
+    let joined = |room: &str, seq: u64| json!({"type": "joined", "room": room, "seq": seq, "epoch": "e"});
+    let message =
+        |room: &str, seq: u64| json!({"type": "message", "room": room, "seq": seq, "content": format!("{room}{seq}")});
+    let refused = |code: &str| json!({"type": "error", "code": code, "message": "refused", "id": "$join"});
+    let recovered = json!({"type": "recovered", "room": "news", "complete": true});
+    // The joins come in the order of the rooms' names: feed, then news.
+    let (addr, mut joins) = scripted_hub(vec![
+        vec![vec![joined("feed", 0), message("feed", 1)], vec![joined("news", 0), message("news", 1)]],
+        vec![
+            vec![refused("not_offered")],
+            vec![refused("unavailable")],
+            vec![joined("feed", 3), message("feed", 4)],
+            vec![joined("news", 2), message("news", 2), recovered],
+        ],
+    ])
+    .await;
+    let (client, events) = client(addr);
+    let mut events = Events::new(events);
+    client.join("feed");
+    events.joined("feed").await;
+    client.join("news");
+    events.message("news2").await;
+    assert_eq!(events.room("feed"), [(1, "feed1"), (4, "feed4")]);
+    assert_eq!(events.room("news"), [(1, "news1"), (2, "news2")]);
+    assert_eq!(events.gaps, [HubEvent::Gap { room: "feed".into(), from: 2, to: 3 }]);
+    let mut sent = Vec::new();
+    while sent.len() < 6 {
+        let join = timeout(PATIENCE, joins.recv()).await.unwrap().unwrap();
+        sent.push((join["room"].as_str().unwrap().to_owned(), join["since"].as_u64()));
+    }
+    let expected =
+        [("feed", None), ("news", None), ("feed", Some(1)), ("news", Some(1)), ("feed", None), ("news", Some(1))];
+    assert_eq!(sent, expected.map(|(room, since)| (room.to_owned(), since)));
     client.close();
 }

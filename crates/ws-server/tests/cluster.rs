@@ -371,6 +371,57 @@ async fn a_jump_in_the_seqs_is_filled_from_the_history_or_told_as_a_gap() {
     assert_eq!(metric(member_server, "ws_redis_lost_messages_total").await, 1.0);
 }
 
+/// A member that saw a message on one server moves to another whose
+/// channel has not brought it yet: that server catches the room up from
+/// Redis before it answers, so `joined` gives no latest below what the
+/// member saw, and the recovery is complete, not a replay of everything as
+/// for a new numbering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_with_since_past_what_the_server_delivered_catches_the_room_up_first() {
+    let Some(redis) = Redis::start().await else { return };
+    let lagging = server(&redis, &[]).await;
+    let (mut member, _) = Client::connect(lagging).await;
+    member.send(json!({"type": "join", "room": "news"})).await;
+    while member.next().await["type"] != "joined" {}
+    member.send(json!({"type": "message", "room": "news", "id": "n1", "content": "one"})).await;
+    let one = loop {
+        let envelope = member.next().await;
+        if envelope["type"] == "message" && envelope["room"] == "news" {
+            break envelope;
+        }
+    };
+    assert_eq!(one["seq"], 1);
+    // Seq 2, numbered by another server, whose channel message has not come here yet.
+    let two = r#"{"type":"message","id":"x","seq":2,"time":1,"sender":"elsewhere","content":"two","room":"news"}"#;
+    redis.command(&["XADD", "ws:{news}:history", "2-0", "m", two]).await;
+    redis.command(&["SET", "ws:{news}:seq", "2"]).await;
+    let (mut mover, _) = Client::connect(lagging).await;
+    mover.send(json!({"type": "join", "room": "news", "since": 2})).await;
+    let mut heard = Vec::new();
+    loop {
+        let envelope = mover.next().await;
+        if envelope["room"] == "news" {
+            heard.push(envelope.clone());
+        }
+        if envelope["type"] == "recovered" {
+            break;
+        }
+    }
+    assert_eq!(heard[0]["type"], "joined", "{heard:?}");
+    assert_eq!(heard[0]["seq"], 2, "the latest the mover saw, not what the channel had brought: {heard:?}");
+    assert_eq!(heard.len(), 2, "nothing to replay after seq 2: {heard:?}");
+    assert_eq!(heard[1]["complete"], true);
+    // The member here got seq 2 as well, from the history.
+    let mut seen = Seen { last: 1, ..Seen::default() };
+    while seen.last < 2 {
+        let envelope = member.next().await;
+        if envelope["room"] == "news" {
+            seen.take(&envelope);
+        }
+    }
+    assert_eq!(seen.contents.get(&2), Some(&("two".to_owned(), 1)));
+}
+
 /// Redis loses the last writes of a room (as a replica promoted before it
 /// had them): a server that had heard of them numbers on 10,000 past what
 /// it knows, since others may have acked more than it heard of, and no seq

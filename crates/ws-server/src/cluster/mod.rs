@@ -234,7 +234,7 @@ impl Cluster {
         announce: bool,
     ) -> Result<(Subscription, Option<Replay>), EnvelopeError> {
         let (reply, joined) = oneshot::channel();
-        let request = Control::Join { room, member, announce, reply };
+        let request = Control::Join { room, member, since, announce, reply };
         self.control.send(request).map_err(|_| unavailable("the server is stopping"))?;
         // Held while there is no link, for as long as a request may take.
         let joined = timeout(REQUEST_TIMEOUT, joined).await.map_err(|_| unavailable("no link to redis"))?;

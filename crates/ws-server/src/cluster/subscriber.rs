@@ -26,8 +26,15 @@ use tracing::{info, warn};
 pub(super) enum Control {
     /// Join `room` as `member`, subscribing to its channel first if needed;
     /// with `announce`, its members are told if it is the member's first
-    /// connection in the room on any server.
-    Join { room: String, member: Arc<str>, announce: bool, reply: oneshot::Sender<Result<Subscription, EnvelopeError>> },
+    /// connection in the room on any server. `since`, the last seq the
+    /// member saw (on any server): the room is caught up to it at least.
+    Join {
+        room: String,
+        member: Arc<str>,
+        since: Option<u64>,
+        announce: bool,
+        reply: oneshot::Sender<Result<Subscription, EnvelopeError>>,
+    },
     /// A connection of `member` left `room`: it leaves the presence if it was
     /// its last here, and the server unsubscribes if it was the room's last;
     /// with `announce`, the members are told if it was its last anywhere.
@@ -218,6 +225,11 @@ impl Subscriber {
     /// while it was not.
     async fn subscribe_again(&mut self, room: &str, feed: &mut Feed) -> RedisResult<()> {
         self.subscribe(room, feed).await?;
+        self.catch_up(room).await
+    }
+
+    /// Delivers what Redis holds of `room` past what was delivered here.
+    async fn catch_up(&mut self, room: &str) -> RedisResult<()> {
         match self.floor(room, self.hub.floor(room)).await? {
             Some(latest) => self.fill(room, self.hub.latest(room).unwrap_or(0), latest).await,
             None => {
@@ -263,11 +275,11 @@ impl Subscriber {
         let mut requests = requests.into_iter();
         while let Some(request) = requests.next() {
             match request {
-                Control::Join { room, member, announce, reply } => {
+                Control::Join { room, member, since, announce, reply } => {
                     if reply.is_closed() {
                         continue;
                     }
-                    match self.join(&room, &member, announce, feed, &mut joins.writes).await {
+                    match self.join(&room, &member, since, announce, feed, &mut joins.writes).await {
                         Ok(joined) => joins.answers.push(Joined { room, member, announce, reply, joined }),
                         Err(e) => {
                             let _ = reply.send(Err(unavailable(&e)));
@@ -358,11 +370,16 @@ impl Subscriber {
     }
 
     /// Subscribes to `room` if needed, then joins it in the hub; with
-    /// `announce`, tells the room if the member came into it.
+    /// `announce`, tells the room if the member came into it. A member
+    /// that saw more of the room (`since`, on another server) than was
+    /// delivered here first has the room caught up: the channel may lag
+    /// behind what Redis numbered, and the member's `joined` must not give
+    /// a latest seq below what it saw.
     async fn join(
         &mut self,
         room: &str,
         member: &Arc<str>,
+        since: Option<u64>,
         announce: bool,
         feed: &mut Feed,
         writes: &mut Writes,
@@ -378,6 +395,8 @@ impl Subscriber {
                 return Ok(Err(refused));
             }
             self.rooms.insert(Arc::from(room));
+        } else if since.is_some_and(|since| since > self.hub.latest(room).unwrap_or(0)) {
+            self.catch_up(room).await?;
         }
         let joined = self.hub.join(room, member, None, false).map(|(subscription, _)| subscription);
         let joined = joined.map_err(EnvelopeError::from);
