@@ -79,6 +79,8 @@ pub struct Metrics {
     pub lagged: Counter,
     /// Rooms held now.
     pub rooms: Gauge,
+    /// Tasks alive in the server's runtime now: a connection's, the links', the API's.
+    pub tasks: Gauge,
     /// Seconds from a message's publication to its queueing at a member, for
     /// the first (oldest) message of each batch a member takes at once.
     pub fanout_latency: Histogram,
@@ -167,6 +169,7 @@ impl Default for Metrics {
             slow_consumers: Family::default(),
             lagged: Counter::default(),
             rooms: Gauge::default(),
+            tasks: Gauge::default(),
             // 1 µs to about 4 s.
             fanout_latency: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
             cluster: ClusterMetrics::default(),
@@ -193,6 +196,7 @@ impl Metrics {
             self.lagged.clone(),
         );
         r.register("rooms", "Rooms held now", self.rooms.clone());
+        r.register("tasks", "Tasks alive in the server's runtime", self.tasks.clone());
         let latency = self.fanout_latency.clone();
         r.register_with_unit(
             "fanout_latency",

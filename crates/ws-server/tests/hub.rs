@@ -525,6 +525,35 @@ async fn metrics_count_what_happened() {
     }
 }
 
+/// `name`'s value in the server's metrics.
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let text = http_get(addr, "/metrics").await;
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("{name} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_tasks_metric_counts_a_task_per_connection_and_drops_it_when_it_closes() {
+    let addr = server(&[]).await;
+    let before = metric(addr, "ws_tasks").await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut client = Client::connect(addr).await;
+        client.expect(json!({"type": "joined"})).await;
+        clients.push(client);
+    }
+    let open = metric(addr, "ws_tasks").await;
+    assert!(open >= before + 5.0, "five connections, five tasks at least: {before} -> {open}");
+    drop(clients);
+    timeout(PATIENCE, async {
+        while metric(addr, "ws_tasks").await > before || metric(addr, "ws_connections").await > 0.0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the connections' tasks end with them");
+}
+
 /// The error a handshake to `/ws` fails with: its HTTP status.
 async fn refused_status(addr: SocketAddr, headers: Vec<(String, String)>) -> Option<u16> {
     let options = ClientOptions { headers, ..Default::default() };

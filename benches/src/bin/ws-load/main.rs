@@ -15,6 +15,7 @@ mod connect;
 mod echo;
 mod fanout;
 mod idle;
+mod soak;
 mod wire;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,9 @@ enum Mode {
     Api(api::Options),
     /// Opening handshakes, one after another on several connections at once.
     Connect(connect::Options),
+    /// Connections held for long, some reconnecting every second, under a
+    /// steady publish: the server's memory, files and tasks sampled.
+    Soak(soak::Options),
 }
 
 fn main() -> Result<(), Failure> {
@@ -69,6 +73,7 @@ fn main() -> Result<(), Failure> {
             Mode::Idle(options) => idle::run(options, &run).await,
             Mode::Api(options) => api::run(options, &run).await,
             Mode::Connect(options) => connect::run(options, &run).await,
+            Mode::Soak(options) => soak::run(options, &run).await,
         }
     })?;
     println!("result {report}");

@@ -97,6 +97,7 @@ async fn dispatch(request: Request<Incoming>, server: &Server) -> Answer {
         "/healthz" => answer(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         "/metrics" => {
             server.metrics.rooms.set(server.hub.room_count() as i64);
+            server.metrics.tasks.set(tokio::runtime::Handle::current().metrics().num_alive_tasks() as i64);
             answer(StatusCode::OK, OPENMETRICS, server.metrics.encode())
         }
         "/ws" | "/echo" => {
