@@ -32,6 +32,8 @@ export interface HubClientOptions {
   token?: TokenSource;
   /** Defaults to 500 ms doubling up to 30 s. */
   backoff?: Backoff;
+  /** Other URLs of the same hub, tried in turn after the first: each drop or failed attempt moves to the next. */
+  servers?: string[];
   /** A `ping` envelope after this long (ms, default 25000)... */
   pingInterval?: number;
   /** ...and the connection is given up if nothing at all comes within this long after it (ms, default 10000). */

@@ -61,6 +61,8 @@ export class HubClient {
   #hiddenAt = 0;
   #prefix = idPrefix();
   #nextId = 0;
+  /** Connection attempts so far: which URL is next. */
+  #turn = 0;
   /**
    * room -> {since: the last seq handed on, epoch, held: what came while
    * recovering, by seq, recovering: replays asked for and not done,
@@ -257,7 +259,9 @@ export class HubClient {
     this.#emit("connecting", { attempt: this.#attempt });
     let url;
     try {
-      url = new URL(this.#url);
+      // Each attempt, the first after a drop included, goes to the next URL.
+      const urls = [this.#url, ...(this.#options.servers ?? [])];
+      url = new URL(urls[this.#turn++ % urls.length]);
       const token = await this.#token(this.#options.token);
       if (token) url.searchParams.set("token", token);
     } catch (error) {

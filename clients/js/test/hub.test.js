@@ -99,6 +99,28 @@ test("a dropped connection is recovered: every message once and in order", async
   assert.deepEqual(ann.recorder.of("gap"), []);
 });
 
+test("a client whose server is gone goes to the next of its URLs and recovers there", async (t) => {
+  const server = await startServer();
+  const [first, second] = [await startProxy(server.port), await startProxy(server.port)];
+  const ann = client(first.url, { servers: [second.url] });
+  const bob = client(server.url);
+  cleanup(t, ann, bob, first, second, server);
+  await ann.hub.join("moved");
+  await bob.hub.join("moved");
+  await publishAll(bob.hub, "moved", ["m1"]);
+  await ann.recorder.saying("moved", ["m1"]);
+  // The first URL is gone for good: only the second can serve Ann.
+  first.refusing = true;
+  first.drop();
+  await ann.recorder.nth("disconnected", 1);
+  await publishAll(bob.hub, "moved", ["m2", "m3"]);
+  await ann.recorder.saying("moved", ["m1", "m2", "m3"]);
+  assert.deepEqual(ann.recorder.said("moved"), ["m1", "m2", "m3"]);
+  assertInOrder(ann.recorder, "moved");
+  assert.equal(second.connections, 1);
+  assert.deepEqual(ann.recorder.of("gap"), []);
+});
+
 test("a blackholed connection (bytes stop, nothing closes) is seen dead by its pings and recovered", async (t) => {
   const { proxy, ann, bob } = await throughProxy(t, "hole", { pingInterval: 200, pongTimeout: 600 });
   await publishAll(bob.hub, "hole", ["m1"]);
