@@ -12,6 +12,7 @@
 //! every command to its append-only file before it answers, so a kill
 //! loses nothing acked).
 
+mod js;
 pub mod proxy;
 pub mod record;
 pub mod stage;
@@ -28,6 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::process::Child;
 use tokio::sync::watch;
 use ws_client::hub::{Backoff, HubClient, HubEvent, HubSettings};
 use ws_client::{ClientSettings, connect};
@@ -49,6 +51,10 @@ pub struct Settings {
     /// Hub clients, spread over the servers.
     #[arg(long, default_value_t = 300)]
     pub clients: usize,
+    /// Members that are the JavaScript client (clients/js, in one Node
+    /// process; its packages installed by `npm ci` there), besides the others.
+    #[arg(long, default_value_t = 30)]
+    pub js_clients: usize,
     /// Rooms; each client is a member of three.
     #[arg(long, default_value_t = 12)]
     pub rooms: usize,
@@ -97,8 +103,8 @@ pub struct Outcome {
 pub async fn run(settings: Settings) -> Result<Outcome, Failure> {
     let seed = settings.seed.unwrap_or_else(rand::random);
     println!(
-        "chaos: seed {seed}, {} s of faults, 3 servers through one Redis, {} clients in {} rooms",
-        settings.seconds, settings.clients, settings.rooms
+        "chaos: seed {seed}, {} s of faults, 3 servers through one Redis, {} clients and {} JavaScript members in {} rooms",
+        settings.seconds, settings.clients, settings.js_clients, settings.rooms
     );
     let mut rng = StdRng::seed_from_u64(seed);
     let policies = if rng.random_bool(0.5) { ["skip", "disconnect"] } else { ["disconnect", "skip"] };
@@ -170,15 +176,23 @@ struct Crowd {
     slow: Vec<watch::Sender<bool>>,
     publishers: Vec<usize>,
     record: Arc<Mutex<Record>>,
+    /// The Node process of the JavaScript members, which ends with it.
+    _js: Option<Child>,
 }
 
 impl Crowd {
     /// `settings.clients` clients, client `c` on server `c % servers` first,
     /// each in three rooms; returns once every one has joined its rooms.
     async fn start(settings: &Settings, urls: &[String], rng: &mut StdRng) -> Result<Crowd, Failure> {
-        let record = Arc::new(Mutex::new(Record::new(settings.clients)));
-        let mut crowd =
-            Crowd { clients: Vec::new(), rooms: Vec::new(), slow: Vec::new(), publishers: Vec::new(), record };
+        let record = Arc::new(Mutex::new(Record::new(settings.clients + settings.js_clients)));
+        let mut crowd = Crowd {
+            clients: Vec::new(),
+            rooms: Vec::new(),
+            slow: Vec::new(),
+            publishers: Vec::new(),
+            record,
+            _js: None,
+        };
         for c in 0..settings.clients {
             let mut turn = urls.to_vec();
             turn.rotate_left(c % urls.len());
@@ -195,8 +209,7 @@ impl Crowd {
                 ..HubSettings::new(connection)
             };
             let (client, events) = HubClient::start(hub);
-            let rooms: Vec<String> =
-                sample(rng, settings.rooms, 3.min(settings.rooms)).iter().map(|r| format!("room-{r}")).collect();
+            let rooms = three_rooms(rng, settings.rooms);
             for room in &rooms {
                 client.join(room);
             }
@@ -208,6 +221,11 @@ impl Crowd {
             if c % settings.publisher_every == 0 {
                 crowd.publishers.push(c);
             }
+        }
+        if settings.js_clients > 0 {
+            let rooms: Vec<Vec<String>> = (0..settings.js_clients).map(|_| three_rooms(rng, settings.rooms)).collect();
+            crowd._js = Some(js::start(urls, settings.clients, &rooms, crowd.record.clone())?);
+            crowd.rooms.extend(rooms);
         }
         let rooms = crowd.rooms.clone();
         let joined = move |r: &Record| {
@@ -307,6 +325,11 @@ impl Crowd {
         }
         Ok(history)
     }
+}
+
+/// Three rooms of `rooms` (fewer if there are not three), drawn at random.
+fn three_rooms(rng: &mut StdRng, rooms: usize) -> Vec<String> {
+    sample(rng, rooms, 3.min(rooms)).iter().map(|r| format!("room-{r}")).collect()
 }
 
 /// The record, even if a task panicked holding it.
