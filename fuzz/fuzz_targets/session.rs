@@ -117,7 +117,11 @@ async fn drive(data: &[u8]) {
                 send(&mut client, Message::from(text)).await
             }
             2 => send(&mut client, Message::Binary(bytes::Bytes::copy_from_slice(take(&mut steps)))).await,
-            3 => client.queue_ping(take(&mut steps)).is_ok() && flush(&mut client).await,
+            3 => {
+                // A ping carries at most 125 bytes: a longer one the client refuses to send.
+                let payload = take(&mut steps);
+                client.queue_ping(&payload[..payload.len().min(125)]).is_ok() && flush(&mut client).await
+            }
             4 => {
                 publish(&server, &mut steps);
                 true
