@@ -89,12 +89,17 @@ impl RedisCluster {
     /// Six nodes, each with a directory of its own (a replica's first
     /// sync writes dump.rdb there), joined by `redis-cli --cluster create`.
     pub async fn start() -> Result<RedisCluster, Failure> {
+        RedisCluster::start_with(&[]).await
+    }
+
+    /// The same, each node given `flags` too.
+    pub async fn start_with(flags: &[&str]) -> Result<RedisCluster, Failure> {
         let mut nodes = Vec::new();
         for n in 0..6 {
             let dir = scratch_dir(&format!("ws-redis-cluster-{n}"))?;
             let dir = dir.to_str().ok_or("a temporary path that is not UTF-8")?.to_owned();
-            let flags = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", &dir];
-            nodes.push(Redis::start_with(&[&flags[..], &["--save", "", "--appendonly", "no"]].concat()).await?);
+            let own = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", &dir];
+            nodes.push(Redis::start_with(&[&own[..], &["--save", "", "--appendonly", "no"], flags].concat()).await?);
         }
         let cluster = RedisCluster { nodes };
         let addresses: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
@@ -129,6 +134,44 @@ impl RedisCluster {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+        Ok(())
+    }
+
+    /// The nodes that are primaries now, by their place in `nodes`.
+    pub async fn primaries(&self) -> Result<Vec<usize>, Failure> {
+        let mut primaries = Vec::new();
+        for (n, node) in self.nodes.iter().enumerate() {
+            if node.cli(&["role"]).await?.starts_with("master") {
+                primaries.push(n);
+            }
+        }
+        Ok(primaries)
+    }
+
+    /// The replica of primary `n`, by its place in `nodes`.
+    pub async fn replica_of(&self, n: usize) -> Result<usize, Failure> {
+        let port = self.nodes[n].port.to_string();
+        for (r, node) in self.nodes.iter().enumerate() {
+            let role = node.cli(&["role"]).await?;
+            let mut lines = role.lines();
+            if lines.next() == Some("slave") && lines.nth(1) == Some(port.as_str()) {
+                return Ok(r);
+            }
+        }
+        Err(format!("primary {} has no replica", self.nodes[n].port).into())
+    }
+
+    /// SIGKILLs primary `n` and waits until its replica has taken over.
+    pub async fn fail_over(&mut self, n: usize) -> Result<(), Failure> {
+        let replica = self.replica_of(n).await?;
+        self.nodes[n].kill().await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.nodes[replica].cli(&["role"]).await?.starts_with("master") {
+            if Instant::now() > deadline {
+                return Err(format!("no replica took over from {} within 60 s", self.nodes[n].port).into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ use rand::seq::{IndexedRandom, index::sample};
 use rand::{Rng, SeedableRng};
 use record::{Answer, Record};
 use serde_json::{Value, json};
-use stage::Stage;
+use stage::{Stage, Store};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,6 +72,13 @@ pub struct Settings {
     /// (blackholed), burst (slow consumers).
     #[arg(long, value_delimiter = ',', default_value = "kill,stop,redis,redis-link,clients-link,burst")]
     pub faults: Vec<FaultKind>,
+    /// A Redis Cluster (three primaries with a replica each) instead of one
+    /// Redis: the servers ack once a replica has a message
+    /// (`--redis-ack-replicas 1`), `redis` SIGKILLs a primary (its replica
+    /// takes over; it comes back as a replica, empty), and `redis-link` is
+    /// left out (the servers reach the nodes directly).
+    #[arg(long)]
+    pub redis_cluster: bool,
 }
 
 /// A kind of fault.
@@ -81,7 +88,7 @@ pub enum FaultKind {
     Kill,
     /// A server stopped with SIGTERM and started again.
     Stop,
-    /// Redis SIGKILLed and started again.
+    /// Redis (a primary of a cluster) SIGKILLed and started again.
     Redis,
     /// The link between a server and Redis blackholed, then restored.
     RedisLink,
@@ -103,12 +110,20 @@ pub struct Outcome {
 pub async fn run(settings: Settings) -> Result<Outcome, Failure> {
     let seed = settings.seed.unwrap_or_else(rand::random);
     println!(
-        "chaos: seed {seed}, {} s of faults, 3 servers through one Redis, {} clients and {} JavaScript members in {} rooms",
-        settings.seconds, settings.clients, settings.js_clients, settings.rooms
+        "chaos: seed {seed}, {} s of faults, 3 servers through {}, {} clients and {} JavaScript members in {} rooms",
+        settings.seconds,
+        if settings.redis_cluster { "a Redis Cluster" } else { "one Redis" },
+        settings.clients,
+        settings.js_clients,
+        settings.rooms
     );
     let mut rng = StdRng::seed_from_u64(seed);
     let policies = if rng.random_bool(0.5) { ["skip", "disconnect"] } else { ["disconnect", "skip"] };
-    let mut stage = Stage::start(3, &policies).await?;
+    let mut stage = Stage::start(3, &policies, settings.redis_cluster).await?;
+    let mut settings = settings;
+    if settings.redis_cluster {
+        settings.faults.retain(|kind| *kind != FaultKind::RedisLink);
+    }
     let crowd = Crowd::start(&settings, &stage.urls(), &mut rng).await?;
     let publishing = crowd.publish(&settings, seed);
     let mut faults = BTreeMap::new();
@@ -368,8 +383,9 @@ enum Fault {
     Kill { server: usize, down: Duration },
     /// Server `server` stopped with SIGTERM, started again after `down`.
     Stop { server: usize, down: Duration },
-    /// Redis SIGKILLed, started again after `down`.
-    KillRedis { down: Duration },
+    /// Redis SIGKILLed, started again after `down`; on a cluster, the
+    /// `primary`th of its primaries (modulo their number), after its replica took over.
+    KillRedis { primary: usize, down: Duration },
     /// The link between server `server` and Redis blackholed for `dark`.
     DarkRedisLink { server: usize, dark: Duration },
     /// The link between server `server` and its clients blackholed for `dark`.
@@ -386,7 +402,7 @@ impl Fault {
         match kinds.choose(rng).copied().unwrap_or(FaultKind::Burst) {
             FaultKind::Kill => Fault::Kill { server, down: seconds(rng, 0.5, 5.0) },
             FaultKind::Stop => Fault::Stop { server, down: seconds(rng, 0.5, 5.0) },
-            FaultKind::Redis => Fault::KillRedis { down: seconds(rng, 0.5, 5.0) },
+            FaultKind::Redis => Fault::KillRedis { primary: rng.random_range(0..3), down: seconds(rng, 0.5, 5.0) },
             FaultKind::RedisLink => Fault::DarkRedisLink { server, dark: seconds(rng, 1.0, 10.0) },
             FaultKind::ClientsLink => Fault::DarkClients { server, dark: seconds(rng, 1.0, 10.0) },
             FaultKind::Burst => {
@@ -422,13 +438,11 @@ impl Fault {
                 stage.servers[server].start().await?;
                 stopped
             }
-            Fault::KillRedis { down } => {
-                stage.redis.kill().await?;
-                tokio::time::sleep(down).await;
-                stage.redis.restart().await
-            }
+            Fault::KillRedis { primary, down } => kill_redis(&mut stage.store, primary, down).await,
             Fault::DarkRedisLink { server, dark } => {
-                blackhole(&stage.servers[server].link, dark).await;
+                if let Some(link) = &stage.servers[server].link {
+                    blackhole(link, dark).await;
+                }
                 Ok(())
             }
             Fault::DarkClients { server, dark } => {
@@ -449,7 +463,7 @@ impl fmt::Display for Fault {
             Fault::Kill { server, down } | Fault::Stop { server, down } => {
                 write!(f, "{}: server {server}, down {down:.1?}", self.kind())
             }
-            Fault::KillRedis { down } => write!(f, "{}: down {down:.1?}", self.kind()),
+            Fault::KillRedis { down, .. } => write!(f, "{}: down {down:.1?}", self.kind()),
             Fault::DarkRedisLink { server, dark } | Fault::DarkClients { server, dark } => {
                 write!(f, "{}: server {server}, for {dark:.1?}", self.kind())
             }
@@ -461,6 +475,27 @@ impl fmt::Display for Fault {
                     slow.len()
                 )
             }
+        }
+    }
+}
+
+/// SIGKILLs Redis and starts it again after `down`; on a cluster, a
+/// primary, once its replica has taken over, and waits until it is that
+/// one's replica.
+async fn kill_redis(store: &mut Store, primary: usize, down: Duration) -> Result<(), Failure> {
+    match store {
+        Store::Single(redis) => {
+            redis.kill().await?;
+            tokio::time::sleep(down).await;
+            redis.restart().await
+        }
+        Store::Cluster(cluster) => {
+            let primaries = cluster.primaries().await?;
+            let n = primaries[primary % primaries.len()];
+            cluster.fail_over(n).await?;
+            tokio::time::sleep(down).await;
+            cluster.nodes[n].restart().await?;
+            cluster.settled().await
         }
     }
 }

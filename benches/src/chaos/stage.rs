@@ -1,11 +1,12 @@
 //! What the chaos run breaks: one Redis (persisting every write, so that a
 //! kill loses nothing acked), and three `ws-server` processes, each linked
-//! to Redis through a proxy and reached by its clients through another.
+//! to Redis through a proxy and reached by its clients through another; or
+//! a Redis Cluster (three primaries with a replica each, a failover taking
+//! about two seconds), the servers acking a message once a replica has it.
 
 use super::proxy::Proxy;
-use crate::redis::{Redis, scratch_dir};
+use crate::redis::{Redis, RedisCluster, scratch_dir};
 use crate::{Failure, start_server};
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::process::Child;
 
@@ -18,10 +19,28 @@ const EXIT: Duration = Duration::from_secs(30);
 /// Messages a room keeps: every one of a run, for the audit.
 const HISTORY: &str = "1000000";
 
-/// One Redis and the servers.
+/// Where the servers keep the rooms.
+pub enum Store {
+    /// One Redis, each server linked to it through a proxy of the run.
+    Single(Redis),
+    /// A Redis Cluster, which the servers reach directly.
+    Cluster(RedisCluster),
+}
+
+impl Store {
+    /// Its URL for `--redis`.
+    fn url(&self) -> String {
+        match self {
+            Store::Single(redis) => redis.url(),
+            Store::Cluster(cluster) => cluster.url(),
+        }
+    }
+}
+
+/// The store and the servers.
 pub struct Stage {
-    /// The Redis every server shares.
-    pub redis: Redis,
+    /// The store every server shares.
+    pub store: Store,
     /// The servers.
     pub servers: Vec<Server>,
 }
@@ -32,24 +51,39 @@ pub struct Server {
     process: Option<Child>,
     /// Its clients' way in.
     pub front: Proxy,
-    /// Its way to Redis.
-    pub link: Proxy,
+    /// Its way to one Redis (none to a cluster).
+    pub link: Option<Proxy>,
 }
 
 impl Stage {
-    /// Redis and `servers` servers; server `i` deals with slow consumers by `policies[i % len]`.
-    pub async fn start(servers: usize, policies: &[&str]) -> Result<Stage, Failure> {
-        let dir = scratch_dir("ws-chaos-redis")?;
-        let dir = dir.to_str().ok_or("a temporary path that is not UTF-8")?.to_owned();
-        let redis =
-            Redis::start_with(&["--dir", &dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always"]).await?;
-        let redis_addr: SocketAddr = format!("127.0.0.1:{}", redis.port).parse()?;
-        let mut stage = Stage { redis, servers: Vec::new() };
+    /// The store (a cluster if `cluster`) and `servers` servers; server `i`
+    /// deals with slow consumers by `policies[i % len]`.
+    pub async fn start(servers: usize, policies: &[&str], cluster: bool) -> Result<Stage, Failure> {
+        let store = match cluster {
+            true => Store::Cluster(RedisCluster::start_with(&["--cluster-node-timeout", "2000"]).await?),
+            false => {
+                let dir = scratch_dir("ws-chaos-redis")?;
+                let dir = dir.to_str().ok_or("a temporary path that is not UTF-8")?.to_owned();
+                let flags = ["--dir", &dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always"];
+                Store::Single(Redis::start_with(&flags).await?)
+            }
+        };
+        let mut stage = Stage { store, servers: Vec::new() };
         for i in 0..servers {
-            let link = Proxy::start(redis_addr).await?;
-            let flags = Server::flags(link.addr, policies[i % policies.len()]);
+            let (redis, link) = match &stage.store {
+                Store::Single(redis) => {
+                    let link = Proxy::start(format!("127.0.0.1:{}", redis.port).parse()?).await?;
+                    (format!("redis://{}/", link.addr), Some(link))
+                }
+                // Acked once a replica has it: a primary's death loses nothing acked.
+                Store::Cluster(cluster) => (cluster.url(), None),
+            };
+            let mut flags = Server::flags(&redis, policies[i % policies.len()]);
+            if link.is_none() {
+                flags.extend(["--redis-ack-replicas".to_owned(), "1".to_owned()]);
+            }
             // Turned to the server once it listens.
-            let front = Proxy::start(link.addr).await?;
+            let front = Proxy::start("127.0.0.1:9".parse()?).await?;
             let mut server = Server { flags, process: None, front, link };
             server.start().await?;
             stage.servers.push(server);
@@ -57,11 +91,11 @@ impl Stage {
         Ok(stage)
     }
 
-    /// A server for the audit, on Redis directly, that queues all a replay
+    /// A server for the audit, on the store directly, that queues all a replay
     /// takes (the run's servers would close a member so far behind): its
     /// process and its hub's URL.
     pub async fn auditor(&self) -> Result<(Child, String), Failure> {
-        let redis = self.redis.url();
+        let redis = self.store.url();
         let flags = ["--redis", &redis, "--history", HISTORY, "--max-queue-bytes", "1073741824"];
         let (process, addr) = start_server(&flags).await?;
         Ok((process, format!("ws://{addr}/ws")))
@@ -77,9 +111,9 @@ impl Server {
     /// A hub through Redis at `redis` that keeps every message of the run
     /// for recovery, queues little for a client (so that a burst makes slow
     /// consumers), and notices a silent client within seconds.
-    fn flags(redis: SocketAddr, slow_consumer: &str) -> Vec<String> {
+    fn flags(redis: &str, slow_consumer: &str) -> Vec<String> {
         let flags = [
-            ("--redis", format!("redis://{redis}/")),
+            ("--redis", redis.to_owned()),
             ("--history", HISTORY.into()),
             ("--room-buffer", "64".into()),
             ("--max-queue-bytes", "65536".into()),
