@@ -392,9 +392,10 @@ impl Connector {
     async fn serve(&mut self, mut ws: WebSocket<Stream>, commands: &mut mpsc::UnboundedReceiver<Command>) -> End {
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
         for room in rooms {
-            let state = self.rooms.entry(room.clone()).or_default();
-            // What the last connection was recovering comes again in this one's replay.
-            (state.held, state.recovering, state.rejoin_at) = (None, 0, None);
+            if let Some(state) = self.rooms.get_mut(&room) {
+                // What the last connection was recovering comes again in this one's replay.
+                (state.held, state.recovering) = (None, 0);
+            }
             self.send_join(&room, &mut ws);
         }
         for (_, envelope) in &self.pending {
