@@ -134,9 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let member = &mut self.rooms[i];
         member.delivered = member.delivered.max(delivery.seq);
         // A gap is told before the messages that follow it.
-        if let Some((from, to)) = member.gap.take() {
-            self.send_gap(i, from.get(), to);
-        }
+        self.report_gap(i);
         // Queuing fails only once the connection is closing; the message is then moot.
         self.ws.queue_shared(&delivery.frame).ok().map(|()| delivery.frame.frame_len())
     }
@@ -175,6 +173,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         sent
+    }
+
+    /// Tells room `i`'s gap, if it has one not told yet, whether or not the queue has room.
+    pub(super) fn report_gap(&mut self, i: usize) {
+        if let Some((from, to)) = self.rooms[i].gap.take() {
+            self.send_gap(i, from.get(), to);
+        }
     }
 
     fn send_gap(&mut self, i: usize, from: u64, to: u64) {

@@ -468,6 +468,55 @@ mod tests {
         assert_eq!(server.metrics.lagged.get(), 3);
     }
 
+    /// Found by the `session` fuzz target: with `skip`, a replay that does
+    /// not fit in the queue left its gap to be told inside the next replay,
+    /// after its `joined` and before seqs below the gap's end.
+    #[tokio::test]
+    async fn a_gap_a_replay_leaves_is_told_within_that_replay() {
+        let flags = ["--history", "8", "--slow-consumer", "skip", "--max-queue-bytes", "1500"];
+        let (server, mut session, mut client) = session(&flags);
+        let content = "y".repeat(200);
+        // Eight messages delivered live, four at a time: each four fit in the queue.
+        publish(&server, &[content.as_str(); 4]);
+        assert_eq!(envelopes(&mut session, &mut client, 4).await.iter().filter(|e| e["type"] == "message").count(), 4);
+        publish(&server, &[content.as_str(); 4]);
+        let cx = &mut Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut session).poll(cx).is_pending());
+        for _ in 0..4 {
+            assert!(matches!(client.recv().await, Some(Ok(Event::Message(_)))));
+        }
+        // Then three replays of all eight, queued at once: far more than the queue holds.
+        let join = Message::from(json!({"type": "join", "room": "general", "since": 0}).to_string());
+        for _ in 0..3 {
+            client.send(&join).await.unwrap();
+        }
+        let (mut recovered, mut last, mut told) = (0, 8, Vec::new());
+        while recovered < 3 {
+            assert!(Pin::new(&mut session).poll(cx).is_pending());
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), client.recv()).await;
+            let Event::Message(Message::Text(text)) = event.expect("an envelope").unwrap().unwrap() else { continue };
+            let envelope: Value = serde_json::from_str(text.as_str()).unwrap();
+            let (from, to) = match envelope["type"].as_str().unwrap() {
+                "joined" => {
+                    last = 0;
+                    continue;
+                }
+                "recovered" => {
+                    recovered += 1;
+                    assert_eq!(last, 8, "replay {recovered}: seqs to 8 given or told missed before its end: {told:?}");
+                    continue;
+                }
+                "message" => (envelope["seq"].as_u64().unwrap(), envelope["seq"].as_u64().unwrap()),
+                "gap" => (envelope["from"].as_u64().unwrap(), envelope["to"].as_u64().unwrap()),
+                _ => continue,
+            };
+            told.push(format!("{}{from}-{to}", envelope["type"]));
+            assert!(from > last && to >= from, "{envelope} after seq {last}: {told:?}");
+            last = to;
+        }
+        assert!(told.iter().any(|e| e.contains("gap")), "the replays overflowed the queue: {told:?}");
+    }
+
     #[tokio::test]
     async fn what_the_history_no_longer_holds_is_a_gap() {
         let (server, mut session, mut client) =

@@ -314,12 +314,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Tells the client it is in room `i`, with the join hook's `data` if
     /// it gave some, then replays what it asked for.
+    /// A gap not told yet is told first, and one the replay leaves (what did
+    /// not fit in the queue) before its `recovered`: each before the seqs
+    /// that follow it, never inside a later replay.
     fn joined(&mut self, i: usize, latest: u64, replay: Option<Replay>, data: Option<&RawValue>) {
         let room = self.rooms[i].room().clone();
         let server = self.server.clone();
+        self.report_gap(i);
         self.send(&Outgoing::Joined { room: &room, seq: latest, epoch: &server.hub.epoch(), data });
         let Some(replay) = replay else { return };
         self.queue_all(i, replay.deliveries.iter().map(|d| &**d));
+        self.report_gap(i);
         self.send(&Outgoing::Recovered { room: &room, complete: replay.complete });
     }
 
