@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::DuplexStream;
-use ws_proto::{CloseCode, Config, Connection, Event, FrameHeader, Message, OpCode, Role};
+use ws_proto::{CloseCode, Connection, Event, FrameHeader, Message, OpCode, Role};
 use ws_server::config::ServerConfig;
 use ws_server::envelope::Body;
 use ws_server::policy::auth::Identity;
@@ -98,14 +98,16 @@ async fn drive(data: &[u8]) {
     let Some((policy, mut steps)) = data.split_first() else { return };
     let server = Arc::new(Server::new(config(policy % 2 == 1)).expect("a server"));
     let (near, far) = tokio::io::duplex(QUEUE);
-    let socket = |io: DuplexStream, role| {
-        WebSocket::from_parts(io, Connection::new(role, Config::default()), Options::default(), Default::default())
+    // The server's end as the server makes it: it reads no more while it has
+    // more than --max-queue-bytes to write.
+    let socket = |io: DuplexStream, role, options: Options| {
+        WebSocket::from_parts(io, Connection::new(role, options.config.clone()), options, Default::default())
     };
     let permit = server.limits.admit([127, 0, 0, 1].into()).expect("room for one connection");
-    let session =
-        Session::start(socket(near, Role::Server), Identity::anonymous("fuzz".into()), server.clone(), permit);
+    let near = socket(near, Role::Server, server.config.socket_options());
+    let session = Session::start(near, Identity::anonymous("fuzz".into()), server.clone(), permit);
     let session = tokio::spawn(session);
-    let mut client = socket(far, Role::Client);
+    let mut client = socket(far, Role::Client, Options::default());
     let mut seen = Seen::default();
     let (mut open, mut reading) = (true, true);
     while let [step, rest @ ..] = steps {
