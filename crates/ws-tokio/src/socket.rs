@@ -247,7 +247,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 return Poll::Ready(self.take_failure().map(Err));
             }
-            if self.rare.as_ref().is_some_and(|rare| !rare.leftover.is_empty()) {
+            // Bytes read before are taken as events only while the output is
+            // within bounds: each may be answered, and a peer that does not
+            // read must not make the answers to a whole buffer pile up.
+            let within = self.conn.output().len() <= self.max_output as usize;
+            if within && self.rare.as_ref().is_some_and(|rare| !rare.leftover.is_empty()) {
                 if let Some(event) = self.receive_leftover() {
                     return Poll::Ready(Some(Ok(event)));
                 }
@@ -273,6 +277,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             if self.conn.output().len() > self.max_output as usize {
                 return Poll::Pending;
+            }
+            if self.rare.as_ref().is_some_and(|rare| !rare.leftover.is_empty()) {
+                // Written down within bounds: the bytes read before come first.
+                continue;
             }
             if self.poll_commands(cx) {
                 continue;

@@ -332,3 +332,41 @@ async fn a_peer_that_does_not_read_is_not_read_either() {
     writing.await.unwrap();
     server.abort();
 }
+
+/// What was read at once is taken as events only while the output is within
+/// `max_output`: a peer that sends many small messages at once and reads
+/// nothing cannot make the answers to all of them pile up. Each is taken
+/// once it reads again, none lost. (Found by the hub's session fuzz
+/// target: one invalid envelope after another, each answered by an error.)
+#[tokio::test(start_paused = true)]
+async fn messages_read_at_once_are_taken_only_while_the_output_is_within_bounds() {
+    const MESSAGES: usize = 500;
+    const ANSWER: usize = 200;
+    let (client, server_io) = tokio::io::duplex(8 << 10);
+    let options = Options { max_output: 1024, ..Options::default() };
+    let conn = ws_proto::Connection::new(ws_proto::Role::Server, Config::default());
+    let mut ws = WebSocket::from_parts(server_io, conn, options, bytes::BytesMut::new());
+    // How many were taken, and the most output that waited.
+    let (tell, mut taken) = tokio::sync::watch::channel((0, 0));
+    let server = tokio::spawn(async move {
+        while let Some(Ok(Event::Message(_))) = ws.recv().await {
+            ws.queue(&Message::Binary(Bytes::from(vec![0; ANSWER]))).unwrap();
+            let output = ws.connection().output().len();
+            tell.send_modify(|(n, most)| (*n, *most) = (*n + 1, output.max(*most)));
+        }
+    });
+    // 500 masked one-byte texts, all in the pipe before the server reads.
+    let texts: Vec<u8> = (0..MESSAGES).flat_map(|_| [0x81, 0x81, 0, 0, 0, 0, b'x']).collect();
+    let (mut read, mut write) = tokio::io::split(client);
+    write.write_all(&texts).await.unwrap();
+    // Over an in-memory pipe with the clock paused, the timeout is the runtime having nothing left to do.
+    let held = timeout(PATIENCE, taken.wait_for(|(n, _)| *n == MESSAGES)).await.is_err();
+    let (n, most) = *taken.borrow();
+    assert!(held && n < MESSAGES, "{n} of {MESSAGES} taken while the client read nothing");
+    assert!(most <= 1024 + ANSWER + 4, "{most} bytes waited to be written: over 1024 and one answer");
+    let reading = tokio::spawn(async move { while read.read(&mut [0; 4096]).await.is_ok_and(|n| n > 0) {} });
+    let all = timeout(PATIENCE, taken.wait_for(|(n, _)| *n == MESSAGES)).await.is_ok();
+    assert!(all, "every message taken once the client reads: {:?}", *taken.borrow());
+    server.abort();
+    reading.abort();
+}
