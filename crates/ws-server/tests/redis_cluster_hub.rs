@@ -777,3 +777,69 @@ async fn with_durable_acks_a_message_no_replica_holds_reaches_no_member_when_the
     let (status, body) = api_history(servers[1], &room).await;
     assert!(status.contains(" 200 ") && body.contains(unheld), "{status}: {body}");
 }
+
+/// Without durable acks, a replica promoted without the last messages its
+/// primary acked numbers past them, also for a server that never heard of
+/// them (no member of the room there): no seq is acked for two messages,
+/// and a client that recovers is told that the history does not reach back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_promoted_without_the_last_acked_messages_never_acks_their_seqs_again() {
+    logs();
+    let Some(mut cluster) = RedisCluster::start().await else { return };
+    let (url, flags) = (cluster.url(), ["--api-key", "k"]);
+    let servers = [server(&url, &flags).await, server(&url, &flags).await];
+    let room = "promoted";
+    for n in 1..=3 {
+        assert_eq!(api_publish(servers[0], room, &format!("held {n}")).await, n);
+    }
+    let primary = cluster.primary_of_room(room).await;
+    let replica = primary.replicas[0];
+    wait_replicated(&cluster, primary.node, replica).await;
+    cluster.cut_off(replica).await;
+    assert_eq!(api_publish(servers[0], room, "held by the primary alone").await, 4);
+    cluster.kill(primary.node).await;
+    assert_eq!(cluster.wait_failover(primary.node).await, replica, "the replica took over");
+    let seq = api_publish(servers[1], room, "numbered by the heir").await;
+    assert!(seq > 4 + 9_999, "seq {seq}: the heir numbers past what its primary may have acked");
+    let mut late = Client::connect(servers[1]).await;
+    let (joined, replayed, complete) = late.recover(room, 3).await;
+    assert_eq!(joined["seq"], seq, "{joined}");
+    assert_eq!(replayed, [(seq, "numbered by the heir".to_owned())]);
+    assert!(!complete, "seq 4 was lost with the primary");
+}
+
+/// Publishes `content` to `room` through the server API at `addr` (its key
+/// `k`), with `content` as its id, sending it again on `unavailable` up to
+/// `ATTEMPTS` times: the ack's seq.
+async fn api_publish(addr: SocketAddr, room: &str, content: &str) -> u64 {
+    let body = json!({"type": "message", "room": room, "content": content, "id": content}).to_string();
+    let headers =
+        format!("Host: {addr}\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\nConnection: close", body.len());
+    for _ in 0..ATTEMPTS {
+        let answer = http(addr, &format!("POST /api/publish HTTP/1.1\r\n{headers}\r\n\r\n{body}")).await;
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+        let reply: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("an envelope: {answer}"));
+        if let Some(seq) = reply["seq"].as_u64() {
+            return seq;
+        }
+        assert_eq!(reply["code"], "unavailable", "{content}: {reply}");
+        tokio::time::sleep(RETRY_PACE).await;
+    }
+    panic!("{content} not acked in {ATTEMPTS} attempts");
+}
+
+/// Waits until `replica` holds every write its primary `node` had made.
+async fn wait_replicated(cluster: &RedisCluster, node: usize, replica: usize) {
+    let offset = |info: String| -> u64 {
+        let line = info.lines().find_map(|l| l.strip_prefix("master_repl_offset:")).unwrap().trim().to_owned();
+        line.parse().unwrap()
+    };
+    let made = offset(cluster.query(node, &["INFO", "replication"]).await);
+    let held = async {
+        while offset(cluster.query(replica, &["INFO", "replication"]).await) < made {
+            // Between two looks at the replica.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    timeout(PATIENCE, held).await.expect("the replica up to date in time");
+}

@@ -111,6 +111,13 @@ struct Answered {
 }
 
 impl Durable {
+    /// Whether a replica promoted since a room was last numbered skips
+    /// seqs (`next_after!`): only without durable acks, since with them no
+    /// member is given a message before a replica holds it.
+    fn fence(&self) -> &'static str {
+        if self.replicas == 0 { "1" } else { "0" }
+    }
+
     /// Waits for the replicas to hold what this connection wrote so far.
     fn wait(&self) -> Cmd {
         redis::cmd("WAIT").arg(self.replicas).arg(self.timeout.as_millis() as u64).to_owned()
@@ -177,12 +184,13 @@ impl Cluster {
         let window = if retry_key.is_some() { RETRY_WINDOW.as_secs() } else { 0 };
         let durable = self.durable.replicas > 0;
         let mut call = redis::cmd("EVALSHA");
-        call.arg(self.scripts.publish.get_hash()).arg(3);
+        call.arg(self.scripts.publish.get_hash()).arg(4);
         call.arg(seq_key(room)).arg(history_key(room)).arg(retry_key.unwrap_or_else(|| seq_key(room)));
+        call.arg(node_key(room));
         call.arg(&head).arg(&tail).arg(history.len).arg(window);
         call.arg(if durable { String::new() } else { channel(room) });
         call.arg(self.hub.floor(room)).arg(history.max_age.map_or(0, |age| age.as_millis() as u64));
-        call.arg(if durable { DELIVERY_GRACE.as_millis() as u64 } else { 0 });
+        call.arg(if durable { DELIVERY_GRACE.as_millis() as u64 } else { 0 }).arg(self.durable.fence());
         if durable {
             return self.publish_durable(room, call, (head, tail)).await;
         }

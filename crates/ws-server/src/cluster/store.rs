@@ -16,19 +16,34 @@ pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first and the longest wait between attempts to reach Redis again.
 pub(super) const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-/// The Lua function `next_after(key, known)`: the seq a room's next message
-/// follows, given its seq key and the highest seq this server knows. When
-/// Redis holds less than that, it lost messages it had numbered (a restart
-/// without its data, a failover before the replica had the last writes),
-/// and other servers may have acked more of them than this one has heard
-/// of yet: the numbering skips 10,000 seqs past `known`, so that no seq is
-/// given to two messages. Members are told the skipped seqs as a `gap`.
+/// The Lua function `next_after(key, node, known, fence)`: the seq a room's
+/// next message follows, given its seq key, its node key (see `node_key`),
+/// the highest seq this server knows and whether a promotion counts
+/// (`'1'`; `Durable::fence`). Redis may have lost messages it had
+/// numbered: when it holds less than `known` (a restart without its data,
+/// a failover before the replica had the last writes, seen by a server
+/// that heard of them), or when the node is a replica promoted since the
+/// room was last numbered (its former primary's replication id is its
+/// `master_replid2`), which no server may have heard of. Other servers may
+/// have acked more of them than this one knows, so the numbering then skips
+/// 10,000 seqs, and no seq is given to two messages. Members are told the
+/// skipped seqs as a `gap`. A slot moved (MIGRATE) or a restart with the
+/// data is no promotion, and skips nothing.
 macro_rules! next_after {
     () => {
         r"
-local function next_after(key, known)
+local function promoted(node)
+  local info = redis.call('INFO', 'replication')
+  local here = string.match(info, 'master_replid:(%x+)')
+  local last = redis.call('GET', node)
+  if last == here then return false end
+  redis.call('SET', node, here)
+  return last == string.match(info, 'master_replid2:(%x+)')
+end
+local function next_after(key, node, known, fence)
   local held, floor = tonumber(redis.call('GET', key) or '0'), tonumber(known)
-  if floor > held then return floor + 10000 end
+  local lost = fence == '1' and promoted(node)
+  if floor > held or lost then return math.max(held, floor) + 10000 end
   return held
 end
 "
@@ -36,7 +51,7 @@ end
 }
 
 /// Numbers, appends and publishes one message; a retry gets its first seq.
-/// KEYS: seq, history stream, retry key (the seq key when there is none).
+/// KEYS: seq, history stream, retry key (the seq key when there is none), node.
 /// ARGV: envelope head and tail, history length, retry window (s, 0: none),
 /// channel ('' to publish nothing), floor (the highest seq this server
 /// knows: a Redis that lost its data does not number from 1 again, and
@@ -44,7 +59,7 @@ end
 /// age limit (ms, 0: none), grace (ms, 0: none; with durable acks, how long
 /// an entry is kept past the history's length: a message reaches the
 /// channel only after its `WAIT`, out of seq order, and the servers fill
-/// the seqs before it from the stream). Each history entry holds the
+/// the seqs before it from the stream), fence (`next_after!`). Each history entry holds the
 /// envelope `m` and Redis's time `t` in ms. A retry writes too (the retry
 /// key's expiry), so that a `WAIT` after it waits for the replicas to hold
 /// the first try.
@@ -58,7 +73,7 @@ if ARGV[4] ~= '0' then
     return tonumber(earlier)
   end
 end
-local seq = next_after(KEYS[1], ARGV[6]) + 1
+local seq = next_after(KEYS[1], KEYS[4], ARGV[6], ARGV[9]) + 1
 redis.call('SET', KEYS[1], seq)
 local json = ARGV[1] .. seq .. ARGV[2]
 local len, grace = tonumber(ARGV[3]), tonumber(ARGV[8])
@@ -118,12 +133,14 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] * 1000 + math.floor(t[2] / 
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
-/// Raises a room's seq to a floor (past it, if Redis held less: a loss),
-/// and answers the seq. KEYS: seq; ARGV: floor.
+/// Raises a room's seq to a floor (past it, if Redis held less or was
+/// promoted since: `next_after!`), and answers the seq; a room never
+/// numbered stays without keys. KEYS: seq, node; ARGV: floor, fence.
 const FLOOR: &str = concat!(
     next_after!(),
     r"
-local seq = next_after(KEYS[1], ARGV[1])
+if ARGV[1] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local seq = next_after(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 if seq > 0 then redis.call('SET', KEYS[1], seq) end
 return seq
 "
@@ -179,6 +196,12 @@ pub(super) fn by_eval(call: &Cmd, source: &str) -> Cmd {
 
 pub(super) fn seq_key(room: &str) -> String {
     format!("ws:{{{room}}}:seq")
+}
+
+/// The replication id of the node that numbered the room last: a replica
+/// promoted since may lack the last seqs (`next_after!`).
+pub(super) fn node_key(room: &str) -> String {
+    format!("ws:{{{room}}}:node")
 }
 
 pub(super) fn history_key(room: &str) -> String {

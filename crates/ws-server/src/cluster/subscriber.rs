@@ -479,7 +479,9 @@ impl Subscriber {
     /// it; with durable acks, `None` unless the replicas hold every message
     /// up to it (a message they do not hold may be refused, or lost).
     async fn floor(&mut self, room: &str, known: u64) -> RedisResult<Option<u64>> {
-        let floor = redis::cmd("EVAL").arg(self.scripts.floor).arg(1).arg(seq_key(room)).arg(known).to_owned();
+        let mut floor = redis::cmd("EVAL");
+        floor.arg(self.scripts.floor).arg(2).arg(seq_key(room)).arg(node_key(room)).arg(known);
+        floor.arg(self.durable.fence());
         let _sent = self.nodes.send(&seq_key(room), self.durable.commands());
         self.durable.held(floor, &mut self.redis).await
     }

@@ -71,6 +71,9 @@ struct Node {
     id: String,
     /// What it served when it was killed as a primary: for `wait_failover`.
     served: Option<Primary>,
+    /// A replica whose link to its primary was cut on purpose (`cut_off`):
+    /// the cluster is settled without it linked.
+    cut_off: bool,
 }
 
 /// A primary as the cluster sees it.
@@ -238,6 +241,26 @@ impl RedisCluster {
         self.nodes[node].kill();
     }
 
+    /// Cuts `replica` off from its primary for good, the cluster knowing
+    /// nothing of it: its replication link is closed and it cannot open it
+    /// again (it offers a password its primary does not have), so the
+    /// primary's writes from now on are held by the primary alone.
+    pub(crate) async fn cut_off(&mut self, replica: usize) {
+        let primary = self.primaries().await.into_iter().find(|p| p.replicas.contains(&replica));
+        let primary = primary.expect("cut_off is for a replica").node;
+        self.nodes[replica].cut_off = true;
+        let () = self.query(replica, &["CONFIG", "SET", "masterauth", "not-the-primarys"]).await;
+        let cut: u64 = self.query(primary, &["CLIENT", "KILL", "TYPE", "replica"]).await;
+        assert_eq!(cut, 1, "the link of node {replica} cut");
+        let down = async {
+            while !self.query::<String>(replica, &["INFO", "replication"]).await.contains("master_link_status:down") {
+                // Between two looks at the replica.
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        tokio::time::timeout(SETTLE, down).await.expect("the replica's link down in time");
+    }
+
     /// Waits until one of the replicas of `killed`, a primary killed with
     /// `kill`, is a primary serving all its former slots, and the running
     /// nodes are settled (see `wait_settled`); that replica's node index.
@@ -351,7 +374,7 @@ impl RedisCluster {
             if shape(&report.view) != shape(&reports[0].view) {
                 return Err(format!("node {node} disagrees: {:?} against {:?}", report.view, reports[0].view));
             }
-            if !report.state_ok || !report.linked {
+            if !report.state_ok || !(report.linked || self.nodes[node].cut_off) {
                 return Err(format!("node {node}: cluster_state ok {}, linked {}", report.state_ok, report.linked));
             }
             if let Some(seen) = report.view.iter().find(|seen| seen.troubled && !killed.contains(&seen.id.as_str())) {
@@ -415,7 +438,8 @@ impl RedisCluster {
         std::fs::create_dir_all(&dir).unwrap();
         for _attempt in 0..3 {
             let [port, bus_port] = free_ports();
-            let node = Node { port, bus_port, dir: dir.clone(), child: None, id: String::new(), served: None };
+            let node =
+                Node { port, bus_port, dir: dir.clone(), child: None, id: String::new(), served: None, cut_off: false };
             self.nodes.truncate(index);
             self.nodes.push(node);
             self.nodes[index].spawn();
