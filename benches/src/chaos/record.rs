@@ -243,10 +243,12 @@ impl Record {
 
     /// Audits every acked message against every member and against
     /// `history`, each room's messages as a fresh member replays them (seq
-    /// to key), and every delivery against every other.
-    pub fn audit(&mut self, history: &BTreeMap<String, BTreeMap<u64, String>>) {
+    /// to key), and every delivery against every other. With `lossy`
+    /// Redis may have lost acked messages: one missing from the history is
+    /// forgiven, its seq holding another message is not.
+    pub fn audit(&mut self, history: &BTreeMap<String, BTreeMap<u64, String>>, lossy: bool) {
         let mut found = self.audit_deliveries();
-        found.extend(self.audit_history(history));
+        found.extend(self.audit_history(history, lossy));
         found.extend(self.audit_members());
         found.extend(self.audit_order());
         self.violations.extend(found);
@@ -261,10 +263,15 @@ impl Record {
         })
     }
 
-    /// Acked messages the room's history does not hold as numbered.
-    fn audit_history(&self, history: &BTreeMap<String, BTreeMap<u64, String>>) -> Vec<String> {
+    /// Acked messages the room's history does not hold as numbered (with
+    /// `lossy`, only those whose seq it holds as another message).
+    fn audit_history(&self, history: &BTreeMap<String, BTreeMap<u64, String>>, lossy: bool) -> Vec<String> {
         let kept = |sent: &Sent, seq| history.get(&sent.room).and_then(|h| h.get(&seq));
-        let lost = self.acked().filter(|&(_, sent, seq)| kept(sent, seq) != Some(&sent.key));
+        let wrong = |sent: &Sent, seq| match kept(sent, seq) {
+            None => !lossy,
+            Some(key) => *key != sent.key,
+        };
+        let lost = self.acked().filter(|&(_, sent, seq)| wrong(sent, seq));
         lost.map(|(_, s, seq)| {
             format!("acked {} ({} seq {seq}) is {:?} in the room's history", s.key, s.room, kept(s, seq))
         })

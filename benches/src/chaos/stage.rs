@@ -55,13 +55,27 @@ pub struct Server {
     pub link: Option<Proxy>,
 }
 
+/// What the servers go through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// One Redis, through a proxy the run can blackhole.
+    Single,
+    /// A Redis Cluster, reached directly.
+    Cluster {
+        /// A message is acked once a replica holds it (`--redis-ack-replicas 1`).
+        durable: bool,
+    },
+}
+
 impl Stage {
-    /// The store (a cluster if `cluster`) and `servers` servers; server `i`
-    /// deals with slow consumers by `policies[i % len]`.
-    pub async fn start(servers: usize, policies: &[&str], cluster: bool) -> Result<Stage, Failure> {
-        let store = match cluster {
-            true => Store::Cluster(RedisCluster::start_with(&["--cluster-node-timeout", "2000"]).await?),
-            false => {
+    /// The store of `kind` and `servers` servers; server `i` deals with slow
+    /// consumers by `policies[i % len]`.
+    pub async fn start(servers: usize, policies: &[&str], kind: Kind) -> Result<Stage, Failure> {
+        let store = match kind {
+            Kind::Cluster { .. } => {
+                Store::Cluster(RedisCluster::start_with(&["--cluster-node-timeout", "2000"]).await?)
+            }
+            Kind::Single => {
                 let dir = scratch_dir("ws-chaos-redis")?;
                 let dir = dir.to_str().ok_or("a temporary path that is not UTF-8")?.to_owned();
                 let flags = ["--dir", &dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always"];
@@ -75,11 +89,10 @@ impl Stage {
                     let link = Proxy::start(format!("127.0.0.1:{}", redis.port).parse()?).await?;
                     (format!("redis://{}/", link.addr), Some(link))
                 }
-                // Acked once a replica has it: a primary's death loses nothing acked.
                 Store::Cluster(cluster) => (cluster.url(), None),
             };
             let mut flags = Server::flags(&redis, policies[i % policies.len()]);
-            if link.is_none() {
+            if kind == (Kind::Cluster { durable: true }) {
                 flags.extend(["--redis-ack-replicas".to_owned(), "1".to_owned()]);
             }
             // Turned to the server once it listens.

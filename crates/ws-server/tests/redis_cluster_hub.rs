@@ -843,3 +843,37 @@ async fn wait_replicated(cluster: &RedisCluster, node: usize, replica: usize) {
     };
     timeout(PATIENCE, held).await.expect("the replica up to date in time");
 }
+
+/// Without durable acks, a connection's burst through the cluster is
+/// numbered in the order it was sent, and acked in that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_burst_through_the_cluster_is_numbered_in_the_order_sent() {
+    logs();
+    let Some(cluster) = RedisCluster::start().await else { return };
+    let url = cluster.url();
+    let addr = server(&url, &["--max-queue-bytes", "16777216", "--room-buffer", "4096"]).await;
+    let mut publisher = Client::connect(addr).await;
+    let room = "burst";
+    publisher.join(room).await;
+    // Once the script is loaded on the room's node: a refusal is not what this is about.
+    assert_eq!(acked(&mut publisher, room, "first", "first").await, 1);
+    const BURST: usize = 1000;
+    for n in 0..BURST {
+        publisher.send(json!({"type": "message", "room": room, "id": format!("m{n}"), "content": "burst"})).await;
+    }
+    let mut acks = Vec::new();
+    while acks.len() < BURST {
+        let reply = publisher.next().await;
+        match reply["type"].as_str() {
+            Some("ack") => acks.push((reply["id"].as_str().unwrap().to_owned(), reply["seq"].as_u64().unwrap())),
+            Some("error") => panic!("{reply}"),
+            _ => {}
+        }
+    }
+    let sent: Vec<String> = (0..BURST).map(|n| format!("m{n}")).collect();
+    let ids: Vec<&String> = acks.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, sent.iter().collect::<Vec<_>>(), "acked in the order sent");
+    let seqs: Vec<u64> = acks.iter().map(|(_, seq)| *seq).collect();
+    let expected: Vec<u64> = (2..2 + BURST as u64).collect();
+    assert_eq!(seqs, expected, "numbered in the order sent");
+}

@@ -1,12 +1,15 @@
-//! Durable acks in groups. Redis serves the commands a client sent after a
-//! `WAIT` only once that `WAIT` is answered, and then late: pairs of a
-//! write and a `WAIT` pipelined on one connection take about 4 ms each,
-//! where one `WAIT` after a thousand writes takes one (docs/benchmarks.md).
-//! So the messages of a room that wait for their replicas go to its
-//! primary together, as one pipeline of publishing scripts and one `WAIT`
-//! after them, which covers them all; those held are then published to the
-//! room's channel together, in seq order. The messages that come meanwhile
-//! make the room's next group.
+//! A room's messages in groups, one group at a time, each one pipeline to
+//! the room's node: so they are numbered in the order they came, which a
+//! cluster's client does not keep for commands given to it at once.
+//!
+//! With durable acks, a `WAIT` ends each pipeline. Redis serves the
+//! commands a client sent after a `WAIT` only once that `WAIT` is answered,
+//! and then late: pairs of a write and a `WAIT` pipelined on one connection
+//! take about 4 ms each, where one `WAIT` after a thousand writes takes one
+//! (docs/benchmarks.md). So one `WAIT` covers the whole group; those held
+//! are then published to the room's channel together, in seq order
+//! (without durable acks each script publishes its message). The messages
+//! that come meanwhile make the room's next group.
 
 use super::Durable;
 use super::link::Commands;
@@ -20,7 +23,7 @@ use tokio::sync::oneshot;
 /// The most messages in one group: a bound on one pipeline.
 const GROUP: usize = 256;
 
-/// The rooms with messages waiting for their replicas.
+/// The rooms with messages being numbered or waiting to be.
 #[derive(Debug)]
 pub(super) struct Commits {
     redis: Commands,
@@ -36,7 +39,7 @@ pub(super) struct Commits {
 /// A message to number and, once its replicas hold it, publish.
 #[derive(Debug)]
 pub(super) struct Message {
-    /// Its publishing script (EVALSHA), told to publish nothing.
+    /// Its publishing script (EVALSHA); with durable acks, told to publish nothing.
     pub(super) call: Cmd,
     /// Its JSON, before and after its seq.
     pub(super) around_seq: (String, String),
@@ -97,24 +100,30 @@ impl Commits {
         }
     }
 
-    /// Runs the scripts of `group` and a `WAIT` after them: each one's seq,
-    /// or an error if its replicas did not take it in time. With `load`,
-    /// the first script goes by EVAL, which loads it for the others.
+    /// Runs the scripts of `group`, with durable acks a `WAIT` after them:
+    /// each one's seq, or an error if its replicas did not take it in time.
+    /// With `load`, the first script goes by EVAL, which loads it for the others.
     async fn number(&self, room: &str, group: &[Message], load: bool) -> Vec<RedisResult<u64>> {
         let mut pipe = redis::pipe();
         for (i, message) in group.iter().enumerate() {
             pipe.add_command(if load && i == 0 { by_eval(&message.call, &self.source) } else { message.call.clone() });
         }
-        pipe.add_command(self.durable.wait()).ignore_errors();
-        let _sent = self.nodes.send(&seq_key(room), group.len() as u32 + 1);
-        let answers: RedisResult<Vec<RedisResult<Value>>> = pipe.query_async(&mut self.redis.clone()).await;
+        let replicas = self.durable.replicas;
+        if replicas > 0 {
+            pipe.add_command(self.durable.wait());
+        }
+        let commands = group.len() + usize::from(replicas > 0);
+        let _sent = self.nodes.send(&seq_key(room), commands as u32);
+        let answers = pipe.ignore_errors().query_async::<Vec<RedisResult<Value>>>(&mut self.redis.clone()).await;
         let mut answers = match answers {
-            Ok(answers) if answers.len() == group.len() + 1 => answers,
+            Ok(answers) if answers.len() == commands => answers,
             Ok(_) => return vec![Err((ErrorKind::Parse, "a pipeline answered short").into()); group.len()],
             Err(e) => return vec![Err(e); group.len()],
         };
-        let held = answers.pop().and_then(|held| u32::from_redis_value(held.ok()?).ok()).unwrap_or(0);
-        let replicas = self.durable.replicas;
+        let held = match replicas {
+            0 => 0,
+            _ => answers.pop().and_then(|held| u32::from_redis_value(held.ok()?).ok()).unwrap_or(0),
+        };
         let short = (held < replicas).then(|| {
             let why = format!(
                 "{held} of the {replicas} replicas asked for took the message in time (it may still be delivered: a retry with its id tells)"
@@ -129,9 +138,10 @@ impl Commits {
         answers.into_iter().map(seq).collect()
     }
 
-    /// Publishes the `held` messages to `room`'s channel, in seq order.
+    /// Publishes the `held` messages to `room`'s channel, in seq order
+    /// (without durable acks their scripts did).
     async fn announce(&self, room: &str, held: &[(&Message, u64)]) -> RedisResult<()> {
-        if held.is_empty() {
+        if held.is_empty() || self.durable.replicas == 0 {
             return Ok(());
         }
         let mut pipe = redis::pipe();

@@ -56,7 +56,11 @@ pub struct Cluster {
     redis: Commands,
     scripts: Scripts,
     durable: Durable,
-    /// The messages waiting for their replicas, with durable acks.
+    /// Whether a room's messages go to Redis in groups, `commits`: with
+    /// durable acks, and on a cluster, whose client sends commands given at
+    /// once in no set order (one Redis has `Link`, which keeps it).
+    grouped: bool,
+    /// A room's messages, numbered in groups.
     commits: Arc<Commits>,
     control: mpsc::UnboundedSender<Control>,
     /// The commands of this server waiting for reports.
@@ -147,6 +151,7 @@ impl Cluster {
     /// then joins and publishes are `unavailable`.
     pub fn start(url: &str, durable: Durable, local: Local, metrics: ClusterMetrics) -> RedisResult<Arc<Cluster>> {
         let target = Target::open(url)?;
+        let grouped = durable.replicas > 0 || target.sharded();
         let (redis, scripts) = (target.commands()?, Scripts::new(target.sharded()));
         let (hub, waiting) = (local.hub.clone(), Arc::new(Waiting::default()));
         let nodes = Watch::start(target.clone(), metrics.nodes.clone());
@@ -156,7 +161,7 @@ impl Cluster {
             Subscriber::start(local, waiting.clone(), (target, durable), (subscriber, nodes.clone()), metrics);
         let next_command = AtomicU64::new(1);
         let commits = Commits::new(redis.clone(), durable, scripts.publish_source.clone(), nodes.clone());
-        Ok(Arc::new(Cluster { hub, redis, scripts, durable, commits, control, waiting, next_command, nodes }))
+        Ok(Arc::new(Cluster { hub, redis, scripts, durable, grouped, commits, control, waiting, next_command, nodes }))
     }
 
     /// Tells `events` to the backend through `hooks` by way of Redis, with
@@ -191,8 +196,8 @@ impl Cluster {
         call.arg(if durable { String::new() } else { channel(room) });
         call.arg(self.hub.floor(room)).arg(history.max_age.map_or(0, |age| age.as_millis() as u64));
         call.arg(if durable { DELIVERY_GRACE.as_millis() as u64 } else { 0 }).arg(self.durable.fence());
-        if durable {
-            return self.publish_durable(room, call, (head, tail)).await;
+        if self.grouped {
+            return self.publish_grouped(room, call, (head, tail)).await;
         }
         let numbered = async {
             // EVALSHA alone, one round trip: a connection's messages, sent on
@@ -218,9 +223,9 @@ impl Cluster {
         call.query_async(&mut self.redis.clone()).await
     }
 
-    /// Publishes a message with durable acks: numbered with the room's
-    /// next group, whose replicas are waited for together (commit.rs).
-    async fn publish_durable(&self, room: &str, call: Cmd, around_seq: (String, String)) -> Result<u64, EnvelopeError> {
+    /// Publishes a message numbered with the room's next group (commit.rs),
+    /// whose replicas are waited for together with durable acks.
+    async fn publish_grouped(&self, room: &str, call: Cmd, around_seq: (String, String)) -> Result<u64, EnvelopeError> {
         let (numbered, seq) = oneshot::channel();
         self.commits.publish(room, Message { call, around_seq, numbered });
         let seq = timeout(REQUEST_TIMEOUT, seq).await.map_err(unavailable)?.map_err(unavailable)?;
