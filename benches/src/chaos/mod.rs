@@ -116,25 +116,16 @@ pub struct Outcome {
 /// Runs `settings`, printing what it does and counts: the seed and the violations found.
 pub async fn run(settings: Settings) -> Result<Outcome, Failure> {
     let seed = settings.seed.unwrap_or_else(rand::random);
+    let store = match settings.redis_cluster {
+        false => stage::Kind::Single,
+        true => stage::Kind::Cluster { durable: !settings.no_durable_acks },
+    };
     println!(
-        "chaos: seed {seed}, {} s of faults, 3 servers through {}, {} clients and {} JavaScript members in {} rooms",
-        settings.seconds,
-        match (settings.redis_cluster, settings.no_durable_acks) {
-            (false, _) => "one Redis",
-            (true, false) => "a Redis Cluster (acks after a replica)",
-            (true, true) => "a Redis Cluster (acks without waiting for a replica)",
-        },
-        settings.clients,
-        settings.js_clients,
-        settings.rooms
+        "chaos: seed {seed}, {} s of faults, 3 servers through {store}, {} clients and {} JavaScript members in {} rooms",
+        settings.seconds, settings.clients, settings.js_clients, settings.rooms
     );
     let mut rng = StdRng::seed_from_u64(seed);
     let policies = if rng.random_bool(0.5) { ["skip", "disconnect"] } else { ["disconnect", "skip"] };
-    let store = match (settings.redis_cluster, settings.no_durable_acks) {
-        (false, _) => stage::Kind::Single,
-        (true, false) => stage::Kind::Cluster { durable: true },
-        (true, true) => stage::Kind::Cluster { durable: false },
-    };
     let mut stage = Stage::start(3, &policies, store).await?;
     let mut settings = settings;
     if settings.redis_cluster {

@@ -7,6 +7,7 @@
 use super::proxy::Proxy;
 use crate::redis::{Redis, RedisCluster, scratch_dir};
 use crate::{Failure, start_server};
+use std::fmt;
 use std::time::Duration;
 use tokio::process::Child;
 
@@ -65,6 +66,16 @@ pub enum Kind {
         /// A message is acked once a replica holds it (`--redis-ack-replicas 1`).
         durable: bool,
     },
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Single => "one Redis",
+            Kind::Cluster { durable: true } => "a Redis Cluster (acks after a replica)",
+            Kind::Cluster { durable: false } => "a Redis Cluster (acks without waiting for a replica)",
+        })
+    }
 }
 
 impl Stage {

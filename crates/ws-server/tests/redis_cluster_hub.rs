@@ -677,10 +677,15 @@ async fn http(addr: SocketAddr, request: &str) -> String {
 /// The history of `room` from the server API at `addr` (its key `k`): the
 /// answer's status line and body.
 async fn api_history(addr: SocketAddr, room: &str) -> (String, String) {
-    let body = format!(r#"{{"room":"{room}"}}"#);
+    api(addr, "/api/history", &format!(r#"{{"room":"{room}"}}"#)).await
+}
+
+/// What the server API at `addr` (its key `k`) answers to `body` posted to
+/// `path`: the answer's status line and body.
+async fn api(addr: SocketAddr, path: &str, body: &str) -> (String, String) {
     let headers =
         format!("Host: {addr}\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\nConnection: close", body.len());
-    let answer = http(addr, &format!("POST /api/history HTTP/1.1\r\n{headers}\r\n\r\n{body}")).await;
+    let answer = http(addr, &format!("POST {path} HTTP/1.1\r\n{headers}\r\n\r\n{body}")).await;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     (head.lines().next().unwrap().to_owned(), body.to_owned())
 }
@@ -794,7 +799,7 @@ async fn a_replica_promoted_without_the_last_acked_messages_never_acks_their_seq
     }
     let primary = cluster.primary_of_room(room).await;
     let replica = primary.replicas[0];
-    wait_replicated(&cluster, primary.node, replica).await;
+    cluster.wait_replicated(primary.node, replica).await;
     cluster.cut_off(replica).await;
     assert_eq!(api_publish(servers[0], room, "held by the primary alone").await, 4);
     cluster.kill(primary.node).await;
@@ -813,12 +818,9 @@ async fn a_replica_promoted_without_the_last_acked_messages_never_acks_their_seq
 /// `ATTEMPTS` times: the ack's seq.
 async fn api_publish(addr: SocketAddr, room: &str, content: &str) -> u64 {
     let body = json!({"type": "message", "room": room, "content": content, "id": content}).to_string();
-    let headers =
-        format!("Host: {addr}\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\nConnection: close", body.len());
     for _ in 0..ATTEMPTS {
-        let answer = http(addr, &format!("POST /api/publish HTTP/1.1\r\n{headers}\r\n\r\n{body}")).await;
-        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
-        let reply: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("an envelope: {answer}"));
+        let (status, answer) = api(addr, "/api/publish", &body).await;
+        let reply: Value = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("an envelope: {status} {answer}"));
         if let Some(seq) = reply["seq"].as_u64() {
             return seq;
         }
@@ -826,22 +828,6 @@ async fn api_publish(addr: SocketAddr, room: &str, content: &str) -> u64 {
         tokio::time::sleep(RETRY_PACE).await;
     }
     panic!("{content} not acked in {ATTEMPTS} attempts");
-}
-
-/// Waits until `replica` holds every write its primary `node` had made.
-async fn wait_replicated(cluster: &RedisCluster, node: usize, replica: usize) {
-    let offset = |info: String| -> u64 {
-        let line = info.lines().find_map(|l| l.strip_prefix("master_repl_offset:")).unwrap().trim().to_owned();
-        line.parse().unwrap()
-    };
-    let made = offset(cluster.query(node, &["INFO", "replication"]).await);
-    let held = async {
-        while offset(cluster.query(replica, &["INFO", "replication"]).await) < made {
-            // Between two looks at the replica.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    timeout(PATIENCE, held).await.expect("the replica up to date in time");
 }
 
 /// Without durable acks, a connection's burst through the cluster is

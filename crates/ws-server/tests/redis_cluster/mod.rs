@@ -241,6 +241,22 @@ impl RedisCluster {
         self.nodes[node].kill();
     }
 
+    /// Waits until `replica` holds every write its primary `node` had made.
+    pub(crate) async fn wait_replicated(&self, node: usize, replica: usize) {
+        let offset = |info: String| -> u64 {
+            let line = info.lines().find_map(|l| l.strip_prefix("master_repl_offset:")).unwrap().trim().to_owned();
+            line.parse().unwrap()
+        };
+        let made = offset(self.query(node, &["INFO", "replication"]).await);
+        let held = async {
+            while offset(self.query(replica, &["INFO", "replication"]).await) < made {
+                // Between two looks at the replica.
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        tokio::time::timeout(SETTLE, held).await.expect("the replica up to date in time");
+    }
+
     /// Cuts `replica` off from its primary for good, the cluster knowing
     /// nothing of it: its replication link is closed and it cannot open it
     /// again (it offers a password its primary does not have), so the
