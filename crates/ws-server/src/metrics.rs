@@ -63,6 +63,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Hub connections accepted since the start.
     pub accepted: Counter,
+    /// Of those, the ones that came as streams of an HTTP/2 connection (RFC 8441).
+    pub accepted_h2: Counter,
     /// Hub handshakes refused, by reason.
     pub refused: Family<Reason, Counter>,
     /// Envelopes received from clients.
@@ -161,6 +163,7 @@ impl Default for Metrics {
             registry: Registry::with_prefix("ws"),
             connections: Gauge::default(),
             accepted: Counter::default(),
+            accepted_h2: Counter::default(),
             refused: Family::default(),
             messages_received: Counter::default(),
             messages_sent: Counter::default(),
@@ -184,6 +187,8 @@ impl Metrics {
         let r = &mut self.registry;
         r.register("connections", "Hub connections open now", self.connections.clone());
         r.register("connections_accepted", "Hub connections accepted", self.accepted.clone());
+        let h2 = self.accepted_h2.clone();
+        r.register("connections_accepted_h2", "Hub connections accepted as streams of an HTTP/2 connection", h2);
         r.register("connections_refused", "Hub handshakes refused, by reason", self.refused.clone());
         r.register("messages_received", "Envelopes received from clients", self.messages_received.clone());
         r.register("messages_sent", "Envelopes and room messages queued for clients", self.messages_sent.clone());

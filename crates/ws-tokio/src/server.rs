@@ -100,13 +100,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<S> {
             }
         };
         let protocol = choose(&upgrade);
-        let mut conn = Connection::new(Role::Server, self.options.config);
-        let deflate = self.options.deflate.and_then(|config| Some((config, config.accept_offer(&upgrade.extensions)?)));
-        if let Some((config, (params, _))) = &deflate {
-            conn = conn.with_deflate(params, config);
-        }
-        let extensions = deflate.as_ref().map(|(_, (_, response))| response.as_str());
-        let response = upgrade.accept_response(protocol.as_deref(), extensions);
+        let (conn, extensions) = negotiate(&upgrade, &self.options);
+        let response = upgrade.accept_response(protocol.as_deref(), extensions.as_deref());
         timeout_at(self.deadline, self.io.write_all(&response)).await.map_err(|_| Error::HandshakeTimeout)??;
         Ok(WebSocket::from_parts(self.io, conn, self.options, self.leftover))
     }
@@ -119,6 +114,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<S> {
     /// Answers with a complete HTTP response (for plain HTTP routes) and closes.
     pub async fn respond(mut self, response: &[u8]) -> Result<(), Error> {
         respond_and_shut(&mut self.io, response, self.deadline).await
+    }
+}
+
+/// The server's connection that a validated `upgrade` opens under
+/// `options` (over HTTP/1.1 or HTTP/2 alike): with permessage-deflate if
+/// the client offers terms that `options.deflate` accepts, and then the
+/// `Sec-WebSocket-Extensions` value of the answer.
+pub fn negotiate(upgrade: &Upgrade, options: &Options) -> (Connection, Option<String>) {
+    let conn = Connection::new(Role::Server, options.config);
+    let deflate = options.deflate.and_then(|config| Some((config, config.accept_offer(&upgrade.extensions)?)));
+    match deflate {
+        Some((config, (params, response))) => (conn.with_deflate(&params, &config), Some(response)),
+        None => (conn, None),
     }
 }
 

@@ -83,7 +83,8 @@ pub(super) fn parse_head<'b>(
 /// decide, and what the 101 response needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upgrade {
-    accept: String,
+    /// The `Sec-WebSocket-Accept` of an HTTP/1.1 upgrade; over HTTP/2 there is no key.
+    accept: Option<String>,
     /// The subprotocols the client offers, in its order of preference.
     pub protocols: Vec<String>,
     /// The extensions the client offers, in order.
@@ -109,9 +110,34 @@ impl Upgrade {
         let key = h.get_once("sec-websocket-key").unwrap_or_default();
         let decoded = BASE64.decode(key).map_err(|_| Error::BadUpgrade("Sec-WebSocket-Key is not base64"))?;
         require(decoded.len() == 16, "Sec-WebSocket-Key must be 16 bytes")?;
+        Ok(Upgrade { accept: Some(accept_key(key.as_bytes())), ..Upgrade::offered(h)? })
+    }
+
+    /// Validates `req` as a WebSocket opened over HTTP/2 (RFC 8441 section
+    /// 5): an extended `CONNECT` whose `:protocol` pseudo-header is
+    /// `protocol`, which must be `websocket`, with `Sec-WebSocket-Version: 13`
+    /// ([`Error::UnsupportedVersion`] otherwise). There is no key, and the
+    /// answer is a 200 with the chosen subprotocol and extensions
+    /// (`Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`) as headers.
+    pub fn validate_connect(req: &Request, protocol: Option<&str>) -> Result<Upgrade, Error> {
+        let require = |ok: bool, what: &'static str| if ok { Ok(()) } else { Err(Error::BadUpgrade(what)) };
+        require(req.method == "CONNECT", "the method must be CONNECT")?;
+        require(protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket")), ":protocol must be websocket")?;
+        let version = req.headers.get_once("sec-websocket-version");
+        require(version.is_some(), "exactly one Sec-WebSocket-Version is required")?;
+        if version != Some("13") {
+            return Err(Error::UnsupportedVersion);
+        }
+        Upgrade::offered(&req.headers)
+    }
+
+    /// The subprotocols and extensions offered in `h`, without a key.
+    fn offered(h: &Headers) -> Result<Upgrade, Error> {
         let protocols: Vec<String> = h.list("sec-websocket-protocol").map(str::to_owned).collect();
-        require(protocols.iter().all(|p| is_token(p)), "malformed Sec-WebSocket-Protocol")?;
-        Ok(Upgrade { accept: accept_key(key.as_bytes()), protocols, extensions: ExtensionOffer::parse_all(h)? })
+        if !protocols.iter().all(|p| is_token(p)) {
+            return Err(Error::BadUpgrade("malformed Sec-WebSocket-Protocol"));
+        }
+        Ok(Upgrade { accept: None, protocols, extensions: ExtensionOffer::parse_all(h)? })
     }
 
     /// The first subprotocol the client offers that the server supports.
@@ -119,13 +145,15 @@ impl Upgrade {
         self.protocols.iter().find_map(|p| supported.iter().find(|s| **s == p).copied())
     }
 
-    /// The 101 response, with `protocol` (which must be one the client
-    /// offered) and the agreed `extensions` header value, if any.
+    /// The 101 response of an HTTP/1.1 upgrade, with `protocol` (which must
+    /// be one the client offered) and the agreed `extensions` header value,
+    /// if any. (Over HTTP/2 the answer is a 200 the application makes.)
     pub fn accept_response(&self, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
         debug_assert!(protocol.is_none_or(|p| self.protocols.iter().any(|o| o == p)));
+        debug_assert!(self.accept.is_some(), "an HTTP/2 CONNECT is answered with a 200");
         let mut out = String::with_capacity(160);
         out.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
-        let _ = write!(out, "Sec-WebSocket-Accept: {}\r\n", self.accept);
+        let _ = write!(out, "Sec-WebSocket-Accept: {}\r\n", self.accept.as_deref().unwrap_or_default());
         if let Some(p) = protocol {
             let _ = write!(out, "Sec-WebSocket-Protocol: {p}\r\n");
         }
@@ -205,6 +233,39 @@ mod tests {
         assert!(response.contains("\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(response.contains("\r\nSec-WebSocket-Protocol: chat\r\n"));
         assert!(response.ends_with("\r\n\r\n"));
+    }
+
+    /// An extended CONNECT of RFC 8441 as ws-proto sees it: its pseudo-headers
+    /// taken apart by the HTTP/2 layer, the `:protocol` given beside.
+    fn connect(method: &str, headers: &[(&str, &str)]) -> Request {
+        let headers = headers
+            .iter()
+            .map(|(name, value)| super::super::Header { name: (*name).to_owned(), value: value.as_bytes().to_vec() });
+        Request { method: method.to_owned(), target: "/chat".to_owned(), headers: Headers(headers.collect()) }
+    }
+
+    #[test]
+    fn an_extended_connect_opens_a_websocket_over_http2_without_a_key() {
+        let offer = [
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-protocol", "chat, superchat"),
+            ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+        ];
+        let upgrade = Upgrade::validate_connect(&connect("CONNECT", &offer), Some("websocket")).unwrap();
+        assert_eq!(upgrade.protocols, ["chat", "superchat"]);
+        assert_eq!(upgrade.extensions.len(), 1);
+        let status = |method, headers: &[(&str, &str)], protocol| {
+            Upgrade::validate_connect(&connect(method, headers), protocol).map_err(|e| e.http_status())
+        };
+        let version = [("sec-websocket-version", "13")];
+        assert!(status("CONNECT", &version, Some("WebSocket")).is_ok());
+        assert_eq!(status("GET", &version, Some("websocket")), Err(Some(400)));
+        assert_eq!(status("CONNECT", &version, None), Err(Some(400)));
+        assert_eq!(status("CONNECT", &version, Some("h2c")), Err(Some(400)));
+        assert_eq!(status("CONNECT", &[], Some("websocket")), Err(Some(400)));
+        assert_eq!(status("CONNECT", &[("sec-websocket-version", "8")], Some("websocket")), Err(Some(426)));
+        let bad_protocol = [("sec-websocket-version", "13"), ("sec-websocket-protocol", "a b")];
+        assert_eq!(status("CONNECT", &bad_protocol, Some("websocket")), Err(Some(400)));
     }
 
     #[test]

@@ -48,6 +48,20 @@ pub struct ServerConfig {
     #[arg(long, env = "WS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
 
+    /// Serve cleartext HTTP/2 with prior knowledge (h2c) beside HTTP/1.1, for
+    /// a proxy in front that speaks HTTP/2 to the server: WebSockets then
+    /// come as extended CONNECT streams (RFC 8441), many over one
+    /// connection. With TLS, HTTP/2 is offered by ALPN without this flag.
+    #[arg(long, env = "WS_H2C", conflicts_with = "tls_cert")]
+    pub h2c: bool,
+
+    /// HTTP/2 streams one connection may have open at once
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS): each WebSocket over HTTP/2 is one,
+    /// and counts as a connection for the limits below.
+    #[arg(long, env = "WS_MAX_STREAMS_PER_CONNECTION", default_value_t = 1024, value_name = "COUNT",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+
     /// Serve /echo, which sends every text and binary message back unchanged
     /// (for conformance testing and benchmarks).
     #[arg(long, env = "WS_ECHO")]

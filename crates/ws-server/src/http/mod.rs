@@ -1,19 +1,25 @@
 //! The listener: accepts connections, runs TLS when configured, reads
 //! each request within `--handshake-timeout` and hands it to its route
-//! (routes.rs); at shutdown it stops accepting and waits for every
-//! connection to close.
+//! (routes.rs), or the connection to HTTP/2 (h2.rs) when TLS's ALPN chose
+//! it or, with `--h2c`, it opens with HTTP/2's preface; at shutdown it
+//! stops accepting and waits for every connection to close.
 
 pub mod api;
+mod h2;
 mod plain;
+mod replayed;
 mod routes;
 mod tls;
 
 use crate::config::ServerConfig;
 use crate::policy::limits::Permit;
 use crate::server::Server;
+use bytes::BytesMut;
+use hyper_util::server::graceful::GracefulConnection;
+use replayed::Replayed;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
@@ -144,6 +150,20 @@ fn admit_handshake(server: &Server, tcp: &TcpStream, peer: IpAddr) -> Option<Opt
     }
 }
 
+/// Serves an HTTP connection until it ends, or, once the server shuts
+/// down, until it has ended gracefully: the requests and streams under
+/// way served, no new ones taken.
+async fn until_shutdown<C: GracefulConnection>(connection: C, server: &Server) {
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = server.pulse.shutdown() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
 /// Runs TLS, when configured, then reads the request (counted by `permit`
 /// until then) and serves its route, all of the handshake within
 /// `--handshake-timeout`.
@@ -156,6 +176,7 @@ async fn connection(
 ) -> Result<(), ws_tokio::Error> {
     tcp.set_nodelay(true)?;
     match tls {
+        None if server.config.h2c => Box::pin(h2c_route(tcp, peer, permit, server)).await,
         None => serve_stream(tcp, peer, permit, server).await,
         // Boxed: the TLS handshake's state would otherwise swell the future of
         // every plain connection too, and the heap with it (docs/benchmarks.md).
@@ -189,5 +210,39 @@ async fn tls_route(
     server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
     let stream = timeout_at(deadline, tls.accept(tcp)).await.map_err(|_| ws_tokio::Error::HandshakeTimeout)??;
+    if stream.get_ref().1.alpn_protocol() == Some(tls::H2) {
+        h2::serve(stream, peer, server.clone(), permit).await;
+        return Ok(());
+    }
+    routes::route(stream, peer, permit, deadline, server).await
+}
+
+/// The first bytes of an HTTP/2 connection with prior knowledge (RFC 9113 section 3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// With `--h2c`: reads the connection's first bytes until they are HTTP/2's
+/// preface or cannot be, within `--handshake-timeout`, and serves it as
+/// HTTP/2 or HTTP/1.1, which read those bytes again.
+async fn h2c_route(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    permit: Option<Permit>,
+    server: &Arc<Server>,
+) -> Result<(), ws_tokio::Error> {
+    let deadline = Instant::now() + server.config.handshake_timeout;
+    let mut read = BytesMut::with_capacity(PREFACE.len());
+    while read.len() < PREFACE.len() && PREFACE.starts_with(&read) {
+        let more =
+            timeout_at(deadline, tcp.read_buf(&mut read)).await.map_err(|_| ws_tokio::Error::HandshakeTimeout)??;
+        if more == 0 {
+            return Ok(());
+        }
+    }
+    let h2 = read.starts_with(PREFACE);
+    let stream = Replayed::new(read, tcp);
+    if h2 {
+        h2::serve(stream, peer, server.clone(), permit).await;
+        return Ok(());
+    }
     routes::route(stream, peer, permit, deadline, server).await
 }

@@ -9,9 +9,10 @@
 //! header limits, a body within `--max-message-size` bytes and the same
 //! timeout.
 
+use super::replayed::Replayed;
 use crate::policy::limits::Permit;
 use crate::server::Server;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
@@ -20,10 +21,8 @@ use hyper::header::{
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The content type of `/metrics`.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -69,15 +68,7 @@ where
         let server = routes.clone();
         async move { Ok::<_, Infallible>(route(request, &server).await) }
     });
-    let connection = http.serve_connection(TokioIo::new(Replayed { read, stream }), service);
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = server.pulse.shutdown() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
+    super::until_shutdown(http.serve_connection(TokioIo::new(Replayed::new(read, stream)), service), &server).await;
 }
 
 /// Sends the request where its path says. A WebSocket upgrade that is
@@ -88,7 +79,8 @@ async fn route(request: Request<Incoming>, server: &Server) -> Answer {
     if upgrade { closing(answer) } else { answer }
 }
 
-async fn dispatch(request: Request<Incoming>, server: &Server) -> Answer {
+/// Serves a plain request (over HTTP/1.1 or HTTP/2) at its path.
+pub(super) async fn dispatch(request: Request<Incoming>, server: &Server) -> Answer {
     let path = request.uri().path().to_owned();
     match path.as_str() {
         "/" => answer(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE),
@@ -155,53 +147,5 @@ pub(super) async fn read_body(request: Request<Incoming>, max: usize, server: &S
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLong(max)),
         Ok(Err(_)) => Err(BodyError::Failed),
-    }
-}
-
-/// A stream whose first bytes, already read from it, are read again.
-struct Replayed<S> {
-    read: BytesMut,
-    stream: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if self.read.is_empty() {
-            return Pin::new(&mut self.stream).poll_read(cx, buf);
-        }
-        let n = self.read.len().min(buf.remaining());
-        buf.put_slice(&self.read[..n]);
-        self.read.advance(n);
-        if self.read.is_empty() {
-            // Let go of the buffer: the connection may stay open long.
-            self.read = BytesMut::new();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

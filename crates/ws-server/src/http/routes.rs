@@ -46,26 +46,45 @@ pub(super) async fn route<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
 }
 
-/// Admits a hub connection (Origin, token, then the connection limits) and runs its session.
+/// Admits a hub connection (`admit`) and runs its session.
 async fn hub_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     handshake: Handshake<S>,
     peer: SocketAddr,
     server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
-    let (config, request) = (&server.config, handshake.request());
+    let (identity, permit) = match admit(server, handshake.request(), peer, None).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return handshake.reject(refusal.status, &refusal.reason).await,
+    };
+    let ws = handshake.accept(|_| None).await?;
+    start_hub_session(ws, identity, permit, "http/1.1", server);
+    Ok(())
+}
+
+/// Admits a hub connection's `request` from `peer`, over HTTP/1.1 or as
+/// the `stream`-th WebSocket of an HTTP/2 connection: its Origin, its token
+/// or the connect hook, then the connection limits. A refusal is logged and
+/// counted.
+pub(super) async fn admit(
+    server: &Server,
+    request: &Request,
+    peer: SocketAddr,
+    stream: Option<u64>,
+) -> Result<(Identity, Permit), Refusal> {
+    let config = &server.config;
     let address = client_address(peer.ip(), request.headers.get("x-forwarded-for"), &config.trusted_proxies);
     let metrics = &server.metrics;
     if !origin_allowed(request.origin(), request.headers.get("host"), &config.allowed_origins) {
         warn!(%address, origin = request.origin(), "refused: origin not allowed");
         metrics.refuse("origin");
-        return handshake.reject(403, "origin not allowed").await;
+        return Err(Refusal { status: 403, reason: "origin not allowed".into() });
     }
     let identity = match identify(server, request, address).await {
         Ok(identity) => identity,
         Err((refusal, label)) => {
             warn!(%address, "refused: {}", refusal.reason);
             metrics.refuse(label);
-            return handshake.reject(refusal.status, &refusal.reason).await;
+            return Err(refusal);
         }
     };
     let permit = match server.limits.admit(address) {
@@ -73,21 +92,38 @@ async fn hub_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         Err(refusal) => {
             warn!(%address, "refused: {}", refusal.reason());
             metrics.refuse(refusal.label());
-            return handshake.reject(refusal.status(), refusal.reason()).await;
+            return Err(Refusal { status: refusal.status(), reason: refusal.reason().into() });
         }
     };
-    let ws = handshake.accept(|_| None).await?;
-    // The peer's own port tells its connections apart; a forwarded address has none.
+    // The peer's own port tells its connections apart, and the stream's
+    // number those of one HTTP/2 connection; a forwarded address has neither.
     let identity = identity.unwrap_or_else(|| {
-        Identity::anonymous(if address == peer.ip() { peer.to_string() } else { address.to_string() })
+        Identity::anonymous(match stream {
+            _ if address != peer.ip() => address.to_string(),
+            Some(stream) => format!("{peer}/{stream}"),
+            None => peer.to_string(),
+        })
     });
-    info!(sender = %identity.name, "hub connection open");
-    metrics.accepted.inc();
+    Ok((identity, permit))
+}
+
+/// Runs an admitted hub connection's session, which came over `protocol`.
+pub(super) fn start_hub_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    ws: WebSocket<S>,
+    identity: Identity,
+    permit: Permit,
+    protocol: &'static str,
+    server: &Arc<Server>,
+) {
+    info!(sender = %identity.name, protocol, "hub connection open");
+    server.metrics.accepted.inc();
+    if protocol == super::h2::PROTOCOL {
+        server.metrics.accepted_h2.inc();
+    }
     // The session runs as a task of its own: its future is a fraction of
     // this one, which holds the state of every route, and it lives as long as
     // the connection.
     server.tasks.spawn(Session::start(ws, identity, server.clone(), permit));
-    Ok(())
 }
 
 /// Who a hub handshake's `request` from `address` speaks for: with a JWT
@@ -113,15 +149,20 @@ async fn identify(
 }
 
 /// Accepts an echo connection and runs it as a task of its own, as a hub
-/// session runs. It takes messages up to ws-proto's default limits (64 MiB),
-/// as the Autobahn testsuite and benchmarks need.
+/// session runs.
 async fn echo_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     handshake: Handshake<S>,
     peer: SocketAddr,
     server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
-    let options = Options { config: ws_proto::Config::default(), ..*handshake.options() };
+    let options = echo_options(handshake.options());
     let ws: WebSocket<S> = handshake.with_options(options).accept(|_| None).await?;
     server.tasks.spawn(Echo::new(ws, peer, server.clone()));
     Ok(())
+}
+
+/// The options of an echo connection: it takes messages up to ws-proto's
+/// default limits (64 MiB), as the Autobahn testsuite and benchmarks need.
+pub(super) fn echo_options(options: &Options) -> Options {
+    Options { config: ws_proto::Config::default(), ..*options }
 }
