@@ -3,7 +3,9 @@
 //! WebDriver (chromedriver, with fantoccini), chat through the hub, see
 //! each other in the presence list, lose the hub to a restart, reconnect on
 //! their own and go on, each message shown once; the dashboard page
-//! updates in place from the server API's publishes.
+//! updates in place from the server API's publishes. And one Chromium on
+//! the demo over HTTPS (a certificate made here, which it is told to
+//! trust), whose WebSocket comes over HTTP/2 (RFC 8441).
 //!
 //! It needs Debian's `chromium` and `chromium-driver`, which `.ci/run`
 //! installs. Without them it says so in one line and passes, unless
@@ -23,6 +25,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use ws_proto::Message;
 use ws_server::config::ServerConfig;
 use ws_server::http::{Running, spawn};
@@ -39,6 +42,20 @@ fn output_folder() -> PathBuf {
 
 fn installed(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Whether Chromium or chromedriver is missing, which fails the test when
+/// `WS_REQUIRE_BROWSER=1` and is otherwise said in one line.
+fn no_browser() -> bool {
+    if installed("chromium") && installed("chromedriver") {
+        return false;
+    }
+    let why = "the browser test needs chromium and chromedriver (apt-get install chromium chromium-driver)";
+    assert!(std::env::var("WS_REQUIRE_BROWSER").as_deref() != Ok("1"), "WS_REQUIRE_BROWSER=1, but {why}");
+    // Straight to standard error, past the test harness's capture: the skip must show.
+    let skipped = format!("browser test skipped: {why}; WS_REQUIRE_BROWSER=1 makes this a failure\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), skipped.as_bytes());
+    true
 }
 
 /// The server API's key of the test's hubs.
@@ -72,22 +89,29 @@ async fn chromedriver() -> (tokio::process::Child, String) {
 
 /// A headless Chromium with a fresh profile, on the page `path` at `addr`.
 async fn browser(driver: &str, name: &str, addr: SocketAddr, path: &str) -> Client {
+    let client = chromium(driver, name, &[]).await;
+    client.goto(&format!("http://{addr}{path}")).await.unwrap();
+    client
+}
+
+/// A headless Chromium with a fresh profile named after `name`, and `more` arguments.
+async fn chromium(driver: &str, name: &str, more: &[String]) -> Client {
     let profile = output_folder().join(format!("profile-{name}-{}", std::process::id()));
-    let args = [
+    let mut args = [
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
         "--disable-background-networking",
         "--no-first-run",
-        &format!("--user-data-dir={}", profile.display()),
-    ];
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    args.extend_from_slice(more);
     let capabilities = json!({"goog:chromeOptions": {"args": args}});
     let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
-    let client =
-        ClientBuilder::new(HttpConnector::new()).capabilities(capabilities).connect(driver).await.expect("a browser");
-    client.goto(&format!("http://{addr}{path}")).await.unwrap();
-    client
+    ClientBuilder::new(HttpConnector::new()).capabilities(capabilities).connect(driver).await.expect("a browser")
 }
 
 /// Waits until the page's status line says `status`.
@@ -135,12 +159,7 @@ async fn publish(addr: SocketAddr, said: serde_json::Value) {
 
 #[tokio::test]
 async fn the_demo_pages_chat_come_back_after_a_restart_and_feed_the_dashboard_in_chromium() {
-    if !installed("chromium") || !installed("chromedriver") {
-        let why = "the browser test needs chromium and chromedriver (apt-get install chromium chromium-driver)";
-        assert!(std::env::var("WS_REQUIRE_BROWSER").as_deref() != Ok("1"), "WS_REQUIRE_BROWSER=1, but {why}");
-        // Straight to standard error, past the test harness's capture: the skip must show.
-        let skipped = format!("browser test skipped: {why}; WS_REQUIRE_BROWSER=1 makes this a failure\n");
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), skipped.as_bytes());
+    if no_browser() {
         return;
     }
     let first = server("127.0.0.1:0").await;
@@ -202,4 +221,69 @@ async fn the_demo_pages_chat_come_back_after_a_restart_and_feed_the_dashboard_in
     assert_eq!(tile_shows(&dashboard, "price", "64211").await, 1, "updated in place");
     assert_eq!(tile_shows(&dashboard, "volume", "3").await, 1);
     dashboard.close().await.unwrap();
+}
+
+/// A hub serving TLS with a certificate for localhost made here, the
+/// Chromium argument that trusts that certificate's key, and the certificate.
+async fn tls_server() -> (Running, String, CertificateDer<'static>) {
+    use base64::Engine;
+    use sha2::Digest;
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (output_folder().join("http2.crt"), output_folder().join("http2.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let flags = ["ws-server", "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key];
+    let running = spawn(ServerConfig::parse_from(flags)).await.unwrap();
+    let spki = sha2::Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&made.signing_key));
+    let trust =
+        format!("--ignore-certificate-errors-spki-list={}", base64::engine::general_purpose::STANDARD.encode(spki));
+    (running, trust, made.cert.der().clone())
+}
+
+/// The metrics of the hub at `addr`, over TLS (HTTP/1.1, no ALPN), trusting `certificate`.
+async fn metrics_over_tls(addr: SocketAddr, certificate: CertificateDer<'static>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
+    let mut roots = RootCertStore::empty();
+    roots.add(certificate).unwrap();
+    let config = ClientConfig::builder_with_provider(std::sync::Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = Vec::new();
+    // The server closes without a TLS close_notify after `Connection: close`, which rustls reports.
+    let _ = timeout(PATIENCE, tls.read_to_end(&mut response)).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Chromium loads the demo over HTTPS, HTTP/2 chosen by ALPN, and opens
+/// its WebSocket as a stream of that connection (RFC 8441), which the
+/// server's metrics count; the chat works over it.
+#[tokio::test]
+async fn the_demo_page_chats_over_http2_in_chromium() {
+    if no_browser() {
+        return;
+    }
+    let (running, trust, certificate) = tls_server().await;
+    let addr = running.addr;
+    let (_driver, driver_url) = chromedriver().await;
+    let page = chromium(&driver_url, "http2", &[trust]).await;
+    page.goto(&format!("https://localhost:{}/", addr.port())).await.unwrap();
+    status_is(&page, "connected").await;
+    shows(&page, "joined general").await;
+    say(&page, "hello over http/2").await;
+    assert_eq!(shows(&page, "hello over http/2").await, 1);
+    let metrics = metrics_over_tls(addr, certificate).await;
+    assert!(metrics.contains("\nws_connections_accepted_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nws_connections_accepted_h2_total 1\n"),
+        "the page's WebSocket came over HTTP/2: {metrics}"
+    );
+    page.close().await.unwrap();
 }
