@@ -26,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod http2;
 pub mod hub;
 pub mod tls;
 
@@ -54,6 +55,10 @@ pub struct ClientSettings {
     pub deflate: Option<DeflateConfig>,
     /// How long connecting and the opening handshake may take.
     pub handshake_timeout: Duration,
+    /// Open the WebSocket over HTTP/2 (RFC 8441), as a stream of a
+    /// connection of its own: TLS with ALPN `h2` for `wss://`, prior
+    /// knowledge for `ws://`. ([`http2::Http2`] opens many over one.)
+    pub http2: bool,
 }
 
 impl Default for ClientSettings {
@@ -66,22 +71,23 @@ impl Default for ClientSettings {
             headers: Vec::new(),
             deflate: Some(DeflateConfig::default()),
             handshake_timeout: Duration::from_secs(10),
+            http2: false,
         }
     }
 }
 
-/// Connects with `settings`, over TLS for `wss://`: the WebSocket and the
+/// Connects with `settings`, over TLS for `wss://` (and over HTTP/2 with
+/// `settings.http2`): the WebSocket and the
 /// server's response (its chosen subprotocol and the extensions it agreed
 /// to). Connecting, TLS and the opening handshake together take at most
 /// `handshake_timeout`.
 pub async fn connect(settings: &ClientSettings) -> Result<(WebSocket<Stream>, Response), ws_tokio::Error> {
-    let options = ClientOptions {
-        protocols: settings.protocols.clone(),
-        headers: settings.headers.clone(),
-        socket: Options { deflate: settings.deflate, ..Options::default() },
-        handshake_timeout: settings.handshake_timeout,
-    };
+    let options = client_options(settings);
     let target = Target::new(&settings.url, &options)?;
+    if settings.http2 {
+        let opening = async { http2::Http2::connect(settings).await?.open(&target.request.target).await };
+        return timeout(settings.handshake_timeout, opening).await.map_err(|_| ws_tokio::Error::HandshakeTimeout)?;
+    }
     let connecting = async {
         let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
         tcp.set_nodelay(true)?;
@@ -92,4 +98,14 @@ pub async fn connect(settings: &ClientSettings) -> Result<(WebSocket<Stream>, Re
         handshake(stream, &target.request, options.socket).await
     };
     timeout(settings.handshake_timeout, connecting).await.map_err(|_| ws_tokio::Error::HandshakeTimeout)?
+}
+
+/// What `settings` offer, as ws-tokio's client takes it.
+fn client_options(settings: &ClientSettings) -> ClientOptions {
+    ClientOptions {
+        protocols: settings.protocols.clone(),
+        headers: settings.headers.clone(),
+        socket: Options { deflate: settings.deflate, ..Options::default() },
+        handshake_timeout: settings.handshake_timeout,
+    }
 }

@@ -55,6 +55,11 @@ struct Args {
     #[arg(long)]
     insecure: bool,
 
+    /// Open the WebSocket over HTTP/2 (RFC 8441): TLS with ALPN h2 for
+    /// wss://, prior knowledge for ws:// (a server with --h2c).
+    #[arg(long)]
+    http2: bool,
+
     /// A subprotocol to offer (repeatable, in order of preference).
     #[arg(long = "subprotocol", value_name = "NAME")]
     subprotocols: Vec<String>,
@@ -108,6 +113,7 @@ impl Args {
             protocols: self.subprotocols.clone(),
             headers,
             deflate,
+            http2: self.http2,
             ..ClientSettings::default()
         })
     }

@@ -1,6 +1,8 @@
 //! `wss://`: TLS over TCP with rustls (the ring provider), trusting the
 //! webpki roots, a given CA file, or, for development only, anything.
 
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use std::io::{Error, ErrorKind, IoSlice};
 use std::path::Path;
 use std::pin::Pin;
@@ -28,20 +30,41 @@ pub enum Trust {
     Insecure,
 }
 
-/// The stream under a client's WebSocket: TCP for `ws://`, TLS over TCP for `wss://`.
+/// The stream under a client's WebSocket: TCP for `ws://`, TLS over TCP
+/// for `wss://`, or a stream of an HTTP/2 connection over either.
 #[derive(Debug)]
 pub enum Stream {
     /// `ws://`.
     Plain(TcpStream),
     /// `wss://`.
     Tls(Box<TlsStream<TcpStream>>),
+    /// A stream of an HTTP/2 connection (RFC 8441: crate::http2).
+    Http2(Box<TokioIo<Upgraded>>),
 }
+
+/// The ALPN name of HTTP/2 over TLS.
+const H2: &[u8] = b"h2";
 
 /// Runs the TLS handshake over `tcp` with the server `host`, trusting `trust`.
 pub async fn connect(tcp: TcpStream, host: &str, trust: &Trust) -> Result<Stream, Error> {
+    Ok(Stream::Tls(Box::new(handshake(tcp, host, config(trust)?).await?)))
+}
+
+/// Runs the TLS handshake over `tcp` with the server `host`, trusting
+/// `trust`, and asks for HTTP/2 by ALPN, which the server must choose.
+pub async fn connect_h2(tcp: TcpStream, host: &str, trust: &Trust) -> Result<TlsStream<TcpStream>, Error> {
+    let mut config = config(trust)?;
+    config.alpn_protocols = vec![H2.to_vec()];
+    let tls = handshake(tcp, host, config).await?;
+    match tls.get_ref().1.alpn_protocol() {
+        Some(H2) => Ok(tls),
+        _ => Err(Error::new(ErrorKind::Unsupported, format!("{host} does not speak HTTP/2 (ALPN h2)"))),
+    }
+}
+
+async fn handshake(tcp: TcpStream, host: &str, config: ClientConfig) -> Result<TlsStream<TcpStream>, Error> {
     let name = ServerName::try_from(host.to_owned()).map_err(|e| Error::new(ErrorKind::InvalidInput, e))?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config(trust)?));
-    Ok(Stream::Tls(Box::new(connector.connect(name, tcp).await?)))
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await
 }
 
 fn config(trust: &Trust) -> Result<ClientConfig, Error> {
@@ -119,6 +142,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Stream::Http2(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -128,6 +152,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            Stream::Http2(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -139,6 +164,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Http2(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -146,6 +172,7 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Plain(tcp) => tcp.is_write_vectored(),
             Stream::Tls(tls) => tls.is_write_vectored(),
+            Stream::Http2(stream) => stream.is_write_vectored(),
         }
     }
 
@@ -153,6 +180,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            Stream::Http2(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
         }
     }
 
@@ -160,6 +188,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            Stream::Http2(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
         }
     }
 }

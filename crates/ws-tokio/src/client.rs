@@ -136,6 +136,18 @@ async fn refusal_reason<S: AsyncRead + Unpin>(io: &mut S, mut buf: BytesMut) -> 
     String::from_utf8_lossy(body).trim().lines().next().unwrap_or_default().to_owned()
 }
 
+/// The client's WebSocket over `io`, a stream whose opening handshake
+/// `response` answered elsewhere (an HTTP/2 stream, RFC 8441): with
+/// permessage-deflate if the server agreed to the offer.
+pub fn from_response<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    response: &Response,
+    options: Options,
+) -> Result<WebSocket<S>, Error> {
+    let conn = client_connection(response, &options)?;
+    Ok(WebSocket::from_parts(io, conn, options, BytesMut::new()))
+}
+
 /// The client's protocol state, with permessage-deflate if the server agreed
 /// to the offer (at most once, with parameters the offer allows).
 fn client_connection(response: &Response, options: &Options) -> Result<Connection, Error> {

@@ -49,14 +49,32 @@ impl ClientRequest {
             let _ = write!(out, "{name}: {value}\r\n");
         }
         out.push_str("\r\n");
-        let offered_extensions =
+        Ok((self.handshake(Some(accept_key(key.as_bytes()))), out.into_bytes()))
+    }
+
+    /// The header fields of the same request as an HTTP/2 extended CONNECT
+    /// (RFC 8441 section 5), whose `:protocol` is `websocket`, `:authority`
+    /// the `host` and `:path` the `target`, which the HTTP/2 layer sends;
+    /// and the state needed to check the answer. There is no key.
+    pub fn connect_headers(&self) -> Result<(ClientHandshake, Vec<(String, String)>), Error> {
+        self.check()?;
+        let mut headers = vec![("sec-websocket-version".to_owned(), "13".to_owned())];
+        if !self.protocols.is_empty() {
+            headers.push(("sec-websocket-protocol".to_owned(), self.protocols.join(", ")));
+        }
+        if !self.extensions.is_empty() {
+            headers.push(("sec-websocket-extensions".to_owned(), self.extensions.join(", ")));
+        }
+        headers.extend(self.headers.iter().cloned());
+        Ok((self.handshake(None), headers))
+    }
+
+    /// The state that checks the answer to this request, with the
+    /// `Sec-WebSocket-Accept` it expects over HTTP/1.1.
+    fn handshake(&self, accept: Option<String>) -> ClientHandshake {
+        let extensions =
             self.extensions.iter().map(|e| e.split(';').next().unwrap_or_default().trim().to_owned()).collect();
-        let handshake = ClientHandshake {
-            accept: accept_key(key.as_bytes()),
-            protocols: self.protocols.clone(),
-            extensions: offered_extensions,
-        };
-        Ok((handshake, out.into_bytes()))
+        ClientHandshake { accept, protocols: self.protocols.clone(), extensions }
     }
 
     /// Refuses anything that would break the request head: line breaks,
@@ -77,7 +95,8 @@ impl ClientRequest {
 /// A sent request's state, to validate the server's response against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientHandshake {
-    accept: String,
+    /// Over HTTP/1.1, the `Sec-WebSocket-Accept` that the key asks for.
+    accept: Option<String>,
     protocols: Vec<String>,
     extensions: Vec<String>,
 }
@@ -110,11 +129,24 @@ impl ClientHandshake {
         Ok(Some((self.validate(headers)?, len)))
     }
 
+    /// Validates the answer to an HTTP/2 extended CONNECT
+    /// ([`ClientRequest::connect_headers`]): its `status`, which must be
+    /// 200 (else [`Error::UnexpectedStatus`]), and its header fields.
+    pub fn validate_connect(&self, status: u16, headers: Headers) -> Result<Response, Error> {
+        if status != 200 {
+            let location = headers.get("location").map(str::to_owned);
+            return Err(Error::UnexpectedStatus { status, location });
+        }
+        self.validate(headers)
+    }
+
     fn validate(&self, headers: Headers) -> Result<Response, Error> {
         let require = |ok: bool, what: &'static str| if ok { Ok(()) } else { Err(Error::BadResponse(what)) };
-        require(headers.has_token("upgrade", "websocket"), "Upgrade must be websocket")?;
-        require(headers.has_token("connection", "upgrade"), "Connection must list upgrade")?;
-        require(headers.get("sec-websocket-accept") == Some(self.accept.as_str()), "wrong Sec-WebSocket-Accept")?;
+        if let Some(accept) = &self.accept {
+            require(headers.has_token("upgrade", "websocket"), "Upgrade must be websocket")?;
+            require(headers.has_token("connection", "upgrade"), "Connection must list upgrade")?;
+            require(headers.get("sec-websocket-accept") == Some(accept.as_str()), "wrong Sec-WebSocket-Accept")?;
+        }
         let protocols: Vec<&str> = headers.list("sec-websocket-protocol").collect();
         require(protocols.len() <= 1, "more than one subprotocol")?;
         let protocol = protocols.first().map(|p| p.to_string());
@@ -155,6 +187,35 @@ mod tests {
         assert_eq!((response.protocol.as_deref(), len), (Some("superchat"), answer.len()));
     }
 
+    /// Over HTTP/2 the same offer goes as header fields, without a key, and
+    /// the server's side takes it as an extended CONNECT.
+    #[test]
+    fn client_and_server_agree_over_http2() {
+        let (handshake, headers) = request().connect_headers().unwrap();
+        let headers = Headers(
+            headers
+                .iter()
+                .map(|(name, value)| super::super::Header { name: name.clone(), value: value.clone().into() })
+                .collect(),
+        );
+        assert!(headers.get("sec-websocket-key").is_none());
+        let connect = Request { method: "CONNECT".into(), target: "/chat?x=1".into(), headers };
+        let upgrade = Upgrade::validate_connect(&connect, Some("websocket")).unwrap();
+        assert_eq!((upgrade.protocols.len(), upgrade.extensions[0].name.as_str()), (2, "permessage-deflate"));
+        let answer = |fields: &[(&str, &str)]| {
+            let fields = fields
+                .iter()
+                .map(|(name, value)| super::super::Header { name: (*name).into(), value: value.as_bytes().to_vec() });
+            Headers(fields.collect())
+        };
+        let response = handshake.validate_connect(200, answer(&[("sec-websocket-protocol", "superchat")])).unwrap();
+        assert_eq!(response.protocol.as_deref(), Some("superchat"));
+        let refused = handshake.validate_connect(403, answer(&[]));
+        assert_eq!(refused, Err(Error::UnexpectedStatus { status: 403, location: None }));
+        assert!(handshake.validate_connect(200, answer(&[("sec-websocket-protocol", "other")])).is_err());
+        assert!(handshake.validate_connect(200, answer(&[("sec-websocket-extensions", "x-unknown")])).is_err());
+    }
+
     #[test]
     fn keys_are_random() {
         let (a, _) = request().encode().unwrap();
@@ -166,14 +227,14 @@ mod tests {
     fn bad_responses() {
         let config = Config::default();
         let (handshake, _) = request().encode().unwrap();
+        let accept = handshake.accept.clone().unwrap();
         let good = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            handshake.accept
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
         );
         assert!(handshake.parse_response(good.as_bytes(), &config).unwrap().is_some());
         assert_eq!(handshake.parse_response(&good.as_bytes()[..20], &config), Ok(None));
         let cases = [
-            good.replacen(&handshake.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", 1),
+            good.replacen(&accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", 1),
             good.replacen("Upgrade: websocket", "Upgrade: h2c", 1),
             good.replacen("Connection: Upgrade", "Connection: close", 1),
             good.replacen("\r\n\r\n", "\r\nSec-WebSocket-Protocol: other\r\n\r\n", 1),
