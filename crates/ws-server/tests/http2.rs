@@ -237,7 +237,8 @@ async fn each_websocket_stream_counts_as_a_connection_for_the_limits() {
 
 #[tokio::test]
 async fn a_stream_reset_ends_its_session_and_its_presence() {
-    let addr = server(&["--h2c", "--max-connections-per-ip", "0"]).await;
+    // No rate limit: presence is asked for until it changes.
+    let addr = server(&["--h2c", "--max-connections-per-ip", "0", "--rate-limit", "0"]).await;
     let mut connection = h2(addr).await;
     let mut stays = member(&mut connection, addr).await;
     let goes = member(&mut connection, addr).await;
@@ -321,4 +322,54 @@ async fn a_shutdown_closes_each_streams_session_with_1001() {
         assert_eq!(close, Some(ws_proto::CloseCode::GOING_AWAY));
     }
     timeout(PATIENCE, stopping).await.unwrap().unwrap().unwrap();
+}
+
+/// The server announces RFC 8441's SETTINGS_ENABLE_CONNECT_PROTOCOL and its
+/// bound on streams open at once (SETTINGS_MAX_CONCURRENT_STREAMS), which a
+/// client then keeps to: seen through the h2 crate itself.
+#[tokio::test]
+async fn the_server_announces_extended_connect_and_its_bound_on_streams() {
+    let addr = server(&["--h2c", "--max-streams-per-connection", "2"]).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, mut connection) = timeout(PATIENCE, h2::client::handshake(tcp)).await.unwrap().unwrap();
+    let mut ping_pong = connection.ping_pong().unwrap();
+    // The server's SETTINGS come before its answer to the ping.
+    tokio::select! {
+        pong = ping_pong.ping(h2::Ping::opaque()) => drop(pong.unwrap()),
+        ended = &mut connection => panic!("the connection ended: {ended:?}"),
+        () = tokio::time::sleep(PATIENCE) => panic!("no pong in time"),
+    }
+    assert_eq!(connection.max_concurrent_send_streams(), 2);
+    assert!(send.is_extended_connect_protocol_enabled());
+}
+
+/// A connection lost with streams open ends every stream's session: each
+/// leaves its rooms and presence.
+#[tokio::test]
+async fn a_connection_lost_with_streams_open_ends_each_streams_session() {
+    // No rate limit: presence is asked for until it changes.
+    let addr = server(&["--h2c", "--max-connections-per-ip", "0", "--rate-limit", "0"]).await;
+    // A second handle on the socket, to end it under the HTTP/2 connection.
+    let socket = TcpStream::connect(addr).await.unwrap().into_std().unwrap();
+    let cut = socket.try_clone().unwrap();
+    let mut connection = handshake(TcpStream::from_std(socket).unwrap()).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(member(&mut connection, addr).await);
+    }
+    let mut watcher = Client::connect(addr).await;
+    watcher.expect(json!({"type": "joined", "room": "general"})).await;
+    watcher.send(json!({"type": "presence", "room": "general"})).await;
+    assert_eq!(watcher.until(json!({"type": "presence"})).await["count"], 4);
+    cut.shutdown(std::net::Shutdown::Both).unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        watcher.send(json!({"type": "presence", "room": "general"})).await;
+        let presence = watcher.until(json!({"type": "presence"})).await;
+        if presence["count"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the lost connection's streams are still present: {presence}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

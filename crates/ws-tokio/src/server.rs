@@ -27,19 +27,35 @@ pub struct Handshake<S> {
 /// Reads a request head from `io` within `timeout`. A head that breaks the
 /// bounds of `options.config` or is not HTTP/1.1 is answered with its status
 /// (431 or 400) before the error is returned.
-pub async fn read_request<S>(mut io: S, options: Options, timeout: Duration) -> Result<Handshake<S>, Error>
+pub async fn read_request<S>(io: S, options: Options, timeout: Duration) -> Result<Handshake<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    read_request_after(io, BytesMut::new(), options, timeout).await
+}
+
+/// [`read_request`] of a stream whose first bytes, `read`, were read from
+/// it already (to tell HTTP/2's preface from a request, say).
+pub async fn read_request_after<S>(
+    mut io: S,
+    read: BytesMut,
+    options: Options,
+    timeout: Duration,
+) -> Result<Handshake<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let deadline = Instant::now() + timeout;
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = read;
+    // Room for a request of 1 KiB in all, as for one not begun.
+    buf.reserve(1024usize.saturating_sub(buf.len()));
     let read = async {
         loop {
-            if io.read_buf(&mut buf).await? == 0 {
-                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
             if let Some(parsed) = Request::parse(&buf, &options.config)? {
                 return Ok(parsed);
+            }
+            if io.read_buf(&mut buf).await? == 0 {
+                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
         }
     };

@@ -2,7 +2,7 @@
 //! that comes back is counted and answered with a new message, all the
 //! messages one read brings answered in one write.
 
-use crate::wire::{CLOSE, Conn, Target, client_frame, close_reason};
+use crate::wire::{CLOSE, Conn, client_frame, close_reason};
 use crate::{Run, Shared, open_all};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -33,7 +33,7 @@ pub(crate) struct Options {
 }
 
 pub(crate) async fn run(options: &Options, run: &Run) -> Result<Value, Failure> {
-    let target = Target::parse(&options.url)?;
+    let target = run.target(&options.url).await?;
     let (opcode, byte) = if options.text { (OpCode::Text, b'x') } else { (OpCode::Binary, 0x5a) };
     let frame = client_frame(opcode, &vec![byte; options.size]);
     let batch: Rc<[u8]> = frame.repeat(options.depth).into();

@@ -13,14 +13,13 @@
 //! sockets per message as fast as a server writes them, so without it the
 //! latency is mostly this generator's; with it, mostly the server's.
 
-use crate::wire::{CLOSE, Conn, Reader, Target, client_frame, close_reason};
+use crate::wire::{CLOSE, Conn, Reader, WriteHalf, client_frame, close_reason};
 use crate::{Run, Shared, open_all};
 use serde_json::{Value, json};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use ws_benches::Failure;
 use ws_proto::frame::OpCode;
@@ -67,7 +66,7 @@ const STALL: Duration = Duration::from_secs(30);
 const LAZY_READS: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(options: &Options, run: &Run) -> Result<Value, Failure> {
-    let target = Target::parse(&options.url)?;
+    let target = run.target(&options.url).await?;
     let ring = options.window.max(1) * RING_PER_WINDOW;
     let room = Rc::new(Room {
         ready: Cell::new(0),
@@ -200,12 +199,7 @@ struct Pacing {
 }
 
 /// Publishes ticks until the run stops.
-async fn publish(
-    mut writer: OwnedWriteHalf,
-    pacing: Pacing,
-    room: Rc<Room>,
-    shared: Rc<Shared>,
-) -> Result<(), Failure> {
+async fn publish(mut writer: WriteHalf, pacing: Pacing, room: Rc<Room>, shared: Rc<Shared>) -> Result<(), Failure> {
     let Pacing { receivers, rate, window, padding } = pacing;
     let mut pace = rate.map(|rate| tokio::time::interval(Duration::from_secs_f64(1.0 / rate)));
     for n in 0u64.. {

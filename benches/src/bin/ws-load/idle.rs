@@ -4,7 +4,7 @@
 //! its one exchange before it falls idle.
 
 use crate::browser::{CHROMIUM_OFFER, Tally, exchange};
-use crate::wire::{Conn, Reader, Target};
+use crate::wire::{Conn, Reader};
 use crate::{Run, open_all};
 use serde_json::{Value, json};
 use std::cell::Cell;
@@ -35,7 +35,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 const EXCHANGES: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(options: &Options, run: &Run) -> Result<Value, Failure> {
-    let mut target = Target::parse(&options.url)?;
+    let mut target = run.target(&options.url).await?;
     let tally = Rc::new(Tally::default());
     let next = Rc::new(Cell::new(0));
     let hold = |conn: Conn| {

@@ -18,8 +18,12 @@ mod idle;
 mod soak;
 mod wire;
 
+use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+use http_body_util::Empty;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -40,6 +44,11 @@ struct Args {
     /// Seconds the measurement lasts.
     #[arg(long, global = true, default_value_t = 5.0)]
     duration: f64,
+    /// Open every WebSocket as a stream of one HTTP/2 connection in
+    /// cleartext (RFC 8441, prior knowledge: a ws-server with `--h2c`)
+    /// rather than on a TCP connection of its own.
+    #[arg(long, global = true)]
+    http2: bool,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -127,6 +136,8 @@ impl Shared {
 struct Run {
     shared: Rc<Shared>,
     pid: Option<u32>,
+    /// With `--http2`, the connection once it is made.
+    http2: Option<RefCell<Option<SendRequest<Empty<Bytes>>>>>,
     warmup: Duration,
     duration: Duration,
 }
@@ -143,6 +154,7 @@ impl Run {
         Run {
             shared: Rc::new(shared),
             pid: args.pid,
+            http2: args.http2.then(RefCell::default),
             warmup: Duration::from_secs_f64(args.warmup),
             duration: Duration::from_secs_f64(args.duration),
         }
@@ -205,6 +217,24 @@ impl Run {
             Some(failure) => Err(failure.clone().into()),
             None => Ok(()),
         }
+    }
+
+    /// The WebSocket endpoint of `url`, over the run's HTTP/2 connection
+    /// with `--http2` (made to its server at the first call).
+    async fn target(&self, url: &str) -> Result<wire::Target, Failure> {
+        let mut target = wire::Target::parse(url)?;
+        if let Some(http2) = &self.http2 {
+            if http2.borrow().is_none() {
+                let tcp = tokio::net::TcpStream::connect(&target.authority).await?;
+                tcp.set_nodelay(true)?;
+                let (send, connection) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+                tokio::spawn(connection);
+                *http2.borrow_mut() = Some(send);
+            }
+            target.http2.clone_from(&http2.borrow());
+        }
+        Ok(target)
     }
 
     /// The server's resident memory, when its pid is known.

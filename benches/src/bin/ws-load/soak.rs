@@ -85,7 +85,7 @@ struct Sample {
 }
 
 pub(crate) async fn run(options: &Options, run: &Run) -> Result<Value, Failure> {
-    let target = Target::parse(&options.url)?;
+    let target = run.target(&options.url).await?;
     let (tally, slots) = (Rc::new(Tally::default()), (0..options.connections).map(|_| Rc::new(Notify::new())));
     let slots: Vec<Rc<Notify>> = slots.collect();
     println!("soak: opening {} connections in {} rooms", options.connections, options.rooms);

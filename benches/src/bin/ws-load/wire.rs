@@ -1,12 +1,19 @@
 //! The load generator's side of the wire: a client handshake and a lenient
-//! frame reader of its own. Only the frames it sends, and permessage-deflate
-//! where a target offers it, come from ws-proto. It reads masked frames too,
-//! since the raw TCP floor sends back what it got.
+//! frame reader of its own, over a TCP connection each or, with `--http2`,
+//! over streams of one HTTP/2 connection (RFC 8441; hyper's client). Only
+//! the frames it sends, and permessage-deflate where a target offers it,
+//! come from ws-proto. It reads masked frames too, since the raw TCP floor
+//! sends back what it got.
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Empty;
+use hyper::client::conn::http2::SendRequest;
+use hyper::ext::Protocol;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use ws_benches::Failure;
 use ws_proto::frame::{FrameHeader, OpCode, encode_frame};
 use ws_proto::handshake::ExtensionOffer;
@@ -22,6 +29,10 @@ pub(crate) struct Target {
     /// A `Sec-WebSocket-Extensions` offer of permessage-deflate, sent as it
     /// is; the server's answer is checked against the default [`DeflateConfig`].
     pub(crate) deflate_offer: Option<&'static str>,
+    /// The HTTP/2 connection whose streams the WebSockets are, if any.
+    pub(crate) http2: Option<SendRequest<Empty<Bytes>>>,
+    /// Each TCP connection is reset when dropped (SO_LINGER 0), not closed.
+    pub(crate) reset: bool,
 }
 
 impl Target {
@@ -33,7 +44,13 @@ impl Target {
             .ok_or("the URL must start with ws:// (or http://)")?;
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let path = if path.is_empty() { "/" } else { path };
-        Ok(Target { authority: authority.to_owned(), path: path.to_owned(), deflate_offer: None })
+        Ok(Target {
+            authority: authority.to_owned(),
+            path: path.to_owned(),
+            deflate_offer: None,
+            http2: None,
+            reset: false,
+        })
     }
 }
 
@@ -55,11 +72,14 @@ impl Frame {
     }
 }
 
+/// The writing half of a connection: a TCP socket's, or an HTTP/2 stream's.
+pub(crate) type WriteHalf = Box<dyn AsyncWrite + Unpin>;
+
 /// A client connection past its handshake, in halves so that one task can
 /// write while another reads.
 pub(crate) struct Conn {
     pub(crate) reader: Reader,
-    pub(crate) writer: OwnedWriteHalf,
+    pub(crate) writer: WriteHalf,
     /// permessage-deflate as the server agreed to the target's offer; `None`
     /// without an offer or an agreement.
     pub(crate) deflate: Option<DeflateParams>,
@@ -67,15 +87,24 @@ pub(crate) struct Conn {
 
 /// The reading half of a connection, and what it has read but not taken.
 pub(crate) struct Reader {
-    half: OwnedReadHalf,
+    half: Box<dyn AsyncRead + Unpin>,
     buf: BytesMut,
+    /// The writing half, kept open while this half is held alone.
+    _writer: Option<WriteHalf>,
 }
 
 impl Conn {
     /// Connects and completes the opening handshake; fails on any answer but 101.
     pub(crate) async fn open(target: &Target) -> Result<Conn, Failure> {
+        if let Some(http2) = &target.http2 {
+            return Conn::open_stream(http2.clone(), target).await;
+        }
         let mut stream = TcpStream::connect(&target.authority).await?;
         stream.set_nodelay(true)?;
+        if target.reset {
+            #[allow(deprecated)] // SO_LINGER of zero does not block: the reset is sent at once.
+            stream.set_linger(Some(Duration::ZERO))?;
+        }
         let offer = target.deflate_offer.map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n")).unwrap_or_default();
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -84,7 +113,7 @@ impl Conn {
         );
         stream.write_all(request.as_bytes()).await?;
         let (half, writer) = stream.into_split();
-        let mut reader = Reader { half, buf: BytesMut::with_capacity(4096) };
+        let mut reader = Reader { half: Box::new(half), buf: BytesMut::with_capacity(4096), _writer: None };
         let end = loop {
             if let Some(at) = reader.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break at + 4;
@@ -99,16 +128,41 @@ impl Conn {
             return Err(format!("handshake refused: {status}").into());
         }
         let deflate = match target.deflate_offer {
-            Some(_) => agreed_deflate(&head)?,
+            Some(_) => agreed_deflate(extension_answers(&head)?)?,
             None => None,
         };
-        Ok(Conn { reader, writer, deflate })
+        Ok(Conn { reader, writer: Box::new(writer), deflate })
+    }
+
+    /// Opens the WebSocket as a stream of the HTTP/2 connection `http2`:
+    /// an extended CONNECT, answered 200.
+    async fn open_stream(mut http2: SendRequest<Empty<Bytes>>, target: &Target) -> Result<Conn, Failure> {
+        let uri = format!("http://{}{}", target.authority, target.path);
+        let mut request = Request::builder().method(Method::CONNECT).uri(uri).header("sec-websocket-version", "13");
+        if let Some(offer) = target.deflate_offer {
+            request = request.header("sec-websocket-extensions", offer);
+        }
+        let request = request.extension(Protocol::from_static("websocket")).body(Empty::new())?;
+        http2.ready().await?;
+        let answer = http2.send_request(request).await?;
+        if answer.status() != StatusCode::OK {
+            return Err(format!("CONNECT refused: {}", answer.status()).into());
+        }
+        let deflate = match target.deflate_offer {
+            Some(_) => {
+                let answers = answer.headers().get_all("sec-websocket-extensions").iter();
+                agreed_deflate(answers.map(|value| value.to_str().map(str::to_owned)).collect::<Result<_, _>>()?)?
+            }
+            None => None,
+        };
+        let (half, writer) = tokio::io::split(TokioIo::new(hyper::upgrade::on(answer).await?));
+        let reader = Reader { half: Box::new(half), buf: BytesMut::with_capacity(4096), _writer: None };
+        Ok(Conn { reader, writer: Box::new(writer), deflate })
     }
 
     /// The reading half alone; the connection stays open until it is dropped.
     pub(crate) fn into_reader(self) -> Reader {
-        self.writer.forget();
-        self.reader
+        Reader { _writer: Some(self.writer), ..self.reader }
     }
 }
 
@@ -117,11 +171,6 @@ impl Reader {
     pub(crate) async fn fill(&mut self) -> Result<bool, Failure> {
         self.buf.reserve(64 * 1024);
         Ok(self.half.read_buf(&mut self.buf).await? > 0)
-    }
-
-    /// The whole connection again, from its halves.
-    pub(crate) fn unsplit(self, writer: OwnedWriteHalf) -> Result<TcpStream, Failure> {
-        Ok(self.half.reunite(writer)?)
     }
 
     /// The next whole frame in the buffer, if there is one.
@@ -149,16 +198,22 @@ impl Reader {
     }
 }
 
-/// The permessage-deflate parameters that a 101 answer's head agrees to, if
-/// it agrees; an error for an answer the default [`DeflateConfig`] would not offer for.
-fn agreed_deflate(head: &[u8]) -> Result<Option<DeflateParams>, Failure> {
+/// The `Sec-WebSocket-Extensions` values of a 101 answer's head.
+fn extension_answers(head: &[u8]) -> Result<Vec<String>, Failure> {
     let mut fields = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut fields);
     response.parse(head)?;
     let answers = response.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"));
+    Ok(answers.map(|answer| std::str::from_utf8(answer.value).map(str::to_owned)).collect::<Result<_, _>>()?)
+}
+
+/// The permessage-deflate parameters that an answer's `Sec-WebSocket-Extensions`
+/// values agree to, if they agree; an error for an answer the default
+/// [`DeflateConfig`] would not offer for.
+fn agreed_deflate(answers: Vec<String>) -> Result<Option<DeflateParams>, Failure> {
     let mut agreed = Vec::new();
     for answer in answers {
-        agreed.extend(ExtensionOffer::parse_list(std::str::from_utf8(answer.value)?)?);
+        agreed.extend(ExtensionOffer::parse_list(&answer)?);
     }
     match agreed.iter().find(|e| e.name == ws_proto::deflate::NAME) {
         Some(answer) => Ok(Some(DeflateConfig::default().accept_response(answer)?)),

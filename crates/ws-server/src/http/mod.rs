@@ -197,7 +197,7 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
     let deadline = Instant::now() + server.config.handshake_timeout;
-    routes::route(stream, peer, permit, deadline, server).await
+    routes::route((stream, BytesMut::new()), peer, permit, deadline, server).await
 }
 
 /// Runs the TLS handshake by `deadline`, then serves the route.
@@ -214,7 +214,7 @@ async fn tls_route(
         h2::serve(stream, peer, server.clone(), permit).await;
         return Ok(());
     }
-    routes::route(stream, peer, permit, deadline, server).await
+    routes::route((stream, BytesMut::new()), peer, permit, deadline, server).await
 }
 
 /// The first bytes of an HTTP/2 connection with prior knowledge (RFC 9113 section 3.4).
@@ -222,7 +222,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// With `--h2c`: reads the connection's first bytes until they are HTTP/2's
 /// preface or cannot be, within `--handshake-timeout`, and serves it as
-/// HTTP/2 or HTTP/1.1, which read those bytes again.
+/// HTTP/2 or HTTP/1.1, which take those bytes as read.
 async fn h2c_route(
     mut tcp: TcpStream,
     peer: SocketAddr,
@@ -230,7 +230,8 @@ async fn h2c_route(
     server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
     let deadline = Instant::now() + server.config.handshake_timeout;
-    let mut read = BytesMut::with_capacity(PREFACE.len());
+    // Read as a request is: what comes past the preface's length stays read.
+    let mut read = BytesMut::with_capacity(1024);
     while read.len() < PREFACE.len() && PREFACE.starts_with(&read) {
         let more =
             timeout_at(deadline, tcp.read_buf(&mut read)).await.map_err(|_| ws_tokio::Error::HandshakeTimeout)??;
@@ -238,11 +239,9 @@ async fn h2c_route(
             return Ok(());
         }
     }
-    let h2 = read.starts_with(PREFACE);
-    let stream = Replayed::new(read, tcp);
-    if h2 {
-        h2::serve(stream, peer, server.clone(), permit).await;
+    if read.starts_with(PREFACE) {
+        h2::serve(Replayed::new(read, tcp), peer, server.clone(), permit).await;
         return Ok(());
     }
-    routes::route(stream, peer, permit, deadline, server).await
+    routes::route((tcp, read), peer, permit, deadline, server).await
 }

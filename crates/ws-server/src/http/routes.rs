@@ -10,25 +10,27 @@ use crate::policy::origin::origin_allowed;
 use crate::server::Server;
 use crate::session::Session;
 use crate::session::echo::Echo;
+use bytes::BytesMut;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{info, warn};
 use ws_proto::handshake::server::Request;
-use ws_tokio::server::{Handshake, read_request};
+use ws_tokio::server::{Handshake, read_request_after};
 use ws_tokio::{Options, WebSocket};
 
-/// Reads the request by `deadline` and serves its route.
+/// Reads the request, after its first bytes `read` already, by `deadline`
+/// and serves its route.
 pub(super) async fn route<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    stream: S,
+    (stream, read): (S, BytesMut),
     peer: SocketAddr,
     permit: Option<Permit>,
     deadline: Instant,
     server: &Arc<Server>,
 ) -> Result<(), ws_tokio::Error> {
     let config = &server.config;
-    let handshake = read_request(stream, config.socket_options(), deadline - Instant::now()).await?;
+    let handshake = read_request_after(stream, read, config.socket_options(), deadline - Instant::now()).await?;
     match handshake.request().path() {
         "/ws" => {
             drop(permit);
