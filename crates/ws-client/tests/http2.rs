@@ -1,7 +1,7 @@
 //! The client over HTTP/2 (RFC 8441) against ws-server: a thousand
 //! WebSockets over one TLS connection, each a member of its room; a refusal
 //! with its status and reason; `connect` and the tool with `--http2`, over
-//! TLS and in cleartext (`--h2c`).
+//! TLS and in cleartext (`--h2c`); `HubClient` over HTTP/2.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::time::timeout;
 use ws_client::http2::Http2;
+use ws_client::hub::{HubClient, HubEvent, HubSettings};
 use ws_client::{ClientSettings, Stream, Trust, connect};
 use ws_proto::{Event, Message};
 use ws_server::config::ServerConfig;
@@ -128,4 +129,27 @@ async fn connect_and_the_tool_speak_http2_when_asked_over_tls_and_in_cleartext()
     let mut metrics = String::new();
     timeout(PATIENCE, tokio::io::AsyncReadExt::read_to_string(&mut tcp, &mut metrics)).await.unwrap().unwrap();
     assert!(metrics.contains("\nws_connections_accepted_h2_total 2\n"), "{metrics}");
+}
+
+#[tokio::test]
+async fn the_hub_client_over_http2_joins_sends_and_receives() {
+    let (_, settings) = tls_server("hub", &[]).await;
+    let (client, mut events) = HubClient::start(HubSettings::new(settings));
+    client.join("lobby");
+    let mut sent = None;
+    loop {
+        match timeout(PATIENCE, events.recv()).await.unwrap().unwrap() {
+            HubEvent::Envelope(v) if v["type"] == "joined" && v["room"] == "lobby" => {
+                sent = Some(client.send("lobby", "over http/2"));
+            }
+            HubEvent::Message { room, envelope, .. } if room == "lobby" => {
+                assert_eq!(envelope["content"], "over http/2");
+                assert!(sent.is_some());
+                break;
+            }
+            HubEvent::Disconnected { reason, .. } => panic!("disconnected: {reason}"),
+            _ => {}
+        }
+    }
+    client.close();
 }
