@@ -327,7 +327,10 @@ impl Crowd {
             ws.send(&Message::from(json!({"type": "join", "room": room, "since": 0}).to_string())).await?;
             let mut kept = BTreeMap::new();
             loop {
-                let Some(event) = ws.recv().await else { return Err("the auditor's connection ended".into()) };
+                // Bounded: a join the server never answers fails the run, naming the room, rather than hanging it.
+                let event = tokio::time::timeout(SETTLE, ws.recv()).await;
+                let event = event.map_err(|_| format!("the auditor's replay of {room}: no answer in {SETTLE:?}"))?;
+                let Some(event) = event else { return Err("the auditor's connection ended".into()) };
                 let Event::Message(Message::Text(text)) = event? else { continue };
                 let envelope: Value = serde_json::from_str(text.as_str())?;
                 if envelope["room"] != room.as_str() {
