@@ -318,30 +318,42 @@ impl Crowd {
     }
 
     /// Each room's history as a fresh member replays it: seq to message key.
+    /// A join refused `unavailable` (the server's link to Redis not up yet)
+    /// is sent again, as the protocol asks; each room's replay must end within [`SETTLE`].
     async fn history(&self, url: &str, rooms: usize) -> Result<BTreeMap<String, BTreeMap<u64, String>>, Failure> {
         let connection = ClientSettings { url: url.to_owned(), deflate: None, ..ClientSettings::default() };
         let (mut ws, _) = connect(&connection).await?;
         let mut history = BTreeMap::new();
         for r in 0..rooms {
             let room = format!("room-{r}");
-            ws.send(&Message::from(json!({"type": "join", "room": room, "since": 0}).to_string())).await?;
+            let join = Message::from(json!({"type": "join", "room": room, "since": 0, "id": room}).to_string());
+            ws.send(&join).await?;
+            // One deadline for the room: the server's pings must not put it off.
+            let deadline = tokio::time::Instant::now() + SETTLE;
             let mut kept = BTreeMap::new();
             loop {
-                // Bounded: a join the server never answers fails the run, naming the room, rather than hanging it.
-                let event = tokio::time::timeout(SETTLE, ws.recv()).await;
-                let event = event.map_err(|_| format!("the auditor's replay of {room}: no answer in {SETTLE:?}"))?;
+                let event = tokio::time::timeout_at(deadline, ws.recv()).await;
+                let event = event.map_err(|_| format!("the auditor's replay of {room}: not done in {SETTLE:?}"))?;
                 let Some(event) = event else { return Err("the auditor's connection ended".into()) };
                 let Event::Message(Message::Text(text)) = event? else { continue };
                 let envelope: Value = serde_json::from_str(text.as_str())?;
-                if envelope["room"] != room.as_str() {
-                    continue;
-                }
+                // An error names the join by its id, not by the room.
+                let ours = envelope["room"] == room.as_str() || envelope["id"] == room.as_str();
                 match envelope["type"].as_str().unwrap_or_default() {
+                    _ if !ours => {}
                     "message" => {
                         let seq = envelope["seq"].as_u64().unwrap_or(0);
                         kept.insert(seq, record::key(&envelope).to_owned());
                     }
                     "recovered" => break,
+                    "error" if envelope["code"] == "unavailable" => {
+                        println!(
+                            "auditor: the join of {room} was refused unavailable ({}); sent again",
+                            envelope["message"]
+                        );
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        ws.send(&join).await?;
+                    }
                     "gap" | "error" => return Err(format!("the auditor's replay of {room}: {envelope}").into()),
                     _ => {}
                 }
